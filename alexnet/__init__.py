@@ -1,0 +1,6 @@
+"""alexnet: AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) reproduced faithfully."""
+from alexnet.errors import UsageError
+from alexnet.registry import ModelInfo, create_model, list_models, model_info, register_model
+
+__version__ = "0.1.0"
+__all__ = ["UsageError", "ModelInfo", "create_model", "list_models", "model_info", "register_model", "__version__"]
