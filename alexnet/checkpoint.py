@@ -1,0 +1,93 @@
+"""Checkpoints: written atomically, read only as weights (``torch.load(weights_only=True)``).
+
+A checkpoint is a plain dict of tensors and JSON-like values, so loading never runs pickled code:
+``model`` (registry name and arguments), ``classes``, ``config`` (the resolved run config),
+``data`` (what evaluation needs to preprocess exactly like training), ``state_dict`` and, for a
+resumable ``last.pt``, ``optimizer``, ``schedule``, ``position`` and ``rng``.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alexnet.errors import UsageError
+from alexnet.registry import create_model
+
+FORMAT = "alexnet-checkpoint-v1"
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` onto ``path``.
+
+    A crash at any moment leaves either the old file or the new one under ``path``, never a part.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint as weights only; anything that would need arbitrary unpickling is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UsageError(f"refusing to load {path}: it is not a weights-only checkpoint "
+                         f"(loading it would run code from the file). Details: {str(err).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise UsageError(f"{path} is not a readable checkpoint ({err}); was it truncated or written by another tool?") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UsageError(f"{path} is not an alexnet checkpoint (no '{FORMAT}' marker); "
+                         "to load plain state dicts use alexnet.checkpoint.load_state_dict_checked")
+    return ckpt
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """``model.load_state_dict`` with errors that name the layer and both shapes."""
+    own = model.state_dict()
+    for key, value in state_dict.items():
+        if key in own and own[key].shape != value.shape:
+            raise UsageError(f"{source}: layer {key} has shape {tuple(value.shape)} but the model expects "
+                             f"{tuple(own[key].shape)} (trained for a different number of classes or channels?)")
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise UsageError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    model.load_state_dict(state_dict)
+
+
+def model_from_checkpoint(ckpt: dict) -> nn.Module:
+    """Rebuild the model from the arguments stored in ``ckpt`` and load its weights (eval mode)."""
+    spec = ckpt["model"]
+    model = create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
+                         input_size=spec["input_size"], **spec.get("kwargs", {}))
+    load_state_dict_checked(model, ckpt["state_dict"])
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load ``path`` and return (model in eval mode, checkpoint dict)."""
+    ckpt = load_checkpoint(path, map_location)
+    return model_from_checkpoint(ckpt), ckpt

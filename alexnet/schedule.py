@@ -1,0 +1,52 @@
+"""Learning-rate schedules with a small, saved state so resume is exact."""
+from __future__ import annotations
+
+import math
+
+from alexnet.recipes import TrainConfig
+
+
+class LRSchedule:
+    """``lr_at(step)`` for per-step shapes; ``end_epoch(val_error)`` for the paper's plateau rule.
+
+    plateau [5]: lr / 10 when the validation error has not improved for ``plateau_patience``
+    epochs, at most ``plateau_max_drops`` times. onecycle: linear warm-up to ``lr`` then linear
+    decay to 0. cosine: warm-up then cosine to 0. constant: ``lr`` throughout.
+    """
+
+    def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
+        self.kind, self.base_lr = cfg.schedule, cfg.lr
+        self.total = max(1, cfg.epochs * steps_per_epoch)
+        self.warmup = int(cfg.warmup_epochs * steps_per_epoch)
+        self.patience, self.max_drops = cfg.plateau_patience, cfg.plateau_max_drops
+        self.scale, self.best, self.bad_epochs, self.drops = 1.0, math.inf, 0, 0
+
+    def lr_at(self, step: int) -> float:
+        if self.kind in ("plateau", "constant"):
+            return self.base_lr * self.scale
+        if step < self.warmup:
+            return self.base_lr * (step + 1) / self.warmup
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        if self.kind == "onecycle":
+            return self.base_lr * (1.0 - progress)
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def end_epoch(self, val_error: float) -> bool:
+        """Record an epoch's validation error; True when the plateau rule just divided the lr."""
+        if self.kind != "plateau":
+            return False
+        if val_error < self.best - 1e-9:
+            self.best, self.bad_epochs = val_error, 0
+            return False
+        self.bad_epochs += 1
+        if self.bad_epochs >= self.patience and self.drops < self.max_drops:
+            self.scale, self.bad_epochs, self.drops = self.scale / 10, 0, self.drops + 1
+            return True
+        return False
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "best": self.best, "bad_epochs": self.bad_epochs, "drops": self.drops}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scale, self.best = state["scale"], state["best"]
+        self.bad_epochs, self.drops = state["bad_epochs"], state["drops"]

@@ -1,0 +1,283 @@
+"""The training loop: one function, ``train(cfg)``, readable top to bottom.
+
+Recipes live in ``recipes.py``, data in ``data/``, checkpoints in ``checkpoint.py``. What is here:
+device and precision, DDP, the SGD loop [5], per-epoch validation and the plateau rule, the run
+folder (config.json, metrics.jsonl, TensorBoard, curves.png, last.pt, best.pt), exact resume,
+signals and non-finite losses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet import distributed
+from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
+from alexnet.data import ImageSet, compute_stats, open_dataset
+from alexnet.data.augment import EvalTransform, TrainTransform
+from alexnet.data.loader import BatchLoader
+from alexnet.errors import UsageError
+from alexnet.evaluate import accuracy_report, predict_probs
+from alexnet.plots import plot_curves
+from alexnet.progress import Progress
+from alexnet.recipes import TrainConfig, resolve_config
+from alexnet.registry import create_model
+from alexnet.schedule import LRSchedule
+
+RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; ``last.pt`` was written. ``exit_code`` is 130 or 143."""
+
+    def __init__(self, signum: int, resume_hint: str) -> None:
+        super().__init__(resume_hint)
+        self.exit_code = 128 + signum
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN/inf; the last good checkpoint was left untouched."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    return device
+
+
+def model_spec(cfg: TrainConfig, num_classes: int, in_channels: int, input_size: int) -> dict:
+    return {"name": cfg.model, "num_classes": num_classes, "in_channels": in_channels,
+            "input_size": input_size, "kwargs": dict(cfg.model_kwargs)}
+
+
+def data_spec(cfg: TrainConfig, train_set: ImageSet, input_size: int) -> dict:
+    """What evaluation and prediction need to preprocess exactly like training."""
+    stats = train_set.stats or compute_stats(np.asarray(train_set.images))
+    _, height, width, channels = train_set.images.shape
+    return {"stats": stats.to_dict(), "image_size": [height, width], "channels": channels,
+            "crop_size": input_size, "resize_to": cfg.resize_to or None, "normalization": cfg.normalization,
+            "source": train_set.source}
+
+
+def eval_transform(data: dict, ten_crop: bool = False) -> EvalTransform:
+    from alexnet.data import DatasetStats
+    return EvalTransform(crop_size=data["crop_size"], normalization=data["normalization"],
+                         stats=DatasetStats.from_dict(data["stats"]), resize_to=data["resize_to"], ten_crop=ten_crop)
+
+
+def _decay_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    if cfg.decay_norm_and_bias:          # [5] the paper decays every weight
+        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.dim() > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+@contextmanager
+def _stop_on_signals():
+    """Turn SIGINT/SIGTERM into a flag the loop checks after each step."""
+    received: list[int] = []
+    handler = lambda signum, _frame: received.append(signum)  # noqa: E731
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _prepare_out(cfg: TrainConfig, resume: bool, force: bool, is_main: bool) -> Path:
+    out = Path(cfg.out)
+    holds_run = any((out / f).exists() for f in ("config.json", "last.pt"))
+    if resume and not (out / "last.pt").exists():
+        raise UsageError(f"--resume: {out}/last.pt does not exist; nothing to resume (drop --resume to start)")
+    if holds_run and not (resume or force):
+        raise UsageError(f"--out {out} already holds a run; pass --resume to continue it or --force to start over")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        if force and not resume:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+            for event in out.glob("events.out.tfevents.*"):
+                event.unlink()
+    return out
+
+
+def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool = False,
+          overrides: dict | None = None) -> dict:
+    """Train as ``cfg`` says; returns the final summary (best val, paths, timings).
+
+    With ``resume``, the config stored in ``<out>/last.pt`` is used, updated by ``overrides``.
+    """
+    cfg = cfg or resolve_config()
+    device = resolve_device(cfg.device)
+    rank, world_size = distributed.init(device)
+    is_main = rank == 0
+    out = _prepare_out(cfg, resume, force, is_main)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        saved = dict(ckpt["config"], **(overrides or {}), out=str(out))
+        cfg = resolve_config(saved.pop("recipe"), **saved)
+    if cfg.batch_size % world_size:
+        raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world_size} processes")
+    torch.manual_seed(cfg.seed)
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if (is_main and not cfg.quiet) else (lambda *a: None)
+
+    # ---- data [4] -------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    common = dict(data_root=cfg.data_root, size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                  progress=is_main and not cfg.quiet)
+    train_set, val_set = open_dataset(cfg.data, "train", **common), open_dataset(cfg.data, "val", **common)
+    if cfg.train_subset:
+        train_set.images, train_set.labels = train_set.images[:cfg.train_subset], train_set.labels[:cfg.train_subset]
+    classes, channels = train_set.classes, train_set.images.shape[-1]
+    input_size = cfg.resize_to or cfg.crop_size or train_set.images.shape[1]
+    data = ckpt["data"] if ckpt else data_spec(cfg, train_set, input_size)
+    from alexnet.data import DatasetStats
+    stats = DatasetStats.from_dict(data["stats"])
+    train_transform = TrainTransform(crop_size=input_size, padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std,
+                                     normalization=cfg.normalization, stats=stats, resize_to=cfg.resize_to or None)
+    loader = BatchLoader(train_set.images, train_set.labels, cfg.batch_size // world_size, transform=train_transform,
+                         shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device)
+    if len(loader) == 0:
+        raise UsageError(f"{len(train_set.labels)} training images are fewer than one batch of {cfg.batch_size}; "
+                         "lower --batch-size")
+    log(f"data: {train_set.source}: {len(train_set.labels)} train / {len(val_set.labels)} val images, "
+        f"{len(classes)} classes, {channels} channel(s), input {input_size}px "
+        f"({time.perf_counter() - t0:.1f}s){'; skipped ' + str(len(train_set.skipped)) if train_set.skipped else ''}")
+
+    # ---- model and optimiser [5] ------------------------------------------------------------
+    spec = ckpt["model"] if ckpt else model_spec(cfg, len(classes), channels, input_size)
+    model = create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
+                         input_size=spec["input_size"], **spec["kwargs"])
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    optimizer = torch.optim.SGD(_decay_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov and cfg.momentum > 0)
+    schedule = LRSchedule(cfg, len(loader))
+    epoch, start_step, global_step, history, best = 0, 0, 0, [], {"val_top1": -1.0, "epoch": -1}
+    if ckpt:
+        load_state_dict_checked(model, ckpt["state_dict"], str(out / "last.pt"))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        epoch, start_step, global_step = (ckpt["position"][k] for k in ("epoch", "step", "global_step"))
+        history, best = ckpt["history"], ckpt["best"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        log(f"resumed {out / 'last.pt'} at epoch {epoch + 1} step {start_step}")
+    raw_model = model
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    step_fn = torch.compile(model) if cfg.compile else model
+    use_bf16 = device.type == "cuda" and (cfg.amp == "bf16" or (cfg.amp == "auto" and cfg.recipe != "paper"))
+    eval_tf = eval_transform(data)
+
+    def checkpoint(position: dict) -> dict:
+        return {"format": FORMAT, "model": spec, "classes": classes, "config": cfg.to_dict(), "data": data,
+                "state_dict": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(), "position": position, "history": history, "best": best,
+                "rng": {"torch": torch.get_rng_state(),
+                        **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}}
+
+    if is_main:
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out))
+    resume_hint = f"resume with: alexnet train --out {out} --resume"
+    fault = os.environ.get("ALEXNET_FAULT_INJECT", "")  # tests only: "rank=R,step=S" raises there
+
+    # ---- the loop -----------------------------------------------------------------------------
+    with _stop_on_signals() as signals:
+        while epoch < cfg.epochs:
+            model.train()
+            bar = Progress(len(loader) - start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=is_main and not cfg.quiet)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            seen, epoch_start = 0, time.perf_counter()
+            for step, (x, y) in enumerate(loader.iterate(epoch, start_step), start=start_step):
+                if fault and fault == f"rank={rank},step={global_step}":
+                    raise RuntimeError(f"injected fault on rank {rank} at step {global_step}")
+                lr = schedule.lr_at(global_step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    logits = step_fn(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                if device.type == "cpu" and not torch.isfinite(loss):   # a free check on CPU
+                    raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1} step {step}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                global_step += 1
+                loss_sum += loss.detach() * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                show = bar.tty and step % 10 == 0
+                bar.update(1, n=len(y) * world_size,
+                           **({"loss": loss_sum.item() / seen, "acc": correct.item() / seen} if show else {}))
+                stop = distributed.any_flag(bool(signals), device)
+                if stop or (cfg.max_steps and global_step >= cfg.max_steps):
+                    bar.close()
+                    if not torch.isfinite(loss_sum):
+                        raise NonFiniteLoss(f"loss became non-finite before step {global_step}")
+                    if is_main:
+                        atomic_save(checkpoint({"epoch": epoch, "step": step + 1, "global_step": global_step}),
+                                    out / "last.pt")
+                    if stop:
+                        log(f"\ninterrupted at epoch {epoch + 1} step {step + 1}: saved {out / 'last.pt'}; {resume_hint}")
+                        raise TrainingInterrupted(signals[0] if signals else signal.SIGTERM, resume_hint)
+                    log(f"stopped after --max-steps {cfg.max_steps}: saved {out / 'last.pt'}; {resume_hint}")
+                    return {"out": str(out), "stopped_at": global_step, "best": best}
+            bar.close()
+            totals = distributed.sum_tensor(torch.stack([loss_sum.float(), correct.float(),
+                                                         torch.tensor(float(seen), device=device)]))
+            if not torch.isfinite(totals[0]):
+                raise NonFiniteLoss(f"loss became non-finite during epoch {epoch + 1}")
+            train_seconds = time.perf_counter() - epoch_start
+            probs = predict_probs([raw_model], val_set.images, eval_tf, batch_size=cfg.eval_batch_size, device=device,
+                                  autocast=use_bf16)
+            val = accuracy_report(probs, val_set.labels, classes)
+            dropped = schedule.end_epoch(val["top1_error"])
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": (totals[0] / totals[2]).item(),
+                   "train_top1": (totals[1] / totals[2]).item(), "val_loss": val["loss"], "val_top1": val["top1"],
+                   "val_top5": val["top5"], "images_per_s": totals[2].item() / train_seconds,
+                   "seconds": time.perf_counter() - epoch_start}
+            history.append(row)
+            epoch, start_step = epoch + 1, 0
+            if is_main:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row) + "\n")
+                for key, value in row.items():
+                    if key != "epoch":
+                        writer.add_scalar(key, value, epoch)
+                writer.flush()
+                improved = val["top1"] > best["val_top1"]
+                if improved:
+                    best = {"val_top1": val["top1"], "val_top5": val["top5"], "epoch": epoch}
+                state = checkpoint({"epoch": epoch, "step": 0, "global_step": global_step})
+                atomic_save(state, out / "last.pt")
+                if improved:
+                    atomic_save(dict(state, optimizer={}, rng={}), out / "best.pt")
+                plot_curves(history, out / "curves.png")
+                log(f"epoch {epoch}/{cfg.epochs}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
+                    f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.4f} top-5 {row['val_top5']:.4f} | "
+                    f"{row['images_per_s']:.0f} img/s, {row['seconds']:.1f}s"
+                    + (f" | lr divided by 10 (plateau, drop {schedule.drops})" if dropped else ""))
+    if is_main:
+        writer.close()
+    return {"out": str(out), "best": best, "history": history, "classes": classes}
