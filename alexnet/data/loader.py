@@ -1,0 +1,179 @@
+"""Batches of augmented images from a uint8 (N, H, W, C) array, prefetched in a background thread.
+
+A batch depends only on (seed, epoch, step, rank): the epoch's order comes from a generator seeded
+by (seed, epoch), the augmentation's from one seeded by (seed, epoch, step, rank). So two loaders
+built alike give the same batches, and resuming at a step is just ``iterate(epoch, start_step)``.
+The prefetch thread runs the batched torch ops (which release the GIL) while the model computes.
+"""
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from alexnet.data.augment import to_float
+from alexnet.errors import UsageError
+
+IN_MEMORY_BYTES = 1 << 30    # arrays up to this size are copied into one in-memory tensor
+_SHUFFLE, _AUGMENT = 1, 2    # seed-stream tags, so the two generators never share a seed
+
+
+def derive_seed(*values: int) -> int:
+    """A well-mixed 63-bit seed from non-negative integers (numpy's SeedSequence hash)."""
+    words = np.random.SeedSequence(list(values)).generate_state(2, np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
+class BatchLoader:
+    """Yields (x, y): x float32 (B, C, h, w) channels_last and y int64 (B,), both on ``device``.
+
+    images: uint8 (N, H, W, C) numpy array, memmap or torch tensor. Arrays up to ``in_memory_bytes``
+    become one in-memory tensor; bigger memmaps are read per batch (indices sorted for locality).
+    transform: ``transform(x_uint8_nchw, generator) -> float batch``, e.g. ``TrainTransform``; None
+    scales to [0, 1]. For DDP, rank r of world_size W takes every W-th index of the epoch's order,
+    padded by wrapping (as ``DistributedSampler``) so every rank has the same number of batches.
+    prefetch: batches made ahead in a background thread (0: made in the caller's thread).
+    """
+
+    def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int, *,
+                 transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                 shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 device: str | torch.device = "cpu", prefetch: int = 2,
+                 in_memory_bytes: int = IN_MEMORY_BYTES) -> None:
+        if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):
+            raise UsageError(f"BatchLoader needs uint8 images shaped (N, H, W, C), got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        if len(labels) != len(images):
+            raise UsageError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or seed < 0 or prefetch < 0:
+            raise UsageError(f"BatchLoader: need batch_size >= 1, 0 <= rank < world_size, seed >= 0, prefetch >= 0; "
+                             f"got batch_size={batch_size}, rank={rank}, world_size={world_size}, seed={seed}, "
+                             f"prefetch={prefetch}")
+        if isinstance(images, torch.Tensor):
+            self.images: np.ndarray | torch.Tensor = images              # may live on the GPU already
+        elif images.nbytes <= in_memory_bytes:                            # read a memmap into memory once
+            copy = isinstance(images, np.memmap) or not images.flags.writeable
+            self.images = torch.from_numpy(np.array(images) if copy else np.ascontiguousarray(images))
+        else:
+            self.images = images                                          # gathered per batch
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        self.batch_size, self.transform, self.shuffle, self.drop_last = batch_size, transform, shuffle, drop_last
+        self.seed, self.rank, self.world_size, self.prefetch = seed, rank, world_size, prefetch
+        self.device = torch.device(device)
+        self.epoch = 0
+
+    @property
+    def in_memory(self) -> bool:
+        return isinstance(self.images, torch.Tensor)
+
+    @property
+    def num_samples(self) -> int:
+        """Samples this rank sees per epoch (the dataset split W ways, padded by wrapping)."""
+        return math.ceil(len(self.labels) / self.world_size)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        if self.drop_last:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.iterate(self.epoch)
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        """This rank's dataset indices for ``epoch``, in the order they are served."""
+        n = len(self.labels)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(_SHUFFLE, self.seed, epoch)))
+        else:
+            order = torch.arange(n)
+        total = self.num_samples * self.world_size
+        if total > n:   # wrap around, as DistributedSampler does
+            order = order.repeat(math.ceil(total / n))[:total]
+        return order[self.rank:total:self.world_size]
+
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of ``epoch`` from step ``start_step`` on (exact resume: same batches as a full epoch)."""
+        order, steps = self.indices(epoch), range(start_step, len(self))
+        make = lambda step: self.batch(order, epoch, step)  # noqa: E731
+        if self.prefetch == 0:
+            return (make(step) for step in steps)
+        return _prefetched(make, steps, self.prefetch, name=f"BatchLoader-e{epoch}-r{self.rank}")
+
+    def batch(self, order: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``step`` of an epoch whose rank-local order is ``order``."""
+        index = order[step * self.batch_size:(step + 1) * self.batch_size]
+        x = self._gather(index).permute(0, 3, 1, 2)          # (B, C, H, W) channels_last view
+        y = self.labels[index]
+        if self.device.type == "cuda" and x.device.type == "cpu":
+            x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        else:
+            x, y = x.to(self.device), y.to(self.device)
+        generator = torch.Generator().manual_seed(derive_seed(_AUGMENT, self.seed, epoch, step, self.rank))
+        x = to_float(x) if self.transform is None else self.transform(x, generator)
+        return x, y
+
+    def _gather(self, index: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, C) images at ``index``."""
+        if self.in_memory:
+            return self.images[index.to(self.images.device)]
+        index = index.numpy()
+        order = np.argsort(index, kind="stable")         # read the memmap in file order ...
+        out = np.empty((len(index), *self.images.shape[1:]), np.uint8)
+        out[order] = self.images[index[order]]           # ... and put each image where it belongs
+        return torch.from_numpy(out)
+
+
+_DONE = object()
+
+
+def _prefetched(make: Callable[[int], object], steps: range, depth: int, name: str) -> Iterator:
+    """Yield ``make(step)`` for ``steps``, computed ``depth`` ahead in a daemon thread.
+
+    An exception in the thread is re-raised here; stopping early (break, close, garbage
+    collection of the generator) stops the thread.
+    """
+    results: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                results.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        step = None
+        try:
+            for step in steps:
+                if stop.is_set() or not put(make(step)):
+                    return
+            put(_DONE)
+        except BaseException as error:  # noqa: BLE001  (handed to the consumer)
+            if hasattr(error, "add_note"):
+                error.add_note(f"(raised in the data loader's prefetch thread {name}, step {step})")
+            put(error)
+
+    thread = threading.Thread(target=work, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = results.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=10)
