@@ -109,6 +109,15 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from alexnet.data import prepare
+    report = prepare(args.data, args.out, size=args.size, workers=args.workers, strict=args.strict,
+                     channels=args.channels, seed=args.seed, data_root=args.data_root,
+                     image_column=args.image_column, label_column=args.label_column)
+    print(report.summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alexnet", description="AlexNet (NIPS 2012), reproduced faithfully.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -122,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-channels", type=int, default=None, help="input channels (default: the model's)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.set_defaults(func=_summary)
+
+    p = sub.add_parser("prepare", help="decode a dataset once into a fast packed cache (+ mean image, PCA)")
+    p.add_argument("data", metavar="DATA", help="builtin name, image folder, CSV file, idx or CIFAR folder")
+    p.add_argument("--out", required=True, metavar="CACHE", help="folder to write the cache to")
+    p.add_argument("--size", type=int, default=256,
+                   help="short side rescaled to SIZE, then the central SIZExSIZE crop (paper: 256)")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all CPU cores)")
+    p.add_argument("--strict", action="store_true", help="stop on any bad image instead of skipping it")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="force 1 (grey) or 3 (RGB) channels (default: 1 only if every image is grey)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out validation order")
+    p.add_argument("--data-root", default=None, help="folder holding builtin datasets (searched first)")
+    p.add_argument("--image-column", default=None, help="CSV column of image paths or ids")
+    p.add_argument("--label-column", default=None, help="CSV column of labels")
+    p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model (no arguments: the quick recipe on Fashion-MNIST, then eval and predict)")
     p.add_argument("--recipe", choices=["quick", "paper", "d2l"], default=None, help="named defaults (default: quick)")

@@ -1,0 +1,153 @@
+"""Decoding one image file into a uint8 (H, W, C) array, with a defined outcome for bad files.
+
+A file that cannot become a correct image raises ``BadImage`` with a reason a person can act on;
+callers skip it and report (path, reason), or stop when strict. Rules:
+- empty, non-image, truncated or corrupt files: BadImage;
+- more than ``MAX_PIXELS`` pixels in the header (decompression bombs): BadImage, before decoding;
+- EXIF orientation is applied (ImageOps.exif_transpose), so width/height are as a viewer shows them;
+- 16-bit greyscale ("I;16", "I") is scaled to 8 bits: v8 = round(v16 * 255 / 65535);
+- transparency (RGBA, LA, P with transparency) is composited over white;
+- CMYK, P, YCbCr, 1, L, ... become RGB (3 channels) or L (1 channel, ITU-R 601 luma);
+- ``size``: rescale so the SHORT side is ``size`` and take the central size x size square [4].
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # as torchvision
+MAX_PIXELS = 89_478_485        # PIL's default Image.MAX_IMAGE_PIXELS (about 0.25 GB of RGB at 8 bits)
+GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N"})
+SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+ORIENTATION_TAG = 0x0112
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
+                  Image.DecompressionBombError)
+
+
+class BadImage(Exception):
+    """A file that cannot be decoded into a correct image; ``str(err)`` is the reason."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the header says, after EXIF orientation: the size as displayed, and whether it is greyscale."""
+
+    height: int
+    width: int
+    grey: bool
+
+
+def is_image_file(name: str) -> bool:
+    return name.lower().endswith(IMG_EXTENSIONS) and not os.path.basename(name).startswith(".")
+
+
+def _open(path: str) -> Image.Image:
+    try:
+        if os.path.getsize(path) == 0:
+            raise BadImage("empty file (0 bytes)")
+    except OSError as err:
+        raise BadImage(f"cannot read the file: {err.strerror or err}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
+    except Image.DecompressionBombError as err:
+        raise BadImage(f"too many pixels, possible decompression bomb ({err})") from None
+    except UnidentifiedImageError:
+        raise BadImage("not an image PIL can read (wrong extension, or a corrupt header)") from None
+    except _DECODE_ERRORS as err:
+        raise BadImage(f"corrupt or truncated image header ({err})") from None
+    width, height = img.size
+    if width * height > MAX_PIXELS:
+        img.close()
+        raise BadImage(f"too many pixels: {width}x{height} = {width * height:,} exceeds the limit of "
+                       f"{MAX_PIXELS:,} (possible decompression bomb); if the image is genuine, shrink it first")
+    if width == 0 or height == 0:
+        img.close()
+        raise BadImage(f"image has no pixels ({width}x{height})")
+    return img
+
+
+def probe_image(path: str) -> Probe:
+    """Read only the header: displayed size and greyness. Raises BadImage."""
+    img = _open(path)
+    with img:
+        try:
+            orientation = img.getexif().get(ORIENTATION_TAG, 1)
+        except _DECODE_ERRORS as err:
+            raise BadImage(f"corrupt EXIF data ({err})") from None
+        width, height = img.size
+        if orientation in (5, 6, 7, 8):   # rotated by 90 or 270 degrees
+            width, height = height, width
+        return Probe(height, width, img.mode in GREY_MODES)
+
+
+def decode_image(path: str, *, channels: int, size: int | None = None) -> np.ndarray:
+    """Decode ``path`` into uint8 (H, W, channels); with ``size``, the central size x size square [4].
+
+    Raises BadImage with the reason when the file is not a decodable image.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = _open(path)
+    with img:
+        try:
+            if size is not None and img.format == "JPEG":
+                img.draft(img.mode, (size, size))   # DCT-domain downscale, never below size x size
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            pixels = _convert(img, channels)
+            if size is not None:
+                pixels = center_square(pixels, size)
+            array = np.asarray(pixels, dtype=np.uint8)
+        except BadImage:
+            raise
+        except _DECODE_ERRORS as err:
+            raise BadImage(f"corrupt or truncated image data ({err})") from None
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return array
+
+
+def _convert(img: Image.Image, channels: int) -> Image.Image:
+    """``img`` as an "L" (channels=1) or "RGB" (channels=3) image, by the rules in the module docstring."""
+    mode = img.mode
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(img).astype(np.int64)                       # big/little endian handled by numpy
+        values = (np.clip(values, 0, 65535) * 255 + 32767) // 65535     # round(v * 255 / 65535)
+        img = Image.fromarray(values.astype(np.uint8), "L")
+    elif mode == "F":
+        raise BadImage("floating-point pixels (mode F) have no defined 8-bit scale; save it as 8- or 16-bit")
+    elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba).convert("RGB")
+    target = "L" if channels == 1 else "RGB"
+    return img if img.mode == target else img.convert(target)
+
+
+def center_square(img: Image.Image, size: int) -> Image.Image:
+    """Rescale so the short side is ``size``, then the central size x size crop [4], in one resampling."""
+    width, height = img.size
+    side = min(width, height)
+    left, top = (width - side) / 2, (height - side) / 2
+    if width == height == size:
+        return img
+    return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+
+
+def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    """uint8 (N, H, W, C) arrays with C in {1, 3} as ``channels`` channels (replicate grey, or 601 luma)."""
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if channels == 3:
+        return np.repeat(images, 3, axis=-1)
+    # ITU-R 601-2 luma with PIL's integer weights, so arrays and decoded files agree exactly
+    rgb = images.astype(np.uint32)
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
