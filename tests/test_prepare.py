@@ -161,3 +161,15 @@ def test_small_image_sources_prepare_as_they_are(tmp_path):
         assert np.array_equal(direct.stats.eigvals, cached.stats.eigvals)
     with pytest.raises(UsageError, match="holds 1-channel images, 3 were asked for"):
         open_dataset(str(tmp_path / "c"), channels=3, progress=False)
+    small = open_dataset(str(root), "test", size=4, progress=False)   # larger than size: the shape rule applies
+    assert small.images.shape == (10, 4, 4, 1)
+    assert prepare(str(root), str(tmp_path / "c4"), size=4, progress=False).shape == (4, 4, 1)
+
+
+def test_out_inside_the_data_and_empty_splits_are_refused(tmp_path):
+    root = photo_folder(tmp_path / "photos" / "train", per_class=2)
+    with pytest.raises(UsageError, match="is inside the data folder"):
+        prepare(str(root), str(root / "cache"), workers=0, progress=False)
+    (tmp_path / "photos" / "val" / "cat").mkdir(parents=True)
+    with pytest.raises(UsageError, match="the val split of .* has no images"):
+        open_dataset(str(tmp_path / "photos"), "val", cache_dir=str(tmp_path / "c"), progress=False)

@@ -9,9 +9,9 @@ When the source has no val split, train rows are stored in a seeded, class-strat
 round(fraction * N) rows are the held-out validation set for any fraction (see resolve.holdout_order),
 so both parts are slices of one memory map. Statistics are over the whole train split.
 
-Image shape rule: when every image has the same size and fits in size x size (28x28 digits), images are
-stored as they are; otherwise each is rescaled so its short side is ``size`` and centre-cropped to
-size x size [4] (smaller images are upscaled). Channels: 1 when every image is greyscale, else 3,
+Image shape rule: when every image has the same size and fits in size x size (28x28 digits, 32x32
+CIFAR), images are stored as they are; otherwise each is rescaled so its short side is ``size`` and
+centre-cropped to size x size [4] (smaller photos are upscaled). Channels: 1 when every image is greyscale, else 3,
 unless ``channels`` forces it.
 
 The cache is written to a temporary folder next to ``out`` and renamed into place at the end, so an
@@ -23,25 +23,21 @@ import contextlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
-from tqdm import tqdm
 
-from alexnet.data.decode import BadImage, convert_channels, decode_image, probe_image
+from alexnet.data.decode import convert_channels, fit_arrays
 from alexnet.data.listing import Listing, list_csv, list_image_folder
+from alexnet.data.parallel import decode_chunk, probe_chunk, run_chunks
 from alexnet.data.resolve import CACHE_METADATA, Arrays, Source, fingerprint, holdout_order, load_arrays, resolve_source
 from alexnet.data.stats import compute_stats
 from alexnet.errors import UsageError
 
 FORMAT_VERSION = 1
-CHUNK = 32                 # images per task sent to a worker process
 SHOWN_SKIPPED = 20         # skipped items listed in a summary; all of them are in the metadata
 
 
@@ -112,7 +108,10 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
         data = load_arrays(source)
     photos = isinstance(data, Listing)
     files = ([p for items in data.splits.values() for p, _ in items] + data.extra_files) if photos else data.files
-    options = {"size": size if photos else None, "channels": channels, "seed": seed,
+    if photos and source.kind == "folder" and _inside(out, source.path):
+        raise UsageError(f"--out {out} is inside the data folder {source.path}; it would be read as a class "
+                         f"folder next time. Choose a folder outside it")
+    options = {"size": size, "channels": channels, "seed": seed,
                "image_column": image_column, "label_column": label_column}
     input_fingerprint = fingerprint(files)
     os.makedirs(os.path.dirname(out), exist_ok=True)
@@ -124,12 +123,13 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
             return report
         _check_replaceable(out)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+        os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from the rest of a team
         try:
             if photos:
                 meta = _write_photos(data, tmp, size=size, channels=channels, seed=seed,
                                      workers=(os.cpu_count() or 1) if workers is None else workers, progress=progress)
             else:
-                meta = _write_arrays(data, tmp, channels=channels, seed=seed)
+                meta = _write_arrays(data, tmp, size=size, channels=channels, seed=seed)
             check_strict(meta["skipped"], strict, source.path)
             stats = compute_stats(np.load(os.path.join(tmp, "train_images.npy"), mmap_mode="r"))
             meta.update(format="alexnet-cache", format_version=FORMAT_VERSION, source=data.description,
@@ -156,10 +156,7 @@ def _same_result(meta: dict, options: dict) -> bool:
         return False
     channels = options["channels"] or (1 if meta["grey"] else 3)
     native, size = meta["native_shape"], options["size"]
-    if size is None:                                   # small-image sources are stored as they are
-        height, width = meta["shape"][:2]
-    else:
-        height, width = native if native and max(native) <= size else (size, size)
+    height, width = native if native and max(native) <= size else (size, size)
     return [height, width, channels] == list(meta["shape"])
 
 
@@ -176,10 +173,10 @@ def report_from_metadata(out: str, meta: dict, *, reused: bool, seconds: float) 
                          {s: os.path.join(out, f"{s}_images.npy") for s in meta["splits"]}, reused, seconds)
 
 
-def _write_arrays(data: Arrays, tmp: str, *, channels: int | None, seed: int) -> dict:
-    splits = dict(data.splits)
-    if channels is not None:
-        splits = {s: (convert_channels(images, channels), labels) for s, (images, labels) in splits.items()}
+def _write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int) -> dict:
+    native = list(data.splits["train"][0].shape[1:3])
+    splits = {s: (fit_arrays(convert_channels(images, channels or images.shape[-1]), size), labels)
+              for s, (images, labels) in data.splits.items()}
     holdout = "val" not in splits
     if holdout:
         images, labels = splits["train"]
@@ -191,14 +188,14 @@ def _write_arrays(data: Arrays, tmp: str, *, channels: int | None, seed: int) ->
     shape = splits["train"][0].shape[1:]
     return {"splits": {s: len(v[1]) for s, v in splits.items()}, "shape": list(shape), "skipped": [],
             "holdout": {"seed": seed} if holdout else None, "grey": data.splits["train"][0].shape[-1] == 1,
-            "native_shape": list(shape[:2])}
+            "native_shape": native}
 
 
 def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, seed: int, workers: int,
                   progress: bool) -> dict:
     skipped = list(data.skipped)
     entries = [(split, path, label) for split, items in data.splits.items() for path, label in items]
-    probes = _run_chunks(_probe_chunk, [path for _, path, _ in entries], (), workers, "checking", progress)
+    probes = run_chunks(probe_chunk, [path for _, path, _ in entries], (), workers, "checking", progress)
     usable: dict[str, list[tuple[str, int]]] = {split: [] for split in data.splits}
     shapes, all_grey = set(), True
     with contextlib.closing(probes):
@@ -239,7 +236,7 @@ def _write_split(tmp: str, split: str, items: list[tuple[str, int]], shape: tupl
     path = os.path.join(tmp, f"{split}_images.npy")
     images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(items), *shape))
     labels, bad, n = [], [], 0
-    results = _run_chunks(_decode_chunk, [p for p, _ in items], (shape[2], resize), workers, f"decoding {split}",
+    results = run_chunks(decode_chunk, [p for p, _ in items], (shape[2], resize), workers, f"decoding {split}",
                           progress)
     with contextlib.closing(results):
         for (item, label), result in zip(items, results):
@@ -257,54 +254,6 @@ def _write_split(tmp: str, split: str, items: list[tuple[str, int]], shape: tupl
         _shrink_npy(path, n)
     np.save(os.path.join(tmp, f"{split}_labels.npy"), np.asarray(labels, dtype=np.int64))
     return n, bad
-
-
-def _probe_chunk(paths: list[str]) -> list:
-    return [_safely(probe_image, path) for path in paths]
-
-
-def _decode_chunk(paths: list[str], channels: int, size: int | None) -> list:
-    return [_safely(decode_image, path, channels=channels, size=size) for path in paths]
-
-
-def _safely(func: Callable, path: str, **kw):
-    """func(path) or the reason it failed: a bad file never stops the run."""
-    try:
-        return func(path, **kw)
-    except BadImage as err:
-        return str(err)
-    except Exception as err:   # a decoder bug on one file must not end a long run; it is reported
-        return f"unexpected decoder error ({type(err).__name__}: {err})"
-
-
-def _run_chunks(func: Callable, paths: list[str], args: tuple, workers: int, desc: str,
-                progress: bool) -> Iterator:
-    """func(chunk, *args) over chunks of ``paths`` in a process pool; yields per-path results in order."""
-    chunks = [paths[i:i + CHUNK] for i in range(0, len(paths), CHUNK)]
-    tty = sys.stderr.isatty()
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or not paths, file=sys.stderr,
-              ascii=not tty, mininterval=0.2 if tty else 10.0) as bar:
-        if workers <= 1 or len(chunks) <= 1:
-            for chunk in chunks:
-                results = func(chunk, *args)
-                bar.update(len(chunk))
-                yield from results
-            return
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
-        try:
-            pending, remaining = deque(), iter(chunks)
-            for chunk in remaining:
-                pending.append(pool.submit(func, chunk, *args))
-                if len(pending) >= 2 * workers:   # bounded: at most 2 chunks per worker in flight
-                    break
-            while pending:
-                results = pending.popleft().result()
-                if (chunk := next(remaining, None)) is not None:
-                    pending.append(pool.submit(func, chunk, *args))
-                bar.update(len(results))
-                yield from results
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _shrink_npy(path: str, rows: int) -> None:
@@ -330,6 +279,10 @@ def _metadata_or_none(folder: str) -> dict | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and meta.get("format_version") == FORMAT_VERSION else None
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) == os.path.realpath(folder)
 
 
 def _check_replaceable(out: str) -> None:

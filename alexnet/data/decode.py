@@ -151,3 +151,17 @@ def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     rgb = images.astype(np.uint32)
     luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
     return luma.astype(np.uint8)[..., None]
+
+
+def fit_arrays(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, H, W, C) images by the shape rule: as they are when they fit in size x size, else each
+    rescaled so its short side is ``size`` and centre-cropped [4]."""
+    if max(images.shape[1:3]) <= size:
+        return images
+    squeeze = images.shape[-1] == 1
+    out = np.empty((len(images), size, size, images.shape[-1]), np.uint8)
+    for i, image in enumerate(images):
+        fitted = np.asarray(center_square(Image.fromarray(image[..., 0] if squeeze else image), size))
+        out[i] = fitted[..., None] if squeeze else fitted
+    return out
+

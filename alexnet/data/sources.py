@@ -1,6 +1,7 @@
 """``open_dataset``: any ``--data`` spec, one split of it, as uint8 images plus labels and train statistics.
 
-Small-image sources (idx, CIFAR, the builtins) load into memory at their own size, no resizing.
+Small-image sources (idx, CIFAR, the builtins) load into memory at their own size (rescaled only when
+``size`` is smaller than they are, by the shape rule in alexnet.data.cache).
 Folders of photos and CSV files are prepared implicitly into a cache (``cache_dir/<name>-<key>`` or
 ``~/.cache/alexnet/prepared/<name>-<key>``, key = hash of the resolved path and CSV columns) and opened
 from it; the cache is rebuilt when the files or the requested size/channels change, and reused
@@ -25,7 +26,7 @@ import numpy as np
 
 from alexnet.data.builtin import cache_root
 from alexnet.data.cache import CACHE_METADATA, FORMAT_VERSION, check_options, check_strict, prepare_source
-from alexnet.data.decode import convert_channels
+from alexnet.data.decode import convert_channels, fit_arrays
 from alexnet.data.resolve import Source, fingerprint, holdout_count, holdout_order, load_arrays, resolve_source
 from alexnet.data.stats import DatasetStats, compute_stats
 from alexnet.errors import UsageError
@@ -60,24 +61,25 @@ class ImageSet:
 def open_dataset(spec: str, split: str = "train", *, data_root: str | None = None, size: int = 256,
                  val_fraction: float = 0.1, seed: int = 0, strict: bool = False, image_column: str | None = None,
                  label_column: str | None = None, channels: int | None = None, cache_dir: str | None = None,
-                 progress: bool = True) -> ImageSet:
+                 progress: bool = True, workers: int | None = None) -> ImageSet:
     """One split of the dataset ``spec`` (see the module docstring and alexnet.data.resolve for specs)."""
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not 0 <= val_fraction < 1:
         raise UsageError(f"the validation fraction must be in [0, 1), got {val_fraction}")
-    check_options(size, channels, None)
+    check_options(size, channels, workers)
     source = resolve_source(spec, data_root, progress=progress)
     if source.kind in ("folder", "csv"):
         out = implicit_cache_path(source, cache_dir, image_column=image_column, label_column=label_column)
-        report = prepare_source(source, out, size=size, strict=strict, channels=channels, seed=HOLDOUT_SEED,
+        report = prepare_source(source, out, size=size, workers=workers, strict=strict, channels=channels,
+                                seed=HOLDOUT_SEED,
                                 image_column=image_column, label_column=label_column, progress=progress)
         if progress and not report.reused:
             print(report.summary(), file=sys.stderr)
         source = Source("cache", out)
     if source.kind == "cache":
         return _open_cache(source.path, spec, split, val_fraction, channels, strict)
-    return _open_arrays(source, spec, split, val_fraction, seed, channels)
+    return _open_arrays(source, spec, split, val_fraction, seed, channels, size)
 
 
 def implicit_cache_path(source: Source, cache_dir: str | None, **options) -> str:
@@ -109,8 +111,8 @@ def _missing_split(spec: str, split: str, available: list[str]) -> UsageError:
 
 
 def _open_arrays(source: Source, spec: str, split: str, val_fraction: float, seed: int,
-                 channels: int | None) -> ImageSet:
-    splits, classes, description, stats = _load_small(source, channels, fingerprint(_files_of(source)))
+                 channels: int | None, size: int) -> ImageSet:
+    splits, classes, description, stats = _load_small(source, channels, size, fingerprint(_files_of(source)))
     available = list(splits) + (["val"] if "val" not in splits and "train" in splits else [])
     if split in splits:
         images, labels = splits[split]
@@ -131,11 +133,11 @@ def _files_of(source: Source) -> list[str]:
 
 
 @lru_cache(maxsize=2)
-def _load_small(source: Source, channels: int | None, input_fingerprint: str):
+def _load_small(source: Source, channels: int | None, size: int, input_fingerprint: str):
     """Arrays and train statistics of an idx/CIFAR source, memoised per process (train and val share them)."""
     arrays = load_arrays(source)
-    splits = {s: (_read_only(convert_channels(images, channels) if channels else images), _read_only(labels))
-              for s, (images, labels) in arrays.splits.items()}
+    splits = {s: (_read_only(fit_arrays(convert_channels(images, channels or images.shape[-1]), size)),
+                  _read_only(labels)) for s, (images, labels) in arrays.splits.items()}
     return splits, tuple(arrays.classes), arrays.description, compute_stats(splits["train"][0])
 
 
@@ -161,6 +163,8 @@ def _open_cache(folder: str, spec: str, split: str, val_fraction: float, channel
     if "val" not in meta["splits"] and split in ("train", "val"):
         images, labels, note = _select(images, labels, split, spec, val_fraction, None)
         note += f", seed {meta['holdout']['seed']} fixed when prepared"
+    if len(labels) == 0:
+        raise UsageError(f"the {split} split of {spec} has no images (see the skipped items in {folder})")
     stats = DatasetStats.from_dict(meta["stats"])
     return ImageSet(images, _read_only(labels), list(meta["classes"]), f"{meta['source']} via cache {folder}, {note}",
                     [tuple(s) for s in meta["skipped"]], stats)
