@@ -127,7 +127,7 @@ def test_strict_stops_lists_everything_and_writes_nothing(tmp_path, capsys):
     root = bad_folder(tmp_path / "photos")
     assert main(["prepare", str(root), "--out", str(tmp_path / "cache"), "--strict", "--workers", "1"]) == 2
     err = capsys.readouterr().err
-    assert "5 bad item(s)" in err and "nothing was written" in err
+    assert "5 bad item(s), and --strict is set (nothing was written)" in err
     for name in ("zero.jpg", "text.jpg", "truncated.jpg", "bomb.png", "empty"):
         assert name in err
     assert not (tmp_path / "cache").exists()

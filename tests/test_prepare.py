@@ -153,7 +153,10 @@ def test_small_image_sources_prepare_as_they_are(tmp_path):
     root = idx_folder(tmp_path / "idx", n_train=30, n_test=10)
     report = prepare(str(root), str(tmp_path / "c"), progress=False)
     assert report.counts == {"train": 30, "test": 10} and report.shape == (8, 8, 1)
-    ident = lambda s: sorted((s.images[:, 0, 0, 0].astype(int) + 256 * s.images[:, 0, 1, 0].astype(int)).tolist())  # noqa
+
+    def ident(s):                                                    # image i stores i in pixels [0, 0] and [0, 1]
+        return sorted((s.images[:, 0, 0, 0].astype(int) + 256 * s.images[:, 0, 1, 0].astype(int)).tolist())
+
     for split in ("train", "val", "test"):                           # same held-out part from memory or cache
         direct = open_dataset(str(root), split, val_fraction=0.2, progress=False)
         cached = open_dataset(str(tmp_path / "c"), split, val_fraction=0.2, progress=False)

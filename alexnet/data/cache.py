@@ -119,7 +119,7 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
         meta = _metadata_or_none(out)
         if meta and meta["fingerprint"] == input_fingerprint and _same_result(meta, options):
             report = report_from_metadata(out, meta, reused=True, seconds=time.perf_counter() - start)
-            check_strict(report.skipped, strict, out)
+            check_strict(report.skipped, strict, out, "the existing cache was made without --strict")
             return report
         _check_replaceable(out)
         tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
@@ -160,10 +160,11 @@ def _same_result(meta: dict, options: dict) -> bool:
     return [height, width, channels] == list(meta["shape"])
 
 
-def check_strict(skipped: list, strict: bool, where: str) -> None:
+def check_strict(skipped: list, strict: bool, where: str, note: str = "nothing was written") -> None:
+    """With strict, any skipped item is an error listing them all."""
     if strict and skipped:
         listed = "\n".join(f"  {item}: {reason}" for item, reason in skipped)
-        raise UsageError(f"{where}: {len(skipped)} bad item(s), and --strict is set; nothing was written:\n{listed}\n"
+        raise UsageError(f"{where}: {len(skipped)} bad item(s), and --strict is set ({note}):\n{listed}\n"
                          f"Fix or remove them, or run without --strict to skip them.")
 
 

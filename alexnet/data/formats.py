@@ -46,7 +46,8 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
             payload = f.read(count)
             extra = f.read(1)
     except (OSError, EOFError, zlib.error) as err:
-        raise UsageError(f"{path}: cannot be read ({err}); the file is corrupt or truncated, download it again") from None
+        raise UsageError(f"{path}: cannot be read ({err}); the file is corrupt or truncated, "
+                         f"download it again") from None
     if len(payload) < count:
         shape = "x".join(map(str, dims))
         raise UsageError(f"{path}: truncated: the header says {shape} = {count:,} bytes of data, the file has "

@@ -150,7 +150,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 def _open_cache(folder: str, spec: str, split: str, val_fraction: float, channels: int | None,
                 strict: bool) -> ImageSet:
     meta = read_cache_metadata(folder)
-    check_strict(meta["skipped"], strict, folder)
+    check_strict(meta["skipped"], strict, folder, "the cache was made without --strict")
     if channels is not None and channels != meta["shape"][2]:
         raise UsageError(f"{folder} holds {meta['shape'][2]}-channel images, {channels} were asked for; prepare "
                          f"it again with --channels {channels}")
