@@ -33,7 +33,8 @@ import numpy as np
 from alexnet.data.decode import convert_channels, fit_arrays
 from alexnet.data.listing import Listing, list_csv, list_image_folder
 from alexnet.data.parallel import decode_chunk, probe_chunk, run_chunks
-from alexnet.data.resolve import CACHE_METADATA, Arrays, Source, fingerprint, holdout_order, load_arrays, resolve_source
+from alexnet.data.resolve import (CACHE_METADATA, Arrays, Source, fingerprint, holdout_order, load_arrays,
+                                  resolve_source, source_files)
 from alexnet.data.stats import compute_stats
 from alexnet.errors import UsageError
 
@@ -99,16 +100,15 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
     check_options(size, channels, workers)
     start = time.perf_counter()
     out = os.path.abspath(out)
-    data: Listing | Arrays
+    data: Listing | Arrays | None = None
     if source.kind == "folder":
         data = list_image_folder(source.path)
     elif source.kind == "csv":
         data = list_csv(source.path, image_column, label_column)
-    else:
-        data = load_arrays(source)
-    photos = isinstance(data, Listing)
-    files = ([p for items in data.splits.values() for p, _ in items] + data.extra_files) if photos else data.files
-    if photos and source.kind == "folder" and _inside(out, source.path):
+    photos = data is not None
+    files = ([p for items in data.splits.values() for p, _ in items] + data.extra_files) if photos \
+        else source_files(source)
+    if source.kind == "folder" and _inside(out, source.path):
         raise UsageError(f"--out {out} is inside the data folder {source.path}; it would be read as a class "
                          f"folder next time. Choose a folder outside it")
     options = {"size": size, "channels": channels, "seed": seed,
@@ -126,15 +126,18 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
         os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from the rest of a team
         try:
             if photos:
-                meta = _write_photos(data, tmp, size=size, channels=channels, seed=seed,
-                                     workers=(os.cpu_count() or 1) if workers is None else workers, progress=progress)
+                written = _write_photos(data, tmp, size=size, channels=channels, seed=seed,
+                                        workers=(os.cpu_count() or 1) if workers is None else workers,
+                                        progress=progress)
             else:
-                meta = _write_arrays(data, tmp, size=size, channels=channels, seed=seed)
-            check_strict(meta["skipped"], strict, source.path)
+                data = load_arrays(source)
+                written = _write_arrays(data, tmp, size=size, channels=channels, seed=seed)
+            check_strict(written["skipped"], strict, source.path)
             stats = compute_stats(np.load(os.path.join(tmp, "train_images.npy"), mmap_mode="r"))
-            meta.update(format="alexnet-cache", format_version=FORMAT_VERSION, source=data.description,
-                        kind=source.kind, path=source.path, fingerprint=input_fingerprint, options=options,
-                        classes=list(data.classes), seconds=round(time.perf_counter() - start, 3))
+            meta = {"format": "alexnet-cache", "format_version": FORMAT_VERSION, "source": data.description,
+                    "kind": source.kind, "path": source.path, "classes": list(data.classes), **written,
+                    "fingerprint": input_fingerprint, "options": options,
+                    "seconds": round(time.perf_counter() - start, 3)}
             text = json.dumps(meta, indent=1)[:-2] + ',\n "stats": ' + json.dumps(stats.to_dict()) + "\n}\n"
             with open(os.path.join(tmp, CACHE_METADATA), "w") as f:
                 f.write(text)

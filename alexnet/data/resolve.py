@@ -67,25 +67,31 @@ def resolve_source(spec: str, data_root: str | None = None, *, progress: bool = 
     raise UsageError(f"--data {spec!r}: a folder, but not in a layout alexnet reads. {ACCEPTED}")
 
 
+def source_files(source: Source) -> list[str]:
+    """The input files of an idx or CIFAR source (for its fingerprint), without reading them."""
+    if source.kind == "idx":
+        return sorted(idx_files(source.path).values())
+    return sorted(os.path.join(source.path, f) for f in os.listdir(source.path)
+                  if os.path.isfile(os.path.join(source.path, f)))
+
+
 def load_arrays(source: Source) -> Arrays:
     """An idx or CIFAR source, in memory at its own image size."""
     if source.kind == "cifar":
         splits, classes, name = load_cifar_folder(source.path)
         description = f"{name} python batches in {source.path}"
-        files = [os.path.join(source.path, f) for f in sorted(os.listdir(source.path))]
     elif source.kind == "idx":
         splits = load_idx_folder(source.path)
         found = max(int(labels.max(initial=-1)) for _, labels in splits.values()) + 1
         classes = list(BUILTINS[source.name].classes) if source.name else [str(i) for i in range(found)]
         description = f"{source.name or 'idx'} files in {source.path}"
-        files = sorted(idx_files(source.path).values())
     else:
         raise ValueError(f"load_arrays reads idx and cifar sources, not {source.kind}")
     for split, (_, labels) in splits.items():
         if len(labels) and (labels.min() < 0 or labels.max() >= len(classes)):
             raise UsageError(f"{source.path}: {split} labels run from {labels.min()} to {labels.max()}, but there "
                              f"are {len(classes)} classes ({', '.join(classes[:12])}...)")
-    return Arrays(splits, classes, description, [f for f in files if os.path.isfile(f)])
+    return Arrays(splits, classes, description, source_files(source))
 
 
 def fingerprint(files: list[str]) -> str:

@@ -27,7 +27,8 @@ import numpy as np
 from alexnet.data.builtin import cache_root
 from alexnet.data.cache import CACHE_METADATA, FORMAT_VERSION, check_options, check_strict, prepare_source
 from alexnet.data.decode import convert_channels, fit_arrays
-from alexnet.data.resolve import Source, fingerprint, holdout_count, holdout_order, load_arrays, resolve_source
+from alexnet.data.resolve import (Source, fingerprint, holdout_count, holdout_order, load_arrays, resolve_source,
+                                  source_files)
 from alexnet.data.stats import DatasetStats, compute_stats
 from alexnet.errors import UsageError
 
@@ -112,7 +113,7 @@ def _missing_split(spec: str, split: str, available: list[str]) -> UsageError:
 
 def _open_arrays(source: Source, spec: str, split: str, val_fraction: float, seed: int,
                  channels: int | None, size: int) -> ImageSet:
-    splits, classes, description, stats = _load_small(source, channels, size, fingerprint(_files_of(source)))
+    splits, classes, description, stats = _load_small(source, channels, size, fingerprint(source_files(source)))
     available = list(splits) + (["val"] if "val" not in splits and "train" in splits else [])
     if split in splits:
         images, labels = splits[split]
@@ -126,10 +127,6 @@ def _open_arrays(source: Source, spec: str, split: str, val_fraction: float, see
         images, labels, note = _select(images, labels, "train", spec, val_fraction, holdout_order(labels, seed))
         note += f", seed {seed}"
     return ImageSet(_read_only(images), _read_only(labels), list(classes), f"{description}, {note}", [], stats)
-
-
-def _files_of(source: Source) -> list[str]:
-    return sorted(os.path.join(source.path, f) for f in os.listdir(source.path))
 
 
 @lru_cache(maxsize=2)
