@@ -186,6 +186,15 @@ def test_csv_with_paths_and_int_labels_and_explicit_columns(tmp_path):
         open_dataset(str(tmp_path / "list.csv"), cache_dir=str(tmp_path / "c"), progress=False)
 
 
+def test_csv_label_values_that_look_like_ids_stay_labels(tmp_path):
+    for i in range(3):
+        save(tmp_path / "images" / f"{i}.png", np.full((4, 4, 3), 60 * i, np.uint8))
+    (tmp_path / "data.csv").write_text("label,photo\n1,images/0.png\n0,images/1.png\n1,images/2.png\n")
+    data = open_dataset(str(tmp_path / "data.csv"), val_fraction=0, cache_dir=str(tmp_path / "c"), progress=False)
+    assert "images from column 'photo', labels from 'label'" in data.source
+    assert sorted(zip(data.images[:, 0, 0, 0].tolist(), data.labels.tolist())) == [(0, 1), (60, 0), (120, 1)]
+
+
 def test_holdout_order_prefixes_are_stratified_and_seeded():
     labels = np.repeat(np.arange(4), [100, 50, 30, 20])
     order = holdout_order(labels, seed=3)

@@ -134,7 +134,8 @@ def list_csv(path: str, image_column: str | None = None, label_column: str | Non
     if image_column is None:
         hits = {c: sum(resolve((row.get(c) or "").strip()) is not None for _, row in rows[:DETECT_ROWS])
                 for c in columns if c != label_column}
-        image_column = max(hits, key=hits.get, default=None)
+        preferred = {c: n for c, n in hits.items() if n and c.strip().lower() not in LABEL_COLUMNS} or hits
+        image_column = max(preferred, key=preferred.get, default=None)   # a "label" column of ids is a label
         if image_column is None or hits[image_column] == 0:
             raise UsageError(f"{path}: no column names image files (looked for paths relative to the CSV, and ids "
                              f"as images/<id>.<ext>); give --image-column, one of: {', '.join(columns)}")
