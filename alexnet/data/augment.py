@@ -8,7 +8,7 @@ generator's device and moved to the batch's, so a seed gives the same batch on C
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -54,31 +54,51 @@ def crop_at(x: torch.Tensor, offsets: torch.Tensor, size: int, flips: torch.Tens
     ``flips`` (B,) bool mirrors crop i horizontally. ``x`` may hold a single image (a mean image)
     that is cropped at every offset. One gather over contiguous row spans, no per-sample loop.
     """
-    _check_crop(x, size)
-    batch, (_, channels, height, width) = offsets.shape[0], x.shape
-    offsets = offsets.to(x.device)
-    top, left = offsets[:, 0], offsets[:, 1]
-    source = torch.zeros_like(top) if x.shape[0] == 1 else torch.arange(batch, device=x.device)
+    batch = offsets.shape[0]
     if x.shape[0] not in (1, batch):
         raise UsageError(f"crop_at got {x.shape[0]} images but {batch} offsets")
-    mirror_after = flips is not None and x.shape[0] != 1
-    if flips is not None and x.shape[0] == 1:
-        # a flipped crop of one image is a crop of its mirror image at the mirrored offset
-        flips = flips.to(x.device)
-        x = torch.cat([x, x.flip(3)])
-        source = flips.long()
-        left = torch.where(flips, width - size - left, left)
-    nhwc = x.permute(0, 2, 3, 1).contiguous()                                 # (B0, H, W, C)
-    windows = nhwc.view(-1, width * channels).unfold(1, size * channels, channels)  # (B0*H, W-size+1, size*C)
-    rows = (source * height + top)[:, None] + torch.arange(size, device=x.device)  # (B, size)
+    if x.shape[0] == 1 and flips is not None:
+        return _crop_mirror_pair(torch.cat([x, x.flip(3)]), offsets, size, flips)
+    source = None if x.shape[0] == batch else torch.zeros(batch, dtype=torch.long, device=x.device)
+    out = _gather_crops(x, source, offsets, size)
+    return out if flips is None else _mirror(out, flips)
+
+
+def _crop_mirror_pair(pair: torch.Tensor, offsets: torch.Tensor, size: int, flips: torch.Tensor) -> torch.Tensor:
+    """Crops of one image given with its mirror, ``pair`` (2, C, H, W): a mirrored crop of an image
+    is a crop of its mirror at the mirrored offset, so no crop needs flipping."""
+    flips = flips.to(pair.device)
+    offsets = offsets.to(pair.device)
+    left = torch.where(flips, pair.shape[3] - size - offsets[:, 1], offsets[:, 1])
+    return _gather_crops(pair, flips.long(), torch.stack([offsets[:, 0], left], 1), size)
+
+
+def _gather_crops(x: torch.Tensor, source: torch.Tensor | None, offsets: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop ``x[source[i]]`` (``x[i]`` if source is None) at ``offsets[i]``: (B, C, size, size) channels_last."""
+    _check_crop(x, size)
+    _, channels, height, width = x.shape
+    offsets = offsets.to(x.device)
+    batch, top, left = offsets.shape[0], offsets[:, 0], offsets[:, 1]
+    if source is None:
+        source = torch.arange(batch, device=x.device)
+    nhwc = x.permute(0, 2, 3, 1).contiguous()                                       # (N, H, W, C)
+    windows = nhwc.view(-1, width * channels).unfold(1, size * channels, channels)  # (N*H, W-size+1, size*C)
+    rows = (source.to(x.device) * height + top)[:, None] + torch.arange(size, device=x.device)  # (B, size)
     out = windows[rows.reshape(-1), left.repeat_interleave(size)]                    # (B*size, size*C)
-    out = out.view(batch, size, size, channels).permute(0, 3, 1, 2)                  # (B, C, size, size) CL
-    return _mirror(out, flips) if mirror_after else out
+    return out.view(batch, size, size, channels).permute(0, 3, 1, 2)                 # (B, C, size, size) CL
 
 
 def _mirror(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Image i mirrored horizontally where flips[i] (no data-dependent shapes: works on meta too)."""
-    return torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)
+    """``x`` (B, C, H, W) with image i mirrored horizontally where flips[i]; channels_last."""
+    flips = flips.to(x.device)
+    if x.device.type == "meta":   # no data-dependent shapes there
+        return torch.where(flips[:, None, None, None], x.flip(3), x)
+    # whole-image index_select and flip are memcpy-fast; per-element masked writes are not
+    nhwc, chosen = x.permute(0, 2, 3, 1), flips.nonzero().squeeze(1)
+    both = torch.cat([nhwc, nhwc.index_select(0, chosen).flip(2)])
+    pick = torch.arange(len(x), device=x.device)
+    pick[chosen] = len(x) + torch.arange(len(chosen), device=x.device)
+    return both.index_select(0, pick).permute(0, 3, 1, 2)
 
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator, padding: int = 0,
@@ -112,14 +132,14 @@ def random_flip(x: torch.Tensor, generator: torch.Generator, p: float = 0.5,
                 return_flips: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Mirror each image horizontally with probability ``p`` [4]."""
     flips = torch.rand(x.shape[0], generator=generator, device=generator.device) < p
-    out = _mirror(x, flips)
+    out = _mirror(x.contiguous(memory_format=CL), flips)
     return (out, flips) if return_flips else out
 
 
 def lighting_shift(alphas: torch.Tensor, eigvals: Any, eigvecs: Any) -> torch.Tensor:
     """(B, C) colour shifts [p1 .. pC][a1 l1 .. aC lC]^T for per-image ``alphas`` (B, C) [4.1]."""
     eigvals, eigvecs = _as_tensor(eigvals, alphas), _as_tensor(eigvecs, alphas)
-    return (alphas * eigvals) @ eigvecs.T     # row b: sum_i alpha_bi * lambda_i * p_i
+    return ((alphas * eigvals)[:, None, :] * eigvecs).sum(-1)    # [b, c] = sum_i alpha_bi lambda_i p_i[c]
 
 
 def pca_lighting(x: torch.Tensor, eigvals: Any, eigvecs: Any, generator: torch.Generator, std: float = 0.1,
@@ -171,7 +191,7 @@ def normalize(x: torch.Tensor, mean: Any, std: Any = None, offsets: torch.Tensor
                              f"{x.shape[-2]}x{x.shape[-1]} images; pass the crop offsets")
         m = crop_at(m, offsets, x.shape[-1], flips)
     elif flips is not None and m.shape[-2:] != (1, 1):
-        m = _mirror(m.expand(x.shape[0], -1, -1, -1), flips)
+        m = _mirror(m.expand(x.shape[0], -1, -1, -1).contiguous(memory_format=CL), flips)
     out = x - m
     if std is not None:
         out.div_(_as_tensor(std, x).view(1, -1, 1, 1))
@@ -270,9 +290,10 @@ class _Normalizer:
         return self._cache[key]
 
     def _channel(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, std = (_as_tensor(a, x).view(1, -1, 1, 1) for a in (self.stats.channel_mean, self.stats.channel_std))
-        if mean.shape[1] != x.shape[1]:
-            raise UsageError(f"the dataset statistics have {mean.shape[1]} channels, the images {x.shape[1]}")
+        """The per-channel mean and std (C,) on x's device."""
+        mean, std = (_as_tensor(a, x) for a in (self.stats.channel_mean, self.stats.channel_std))
+        if len(mean) != x.shape[1]:
+            raise UsageError(f"the dataset statistics have {len(mean)} channels, the images {x.shape[1]}")
         return mean, std
 
 
@@ -288,6 +309,7 @@ class TrainTransform(_Normalizer):
     padding: int = 0
     flip: bool = True
     pca_std: float = 0.0
+    accepts_index: ClassVar[bool] = True     # BatchLoader may pass the whole dataset and the batch's index
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -311,51 +333,68 @@ class TrainTransform(_Normalizer):
                                  device=generator.device) * self.pca_std
         return Draw(offsets, flips, alphas)
 
-    def apply(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
-        """Augment ``x`` with the given random choices."""
-        x = self._prepare(x)
-        size, pad = self.crop_size, self.padding
+    def apply(self, x: torch.Tensor, draw: Draw, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment ``x`` (or ``x[index]``) with the given random choices."""
+        if index is not None and (self.resize_to is not None or self.padding):
+            x, index = x[index.to(x.device)], None
+        x = self._prepare(x)                                  # uint8, or float in [0, 1] once resized
+        size, pad, (height, width) = self.crop_size, self.padding, x.shape[2:]
+        scale = 255.0 if x.dtype == torch.uint8 else 1.0     # work in the input's scale, divide once at the end
         if pad:
             x = F.pad(x, (pad,) * 4)
-        out = to_float(crop_at(x, draw.offsets, size, draw.flips))     # (B, C, size, size)
-        if self.normalization == "mean_image":
-            mean = self._mean_image(x[:, :, pad:x.shape[2] - pad, pad:x.shape[3] - pad])
-            out.sub_(crop_at(F.pad(mean, (pad,) * 4) if pad else mean, draw.offsets, size, draw.flips))
+        out = _gather_crops(x, index, draw.offsets, size)    # (B, C, size, size), straight from the dataset
+        if draw.flips is not None:
+            out = _mirror(out, draw.flips)
+        out = out.to(torch.float32)
+        if self.normalization == "mean_image":                # [4] the mean where each pixel came from
+            flips = draw.flips if draw.flips is not None else torch.zeros(len(out), dtype=torch.bool)
+            out.sub_(_crop_mirror_pair(self._mean_pair(x, scale, pad), draw.offsets, size, flips))
+        multiplier = torch.full((out.shape[1],), 1 / scale, device=out.device)
         shift = None
-        if draw.alphas is not None:   # [4.1] added in pixel scale, before any division by std
-            shift = lighting_shift(draw.alphas.to(x.device), self.stats.eigvals, self.stats.eigvecs)
+        if draw.alphas is not None:   # [4.1] added in [0, 1] pixel scale, before any division by std
+            shift = lighting_shift(draw.alphas.to(out.device), self.stats.eigvals, self.stats.eigvecs)
         if self.normalization == "channel":
             mean, std = self._channel(out)
-            shift = -mean.view(1, -1) if shift is None else shift - mean.view(1, -1)
-            _shift_scale_(out, shift, 1 / std.view(-1))
-        elif shift is not None:
-            _shift_scale_(out, shift)
+            shift = -mean if shift is None else shift - mean
+            shift, multiplier = shift / std, multiplier / std
+        _scale_shift_(out, multiplier, shift)
         if pad:
-            out.mul_(_inside_mask(draw.offsets.to(x.device), size, pad, x.shape[2] - 2 * pad, x.shape[3] - 2 * pad,
-                                  draw.flips))
+            out.mul_(_inside_mask(draw.offsets.to(x.device), size, pad, height, width, draw.flips))
         return out
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.apply(x, self.draw(x.shape[0], x.shape[2], x.shape[3], generator))
+    def _mean_pair(self, x: torch.Tensor, scale: float, pad: int) -> torch.Tensor:
+        """(2, C, H, W): the (padded) mean image in x's pixel scale and its mirror image."""
+        key = ("pair", x.device, tuple(x.shape[1:]), scale, pad)
+        if key not in self._cache:
+            mean = self._mean_image(x[:, :, pad:x.shape[2] - pad, pad:x.shape[3] - pad]) * scale
+            mean = F.pad(mean, (pad,) * 4) if pad else mean
+            self._cache[key] = torch.cat([mean, mean.flip(3)]).contiguous(memory_format=CL)
+        return self._cache[key]
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator, index: torch.Tensor | None = None) -> torch.Tensor:
+        """Augment the uint8 batch ``x``; with ``index``, ``x`` is a whole dataset and the batch is
+        ``x[index]``, cropped from it without first copying the whole images."""
+        batch = x.shape[0] if index is None else len(index)
+        return self.apply(x, self.draw(batch, x.shape[2], x.shape[3], generator), index)
 
 
-def _shift_scale_(x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None = None) -> None:
-    """In place: x[b, c] = (x[b, c] + shift[b, c]) * scale[c]; shift (B or 1, C), scale (C,).
+def _scale_shift_(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None) -> None:
+    """In place, one pass: x[b, c] = x[b, c] * scale[c] + shift[b, c]; scale (C,), shift (B, C) or None.
 
-    Works on NHWC rows of C*W values (a broadcast over a length-C inner dimension is ~6x slower).
+    Works on NHWC rows of W*C values (a broadcast over a length-C inner dimension is ~6x slower).
     """
     batch, channels, height, width = x.shape
     if not x.is_contiguous(memory_format=CL):
+        x.mul_(scale.view(1, -1, 1, 1))
         if shift is not None:
-            x.add_(shift[:, :, None, None])
-        if scale is not None:
-            x.mul_(scale.view(1, -1, 1, 1))
+            x.add_(shift.view(-1, channels, 1, 1))
         return
     rows = x.permute(0, 2, 3, 1).view(batch, height, width * channels)
-    if shift is not None:
-        rows.add_(shift.repeat(1, width)[:, None, :])
-    if scale is not None:
-        rows.mul_(scale.repeat(width)[None, None, :])
+    scale_row = scale.repeat(width)[None, None, :]                        # [.., w*C + c] = scale[c]
+    if shift is None:
+        rows.mul_(scale_row)
+    else:
+        torch.addcmul(shift.view(-1, channels).repeat(1, width)[:, None, :], rows, scale_row, out=rows)
 
 
 def _inside_mask(offsets: torch.Tensor, size: int, pad: int, height: int, width: int,
@@ -385,5 +424,6 @@ class EvalTransform(_Normalizer):
             x = x - self._mean_image(x)
         elif self.normalization == "channel":
             mean, std = self._channel(x)
-            x = (x - mean).div_(std)
+            x = x - mean.view(1, -1, 1, 1)
+            x.div_(std.view(1, -1, 1, 1))
         return ten_crop(x, self.crop_size) if self.ten_crop else center_crop(x, self.crop_size)

@@ -8,7 +8,6 @@ The prefetch thread runs the batched torch ops (which release the GIL) while the
 from __future__ import annotations
 
 import math
-import queue
 import threading
 from typing import Callable, Iterator
 
@@ -36,23 +35,25 @@ class BatchLoader:
     transform: ``transform(x_uint8_nchw, generator) -> float batch``, e.g. ``TrainTransform``; None
     scales to [0, 1]. For DDP, rank r of world_size W takes every W-th index of the epoch's order,
     padded by wrapping (as ``DistributedSampler``) so every rank has the same number of batches.
-    prefetch: batches made ahead in a background thread (0: made in the caller's thread).
+    prefetch: batches made ahead of the consumer; workers: threads making them, each running its
+    torch ops (which release the GIL) on one core. prefetch or workers 0: batches are made in the
+    caller's thread, with its torch threads.
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int, *,
                  transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                  shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 device: str | torch.device = "cpu", prefetch: int = 2,
+                 device: str | torch.device = "cpu", prefetch: int = 2, workers: int = 1,
                  in_memory_bytes: int = IN_MEMORY_BYTES) -> None:
         if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):
             raise UsageError(f"BatchLoader needs uint8 images shaped (N, H, W, C), got {images.dtype} "
                              f"{tuple(images.shape)}")
         if len(labels) != len(images):
             raise UsageError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or seed < 0 or prefetch < 0:
-            raise UsageError(f"BatchLoader: need batch_size >= 1, 0 <= rank < world_size, seed >= 0, prefetch >= 0; "
-                             f"got batch_size={batch_size}, rank={rank}, world_size={world_size}, seed={seed}, "
-                             f"prefetch={prefetch}")
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or min(seed, prefetch, workers) < 0:
+            raise UsageError(f"BatchLoader: need batch_size >= 1, 0 <= rank < world_size, seed, prefetch and "
+                             f"workers >= 0; got batch_size={batch_size}, rank={rank}, world_size={world_size}, "
+                             f"seed={seed}, prefetch={prefetch}, workers={workers}")
         if isinstance(images, torch.Tensor):
             self.images: np.ndarray | torch.Tensor = images              # may live on the GPU already
         elif images.nbytes <= in_memory_bytes:                            # read a memmap into memory once
@@ -60,9 +61,9 @@ class BatchLoader:
             self.images = torch.from_numpy(np.array(images) if copy else np.ascontiguousarray(images))
         else:
             self.images = images                                          # gathered per batch
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+        self.labels = torch.tensor(np.asarray(labels), dtype=torch.int64)   # a copy: inputs may be read-only
         self.batch_size, self.transform, self.shuffle, self.drop_last = batch_size, transform, shuffle, drop_last
-        self.seed, self.rank, self.world_size, self.prefetch = seed, rank, world_size, prefetch
+        self.seed, self.rank, self.world_size, self.prefetch, self.workers = seed, rank, world_size, prefetch, workers
         self.device = torch.device(device)
         self.epoch = 0
 
@@ -103,20 +104,23 @@ class BatchLoader:
         """The batches of ``epoch`` from step ``start_step`` on (exact resume: same batches as a full epoch)."""
         order, steps = self.indices(epoch), range(start_step, len(self))
         make = lambda step: self.batch(order, epoch, step)  # noqa: E731
-        if self.prefetch == 0:
+        if self.prefetch == 0 or self.workers == 0:
             return (make(step) for step in steps)
-        return _prefetched(make, steps, self.prefetch, name=f"BatchLoader-e{epoch}-r{self.rank}")
+        return iter(_Prefetcher(make, steps, self.workers, self.prefetch, name=f"BatchLoader-e{epoch}-r{self.rank}"))
 
     def batch(self, order: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``step`` of an epoch whose rank-local order is ``order``."""
         index = order[step * self.batch_size:(step + 1) * self.batch_size]
-        x = self._gather(index).permute(0, 3, 1, 2)          # (B, C, H, W) channels_last view
         y = self.labels[index]
+        generator = torch.Generator().manual_seed(derive_seed(_AUGMENT, self.seed, epoch, step, self.rank))
+        if self.in_memory and self.images.device == self.device and getattr(self.transform, "accepts_index", False):
+            # the transform crops straight out of the dataset tensor: no copy of the whole images
+            return self.transform(self.images.permute(0, 3, 1, 2), generator, index=index), y.to(self.device)
+        x = self._gather(index).permute(0, 3, 1, 2)          # (B, C, H, W) channels_last view
         if self.device.type == "cuda" and x.device.type == "cpu":
             x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         else:
             x, y = x.to(self.device), y.to(self.device)
-        generator = torch.Generator().manual_seed(derive_seed(_AUGMENT, self.seed, epoch, step, self.rank))
         x = to_float(x) if self.transform is None else self.transform(x, generator)
         return x, y
 
@@ -131,49 +135,67 @@ class BatchLoader:
         return torch.from_numpy(out)
 
 
-_DONE = object()
+class _Prefetcher:
+    """``make(step)`` for ``steps``, yielded in order, computed up to ``depth`` ahead by ``workers`` threads.
 
-
-def _prefetched(make: Callable[[int], object], steps: range, depth: int, name: str) -> Iterator:
-    """Yield ``make(step)`` for ``steps``, computed ``depth`` ahead in a daemon thread.
-
-    An exception in the thread is re-raised here; stopping early (break, close, garbage
-    collection of the generator) stops the thread.
+    Each worker runs its torch ops on one intra-op thread (batch-level parallelism, like DataLoader's
+    worker processes, without oversubscribing the cores the model's own ops use). An exception in
+    a worker is re-raised in the consumer; stopping early (break, close, garbage collection of the
+    generator) stops the workers.
     """
-    results: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                results.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+    def __init__(self, make: Callable[[int], object], steps: range, workers: int, depth: int, name: str) -> None:
+        self.make, self.steps, self.depth, self.name = make, steps, max(depth, workers), name
+        self.claimable = iter(steps)
+        self.claimed, self.wanted = steps.start, steps.start   # next step to claim, next step to yield
+        self.results: dict[int, tuple[bool, object]] = {}
+        self.stopped = False
+        self.cond = threading.Condition()
+        self.threads = [threading.Thread(target=self._work, name=f"{name}-w{i}", daemon=True) for i in range(workers)]
+        self.torch_threads = torch.get_num_threads()
 
-    def work() -> None:
-        step = None
+    def __iter__(self) -> Iterator:
+        for thread in self.threads:
+            thread.start()
         try:
-            for step in steps:
-                if stop.is_set() or not put(make(step)):
-                    return
-            put(_DONE)
-        except BaseException as error:  # noqa: BLE001  (handed to the consumer)
-            if hasattr(error, "add_note"):
-                error.add_note(f"(raised in the data loader's prefetch thread {name}, step {step})")
-            put(error)
+            for step in self.steps:
+                with self.cond:
+                    while step not in self.results:
+                        self.cond.wait()
+                    ok, value = self.results.pop(step)
+                    self.wanted = step + 1
+                    self.cond.notify_all()
+                if not ok:
+                    raise value
+                yield value
+        finally:
+            with self.cond:
+                self.stopped = True
+                self.cond.notify_all()
+            for thread in self.threads:
+                thread.join(timeout=10)
 
-    thread = threading.Thread(target=work, name=name, daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = results.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=10)
+    def _work(self) -> None:
+        torch.set_num_threads(1)        # this thread's OpenMP team only
+        try:
+            while True:
+                with self.cond:
+                    while not self.stopped and self.claimed < self.steps.stop and \
+                            self.claimed >= self.wanted + self.depth:
+                        self.cond.wait()
+                    step = next(self.claimable, None)
+                    if self.stopped or step is None:
+                        return
+                    self.claimed = step + 1
+                try:
+                    result = (True, self.make(step))
+                except BaseException as error:  # noqa: BLE001  (handed to the consumer)
+                    if hasattr(error, "add_note"):
+                        error.add_note(f"(raised in the data loader thread {threading.current_thread().name}, "
+                                       f"step {step})")
+                    result = (False, error)
+                with self.cond:
+                    self.results[step] = result
+                    self.cond.notify_all()
+        finally:
+            torch.set_num_threads(self.torch_threads)   # set_num_threads also stores a process-wide default
