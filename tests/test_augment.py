@@ -224,3 +224,11 @@ def test_cuda_gives_the_cpu_batch(stats):
     _, x = batch()
     transform = TrainTransform(16, pca_std=0.1, stats=stats)
     torch.testing.assert_close(transform(x.cuda(), gen(12)).cpu(), transform(x, gen(12)), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("padding", [0, 2])
+def test_cropping_from_the_dataset_by_index_equals_cropping_the_gathered_batch(stats, padding):
+    _, x = batch(n=10)
+    index = torch.tensor([7, 2, 2, 9, 0])
+    transform = TrainTransform(16, padding=padding, pca_std=0.1, stats=stats)
+    assert torch.equal(transform(x, gen(13), index=index), transform(x[index], gen(13)))

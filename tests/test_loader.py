@@ -48,6 +48,15 @@ def test_batches_are_float_channels_last_and_deterministic_given_the_seed(data):
     assert not all(torch.equal(a[0], b[0]) for a, b in zip(first, other))
 
 
+def test_worker_threads_give_the_same_batches_and_leave_torch_threads_alone(data):
+    threads = torch.get_num_threads()
+    one = batches(loader(data, seed=5).iterate(1))
+    assert_same(one, batches(loader(data, seed=5, workers=3, prefetch=4).iterate(1)))
+    assert_same(one, batches(loader(data, seed=5, transform=loader(data).transform, in_memory_bytes=0,
+                                    workers=2).iterate(1)))
+    assert torch.get_num_threads() == threads
+
+
 def test_resume_at_a_step_gives_the_tail_of_the_epoch(data):
     full = batches(loader(data).iterate(2))
     assert_same(full[3:], batches(loader(data).iterate(2, start_step=3)))
