@@ -1,4 +1,4 @@
-"""Local response normalisation, paper [3.3].
+"""Local response normalisation, paper [3.3], as one fused operation with its own backward.
 
     b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2) ** beta
 
@@ -6,18 +6,136 @@ The paper puts alpha on the *sum* of squares. PyTorch, Caffe and cuda-convnet pu
 *mean* (they divide it by n), so the paper's constants in PyTorch's terms are
 ``nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)``. ``LocalResponseNorm`` here takes the
 convention as an explicit argument so every variant in the zoo states which one its source uses.
+
+Why not ``F.local_response_norm``: it makes several full passes (square, pad, avg_pool3d over
+channels, generic pow) forward and more backward, and costs more than every conv of AlexNet together
+on a CPU. Here the forward is ``b = a * s**-beta`` with ``s = k + alpha * window_sum(a**2)``, and
+the backward, from the saved input alone,
+
+    grad_a_i = g_i s_i**-beta - 2 alpha beta a_i * sum_{c : i in window(c)} g_c a_c s_c**(-beta-1)
+
+(the transposed window: for even n it is (n-1)/2 before and n/2 after). Three implementations:
+a compiled CPU kernel (``_lrn_cpu``: one pass each way, built on first use, skipped quietly when no
+compiler is at hand), ``torch.compile`` of the PyTorch expressions on CUDA, and those expressions
+eagerly everywhere else. For even n the window is torch's: n/2 channels before, n/2 - 1 after.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+from alexnet.ops import _lrn_cpu
+
+
+def _inverse_power(scale: torch.Tensor, beta: float) -> torch.Tensor:
+    """``scale ** -beta``; for the paper's 0.75 as rsqrt(s) * sqrt(rsqrt(s)), no generic pow."""
+    if beta == 0.75:
+        r = scale.rsqrt()
+        return r * r.sqrt()
+    return scale.pow(-beta)
+
+
+def _window_sum(t: torch.Tensor, size: int, transposed: bool = False) -> torch.Tensor:
+    """Sum of ``t`` (N, C, ...) over channels c - size//2 .. c + (size-1)//2 (zeros beyond the edges)."""
+    before, after = size // 2, (size - 1) // 2
+    if transposed:
+        before, after = after, before
+    last = t.movedim(1, -1)                                      # (N, ..., C): contiguous if channels_last
+    windows = F.pad(last, (before, after)).unfold(-1, size, 1)   # (N, ..., C, size), a view
+    return windows.sum(-1).movedim(-1, 1)
+
+
+def _forward_torch(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    scale = _window_sum(x * x, size) * alpha + k
+    return x * _inverse_power(scale, beta)
+
+
+def _backward_torch(x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
+                    k: float) -> torch.Tensor:
+    scale = _window_sum(x * x, size) * alpha + k
+    inverse = _inverse_power(scale, beta)
+    spread = _window_sum(grad * x * inverse / scale, size, transposed=True)
+    return grad * inverse - (2 * alpha * beta) * x * spread
+
+
+_compiled: dict[str, object] = {}
+
+
+def _on_cuda(name: str, fn, *args):
+    """``fn`` through torch.compile (one fused kernel per direction); eager if compiling fails."""
+    if name not in _compiled:
+        try:
+            _compiled[name] = torch.compile(fn, dynamic=False)
+        except Exception:  # noqa: BLE001 - no compiler stack: the eager expressions are correct too
+            _compiled[name] = fn
+    try:
+        return _compiled[name](*args)
+    except Exception:  # noqa: BLE001 - e.g. no Triton for this GPU: fall back for good
+        if _compiled[name] is fn:
+            raise
+        _compiled[name] = fn
+        return fn(*args)
+
+
+def _native_layout(x: torch.Tensor) -> tuple[torch.memory_format, int, int, int]:
+    """How the CPU kernel reads ``x``: (layout, outer, C, inner), channels_last rows or NCHW planes."""
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        n, c, h, w = x.shape
+        return torch.channels_last, n * h * w, c, 1
+    return torch.contiguous_format, x.shape[0], x.shape[1], x[0, 0].numel()
+
+
+def _use_native(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _lrn_cpu.load() is not None
+
+
+class _LocalResponseNormFunction(torch.autograd.Function):
+    """LRN with alpha on the window sum; saves only its input for the backward."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.params = (size, alpha, beta, k)
+        if _use_native(x):
+            layout, outer, channels, inner = _native_layout(x)
+            x = x.contiguous(memory_format=layout)
+            y = torch.empty_like(x)
+            library = _lrn_cpu.load()
+            kernel = library.lrn_forward_f32 if x.dtype == torch.float32 else library.lrn_forward_f64
+            kernel(x.data_ptr(), y.data_ptr(), outer, channels, inner, size, alpha, beta, k, torch.get_num_threads())
+            return y
+        if x.is_cuda:
+            return _on_cuda("forward", _forward_torch, x, size, alpha, beta, k)
+        return _forward_torch(x, size, alpha, beta, k)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        (x,) = ctx.saved_tensors
+        size, alpha, beta, k = ctx.params
+        if _use_native(x):
+            layout, outer, channels, inner = _native_layout(x)
+            x = x.contiguous(memory_format=layout)
+            grad = grad.to(dtype=x.dtype).contiguous(memory_format=layout)
+            out = torch.empty_like(x)
+            library = _lrn_cpu.load()
+            kernel = library.lrn_backward_f32 if x.dtype == torch.float32 else library.lrn_backward_f64
+            kernel(x.data_ptr(), grad.data_ptr(), out.data_ptr(), outer, channels, inner, size, alpha, beta, k,
+                   torch.get_num_threads())
+        elif x.is_cuda:
+            out = _on_cuda("backward", _backward_torch, x, grad, size, alpha, beta, k)
+        else:
+            out = _backward_torch(x, grad, size, alpha, beta, k)
+        return out, None, None, None, None
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """LRN over channels of ``x`` (N, C, H, W) with ``alpha`` on the window *sum* (paper form)."""
-    # F.local_response_norm divides alpha by size; undo that so alpha multiplies the sum.
-    return F.local_response_norm(x, size, alpha=alpha * size, beta=beta, k=k)
+    """LRN over channels of ``x`` (N, C, ...) with ``alpha`` on the window *sum* (paper form)."""
+    if x.dim() < 3:
+        raise ValueError(f"LRN needs an input of shape (N, C, ...) with 3 or more dimensions, got {tuple(x.shape)}")
+    return _LocalResponseNormFunction.apply(x, size, float(alpha), float(beta), float(k))
 
 
 class LocalResponseNorm(nn.Module):
