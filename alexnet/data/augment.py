@@ -149,10 +149,10 @@ def pca_lighting(x: torch.Tensor, eigvals: Any, eigvecs: Any, generator: torch.G
 
     To every pixel of image b add sum_i p_i * alpha_bi * lambda_i, where (p_i, lambda_i) are the
     eigenvectors (columns of ``eigvecs``) and eigenvalues of the covariance of the training set's
-    pixel values *in [0, 1] scale* (fb.resnet.torch's convention; the paper used 0..255 values, so
-    the same alpha std gives the same relative shift). The alphas are three independent
-    N(0, std) draws per image per presentation (not one alpha for all, not PCA per image).
-    Pass ``alphas`` (B, C) to use given values instead of drawing them.
+    RGB values, pixels and eigenvalues both *in [0, 1] scale* (the fb.resnet.torch convention;
+    eigenvalues of 0..255 values are 255^2 larger, so the shift would be 255 times larger relative
+    to the pixels). The alphas are three independent N(0, std) draws per image per presentation
+    (not one alpha for all, not PCA per image). Pass ``alphas`` (B, C) to use given values.
     """
     x = to_float(x)
     if alphas is None:

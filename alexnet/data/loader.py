@@ -1,9 +1,9 @@
-"""Batches of augmented images from a uint8 (N, H, W, C) array, prefetched in a background thread.
+"""Batches of augmented images from a uint8 (N, H, W, C) array, prefetched by background threads.
 
 A batch depends only on (seed, epoch, step, rank): the epoch's order comes from a generator seeded
 by (seed, epoch), the augmentation's from one seeded by (seed, epoch, step, rank). So two loaders
 built alike give the same batches, and resuming at a step is just ``iterate(epoch, start_step)``.
-The prefetch thread runs the batched torch ops (which release the GIL) while the model computes.
+Loader threads run the batched torch ops (which release the GIL) while the model computes.
 """
 from __future__ import annotations
 
@@ -116,23 +116,26 @@ class BatchLoader:
         if self.in_memory and self.images.device == self.device and getattr(self.transform, "accepts_index", False):
             # the transform crops straight out of the dataset tensor: no copy of the whole images
             return self.transform(self.images.permute(0, 3, 1, 2), generator, index=index), y.to(self.device)
-        x = self._gather(index).permute(0, 3, 1, 2)          # (B, C, H, W) channels_last view
-        if self.device.type == "cuda" and x.device.type == "cpu":
-            x, y = x.pin_memory().to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
+        pin = self.device.type == "cuda" and not (self.in_memory and self.images.is_cuda)
+        x = self._gather(index, pin).permute(0, 3, 1, 2)     # (B, C, H, W) channels_last view
+        if pin:   # gathered straight into page-locked memory: the copy overlaps with compute
+            x, y = x.to(self.device, non_blocking=True), y.pin_memory().to(self.device, non_blocking=True)
         else:
             x, y = x.to(self.device), y.to(self.device)
         x = to_float(x) if self.transform is None else self.transform(x, generator)
         return x, y
 
-    def _gather(self, index: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, C) images at ``index``."""
-        if self.in_memory:
+    def _gather(self, index: torch.Tensor, pin: bool = False) -> torch.Tensor:
+        """uint8 (B, H, W, C) images at ``index`` (in page-locked memory with ``pin``)."""
+        if self.in_memory and not pin:
             return self.images[index.to(self.images.device)]
+        out = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=pin)
+        if self.in_memory:
+            return torch.index_select(self.images, 0, index, out=out)
         index = index.numpy()
         order = np.argsort(index, kind="stable")         # read the memmap in file order ...
-        out = np.empty((len(index), *self.images.shape[1:]), np.uint8)
-        out[order] = self.images[index[order]]           # ... and put each image where it belongs
-        return torch.from_numpy(out)
+        out.numpy()[order] = self.images[index[order]]   # ... and put each image where it belongs
+        return out
 
 
 class _Prefetcher:
