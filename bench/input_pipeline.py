@@ -147,7 +147,15 @@ def machine() -> str:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"{model}, {os.cpu_count()} cores ({usable} usable), torch {torch.__version__}, torchvision "
             f"{torchvision.__version__}, python {platform.python_version()}, "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}")
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, load average {_load()}")
+
+
+def _load() -> str:
+    """The 1-minute load average: on a shared machine, other people's work slows both pipelines."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "unknown"
 
 
 def describe(rates: list[float]) -> str:
@@ -163,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                              "processes for (b) (default 2 = this machine's cores)")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per pipeline (median reported)")
     parser.add_argument("--batches", type=int, default=8, help="batches per timed window")
-    parser.add_argument("--warmup", type=int, default=3, help="batches before timing starts")
+    parser.add_argument("--warmup", type=int, default=6,
+                        help="batches before timing starts (more than either pipeline prefetches)")
     parser.add_argument("--data-dir", type=Path, default=HERE / "_data", help="where the photos and cache live")
     parser.add_argument("--quick", action="store_true", help="small and fast: a smoke test, not a measurement")
     args = parser.parse_args(argv)
