@@ -159,7 +159,8 @@ def _load() -> str:
 
 
 def describe(rates: list[float]) -> str:
-    return f"{statistics.median(rates):7.0f} img/s  (median of {len(rates)}; min {min(rates):.0f}, max {max(rates):.0f})"
+    spread = f"min {min(rates):.0f}, max {max(rates):.0f}"
+    return f"{statistics.median(rates):7.0f} img/s  (median of {len(rates)}; {spread})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small and fast: a smoke test, not a measurement")
     args = parser.parse_args(argv)
     if args.quick:
-        args.files, args.batch_size, args.repeats, args.batches, args.warmup = 48, 8, 2, 4, 2
+        args.files, args.batch_size, args.repeats, args.batches, args.warmup = 48, 8, 2, 4, 6
 
     print(f"machine: {machine()}")
     folder = make_photo_folder(args.data_dir, args.files, args.workers)
