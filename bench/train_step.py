@@ -39,10 +39,6 @@ def machine() -> str:
             f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads")
 
 
-def lrn_implementation() -> str:
-    return "compiled CPU kernel" if lrn_ops._lrn_cpu.load() is not None else "pure PyTorch (no compiled kernel)"
-
-
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     """fp32 GFLOP/s of one large torch.mm: what the machine's BLAS reaches."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -115,7 +111,7 @@ def train_step_bench(args: argparse.Namespace) -> None:
     peak = matmul_gflops()
     rate = {name: args.batch_size / statistics.median(t) for name, t in times.items()}
     print(f"machine: {machine()}")
-    print(f"LRN (c): {lrn_implementation()}; batch {args.batch_size}, 224 px, "
+    print(f"LRN (c): {lrn_ops.implementation()}; batch {args.batch_size}, 224 px, "
           f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'}, {args.steps} steps x "
           f"{args.repeats} repetitions, median; fp32 torch.mm: {peak:.0f} GFLOP/s")
     print(f"{'model':<42} {'img/s':>7} {'spread':>13} {'GFLOP/img':>10} {'GFLOP/s':>8} {'of mm':>6}")
@@ -133,7 +129,7 @@ def lrn_only_bench(args: argparse.Namespace) -> None:
     ours = lrn_ops.LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_on="sum")
     theirs = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
     print(f"machine: {machine()}")
-    print(f"ours: {lrn_implementation()}; {'channels_last' if args.channels_last else 'contiguous (NCHW)'}, "
+    print(f"ours: {lrn_ops.implementation()}; {'channels_last' if args.channels_last else 'contiguous (NCHW)'}, "
           f"median of {args.repeats} x {args.steps}")
     print(f"{'shape':<22} {'torch fwd':>10} {'ours fwd':>9} {'torch f+b':>10} {'ours f+b':>9} {'speed-up f+b':>13}")
     for channels, size in ((96, 55), (256, 27)):

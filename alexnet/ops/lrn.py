@@ -21,6 +21,8 @@ eagerly everywhere else. For even n the window is torch's: n/2 channels before, 
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -87,8 +89,61 @@ def _native_layout(x: torch.Tensor) -> tuple[torch.memory_format, int, int, int]
     return torch.contiguous_format, x.shape[0], x.shape[1], x[0, 0].numel()
 
 
+def _threads(x: torch.Tensor) -> int:
+    return 1 if x.numel() < 1 << 16 else torch.get_num_threads()   # small: thread start-up would dominate
+
+
+def _forward_native(library, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    layout, outer, channels, inner = _native_layout(x)
+    x = x.contiguous(memory_format=layout)
+    y = torch.empty_like(x)
+    kernel = library.lrn_forward_f32 if x.dtype == torch.float32 else library.lrn_forward_f64
+    kernel(x.data_ptr(), y.data_ptr(), outer, channels, inner, size, alpha, beta, k, _threads(x))
+    return y
+
+
+def _backward_native(library, x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
+                     k: float) -> torch.Tensor:
+    layout, outer, channels, inner = _native_layout(x)
+    x = x.contiguous(memory_format=layout)
+    grad = grad.to(dtype=x.dtype).contiguous(memory_format=layout)
+    out = torch.empty_like(x)
+    kernel = library.lrn_backward_f32 if x.dtype == torch.float32 else library.lrn_backward_f64
+    kernel(x.data_ptr(), grad.data_ptr(), out.data_ptr(), outer, channels, inner, size, alpha, beta, k, _threads(x))
+    return out
+
+
+_kernel_state: dict[str, object] = {}
+
+
+def _kernel():
+    """The compiled CPU kernel, once it has agreed with the PyTorch expressions on a small input; else None."""
+    if "library" not in _kernel_state:
+        library = _lrn_cpu.load()
+        if library is not None and not _agrees(library):
+            warnings.warn("the compiled LRN kernel disagrees with PyTorch on a small check; using the "
+                          "pure-PyTorch path (set ALEXNET_LRN_KERNEL=torch to skip the kernel)", RuntimeWarning)
+            library = None
+        _kernel_state["library"] = library
+    return _kernel_state["library"]
+
+
+def _agrees(library) -> bool:
+    x = torch.randn(2, 7, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        for size, beta in ((5, 0.75), (4, 0.6)):
+            xl = x.contiguous(memory_format=layout)
+            args = (size, 0.3, beta, 1.5)
+            if not (torch.allclose(_forward_native(library, xl, *args), _forward_torch(xl, *args), rtol=1e-9)
+                    and torch.allclose(_backward_native(library, xl, grad, *args), _backward_torch(xl, grad, *args),
+                                       rtol=1e-9)):
+                return False
+    return True
+
+
 def _use_native(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _lrn_cpu.load() is not None
+    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and _kernel() is not None
 
 
 class _LocalResponseNormFunction(torch.autograd.Function):
@@ -99,13 +154,7 @@ class _LocalResponseNormFunction(torch.autograd.Function):
         ctx.save_for_backward(x)
         ctx.params = (size, alpha, beta, k)
         if _use_native(x):
-            layout, outer, channels, inner = _native_layout(x)
-            x = x.contiguous(memory_format=layout)
-            y = torch.empty_like(x)
-            library = _lrn_cpu.load()
-            kernel = library.lrn_forward_f32 if x.dtype == torch.float32 else library.lrn_forward_f64
-            kernel(x.data_ptr(), y.data_ptr(), outer, channels, inner, size, alpha, beta, k, torch.get_num_threads())
-            return y
+            return _forward_native(_kernel(), x, size, alpha, beta, k)
         if x.is_cuda:
             return _on_cuda("forward", _forward_torch, x, size, alpha, beta, k)
         return _forward_torch(x, size, alpha, beta, k)
@@ -116,19 +165,20 @@ class _LocalResponseNormFunction(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         size, alpha, beta, k = ctx.params
         if _use_native(x):
-            layout, outer, channels, inner = _native_layout(x)
-            x = x.contiguous(memory_format=layout)
-            grad = grad.to(dtype=x.dtype).contiguous(memory_format=layout)
-            out = torch.empty_like(x)
-            library = _lrn_cpu.load()
-            kernel = library.lrn_backward_f32 if x.dtype == torch.float32 else library.lrn_backward_f64
-            kernel(x.data_ptr(), grad.data_ptr(), out.data_ptr(), outer, channels, inner, size, alpha, beta, k,
-                   torch.get_num_threads())
+            out = _backward_native(_kernel(), x, grad, size, alpha, beta, k)
         elif x.is_cuda:
             out = _on_cuda("backward", _backward_torch, x, grad, size, alpha, beta, k)
         else:
             out = _backward_torch(x, grad, size, alpha, beta, k)
         return out, None, None, None, None
+
+
+def implementation(device: str | torch.device = "cpu") -> str:
+    """Which implementation float32 LRN uses on ``device``: the compiled kernel, torch.compile or eager."""
+    kind = torch.device(device).type
+    if kind == "cpu" and _kernel() is not None:
+        return "compiled CPU kernel"
+    return "torch.compile (eager if compiling fails)" if kind == "cuda" else "PyTorch expressions (eager)"
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:

@@ -1,0 +1,210 @@
+"""LRN [3.3]: the fused operation against the paper's formula written as a loop, and against PyTorch's."""
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import alexnet
+from alexnet.ops import _lrn_cpu
+from alexnet.ops import lrn as lrn_ops
+from alexnet.ops.lrn import LocalResponseNorm, local_response_norm
+
+
+def paper_lrn(a: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """b_i = a_i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a_j^2) ** beta, channel by channel.
+
+    For even n the window is torch's: n//2 channels before i and (n-1)//2 after."""
+    channels = a.shape[1]
+    out = []
+    for i in range(channels):
+        first, last = max(0, i - n // 2), min(channels - 1, i + (n - 1) // 2)
+        scale = k + alpha * (a[:, first:last + 1] ** 2).sum(1)
+        out.append(a[:, i] / scale ** beta)
+    return torch.stack(out, 1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors on one thread: on a busy machine a thread team costs more than these tests' work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["kernel", "pytorch"])
+def implementation(request, monkeypatch):
+    """Run a test once with the compiled CPU kernel and once with the pure-PyTorch path."""
+    if request.param == "kernel":
+        if lrn_ops._kernel() is None:
+            pytest.skip("no compiled LRN kernel on this machine (no C++ compiler?)")
+    else:
+        monkeypatch.setitem(lrn_ops._kernel_state, "library", None)
+    return request.param
+
+
+def _input(shape, channels_last=False, dtype=torch.float64, seed=0):
+    x = 3 * torch.randn(shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))  # negatives too
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.requires_grad_(True)
+
+
+def _values_and_grads(fn, x, grad):
+    y = fn(x)
+    (dx,) = torch.autograd.grad(y, x, grad)
+    return y, dx
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 7, 16])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matches_paper_formula(implementation, channels, n, channels_last):
+    x = _input((2, channels, 3, 4), channels_last)
+    grad = torch.randn(x.shape, dtype=x.dtype)
+    for beta in (0.75, 0.5, 1.3):
+        args = (n, 0.1, beta, 1.5)   # alpha large enough that the window term matters
+        y, dx = _values_and_grads(lambda t: local_response_norm(t, *args), x, grad)
+        y_ref, dx_ref = _values_and_grads(lambda t: paper_lrn(t, *args), x, grad)
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(dx, dx_ref, rtol=1e-12, atol=1e-12)
+        assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("n, beta, channels_last", [(5, 0.75, True), (5, 0.75, False), (4, 0.75, True),
+                                                     (3, 0.6, False), (6, 1.0, True), (2, 0.75, False)])
+def test_gradcheck_float64(implementation, n, beta, channels_last):
+    x = _input((2, 6, 3, 3), channels_last)
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, n, 0.2, beta, 1.0), (x,))
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("n, beta", [(5, 0.75), (4, 0.75), (5, 0.6)])
+def test_float32_within_1e5_of_float64(implementation, channels_last, n, beta):
+    x64 = _input((4, 24, 7, 7), channels_last)
+    grad = torch.randn(x64.shape, dtype=torch.float64)
+    x32 = x64.detach().float().requires_grad_(True)
+    args = (n, 0.05, beta, 2.0)
+    y64, dx64 = _values_and_grads(lambda t: paper_lrn(t, *args), x64, grad)
+    y32, dx32 = _values_and_grads(lambda t: local_response_norm(t, *args), x32, grad.float())
+    assert y32.dtype == dx32.dtype == torch.float32
+    torch.testing.assert_close(y32.double(), y64, rtol=1e-5, atol=1e-5 * y64.abs().max().item())
+    torch.testing.assert_close(dx32.double(), dx64, rtol=1e-5, atol=1e-5 * dx64.abs().max().item())
+
+
+@pytest.mark.parametrize("shape", [(8, 96, 13, 13), (4, 256, 6, 6), (3, 10, 17), (2, 9, 3, 4, 5)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_equals_torch_local_response_norm(implementation, shape, channels_last):
+    channels_last = channels_last and len(shape) == 4
+    x = _input(shape, channels_last, dtype=torch.float32).detach().relu().requires_grad_(True)
+    grad = torch.randn(x.shape)
+    for n, alpha, beta, k in ((5, 1e-4, 0.75, 2.0), (4, 1e-3, 0.75, 1.0), (3, 2e-4, 0.5, 1.0)):
+        ours = _values_and_grads(lambda t: local_response_norm(t, n, alpha, beta, k), x, grad)
+        theirs = _values_and_grads(nn.LocalResponseNorm(n, alpha * n, beta, k), x, grad)
+        for a, b in zip(ours, theirs):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_non_contiguous_and_other_dtypes(implementation):
+    base = _input((2, 8, 6, 10), dtype=torch.float32)
+    x = base.detach()[:, :, :, ::2].requires_grad_(True)      # strided view
+    torch.testing.assert_close(local_response_norm(x, 5, 1e-2, 0.75, 2.0),
+                               nn.LocalResponseNorm(5, 5e-2, 0.75, 2.0)(x))
+    xb = base.detach().bfloat16()
+    torch.testing.assert_close(local_response_norm(xb, 5, 1e-2, 0.75, 2.0).float(),
+                               nn.LocalResponseNorm(5, 5e-2, 0.75, 2.0)(xb.float()), rtol=2e-2, atol=2e-2)
+
+
+def test_alpha_conventions():
+    paper = LocalResponseNorm(5, 1e-4, 0.75, 2.0)
+    caffe = LocalResponseNorm(5, 1e-4, 0.75, 1.0, alpha_on="mean")
+    assert paper.alpha_sum == 1e-4 and caffe.alpha_sum == pytest.approx(2e-5)
+    assert "on the sum" in repr(paper) and "on the mean" in repr(caffe)
+    x = _input((2, 12, 5, 5), dtype=torch.float32)
+    torch.testing.assert_close(caffe(x), nn.LocalResponseNorm(5, 1e-4, 0.75, 1.0)(x))
+    torch.testing.assert_close(paper(x), nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)(x))
+    with pytest.raises(ValueError, match="alpha_on"):
+        LocalResponseNorm(alpha_on="median")
+    with pytest.raises(ValueError, match="3 or more"):
+        local_response_norm(torch.ones(2, 3), 5, 1e-4, 0.75, 2.0)
+
+
+def test_saves_only_its_input():
+    x = _input((2, 8, 4, 4), dtype=torch.float32).detach().relu().requires_grad_(True)
+    y = local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+    saved = y.grad_fn.saved_tensors
+    assert len(saved) == 1 and saved[0].data_ptr() == x.data_ptr()
+
+
+def test_threads_give_identical_results(implementation):
+    x = _input((4, 64, 20, 20), channels_last=True, dtype=torch.float32)   # big enough for a thread team
+    grad = torch.randn(x.shape)
+    results = []
+    for threads, layout in ((1, torch.channels_last), (2, torch.channels_last), (1, torch.contiguous_format),
+                            (2, torch.contiguous_format)):
+        torch.set_num_threads(threads)
+        xl = x.detach().contiguous(memory_format=layout).requires_grad_(True)
+        results.append(_values_and_grads(lambda t: local_response_norm(t, 5, 1e-2, 0.75, 2.0), xl, grad))
+    for y, dx in results[1:]:
+        torch.testing.assert_close(y, results[0][0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(dx, results[0][1], rtol=1e-6, atol=1e-7)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[2][1], results[3][1])
+
+
+def test_alexnet_2012_same_as_with_torch_lrn():
+    torch.manual_seed(0)
+    ours = alexnet.create_model("alexnet_2012", num_classes=10).eval()
+    theirs = copy.deepcopy(ours)
+    theirs.features.norm1 = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
+    theirs.features.norm2 = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
+    x = 30 * torch.randn(1, 3, 224, 224)   # large inputs: the LRN denominators differ visibly from k
+    for layout in (torch.contiguous_format, torch.channels_last):
+        outputs = []
+        for model in (ours, theirs):
+            model.to(memory_format=layout).zero_grad()
+            outputs.append(model(x.contiguous(memory_format=layout)))
+            outputs[-1].logsumexp(1).sum().backward()
+        torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-4, atol=1e-5)
+        for name in ("conv1", "conv2", "conv3"):   # gradients that flow back through norm2, or both norms
+            p, q = (getattr(model.features, name).weight.grad for model in (ours, theirs))
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-4 * q.abs().max().item(), msg=name)
+
+
+def test_kernel_absent_means_quiet_fallback(monkeypatch, tmp_path, capfd, recwarn):
+    for env in ({"CXX": str(tmp_path / "no-such-compiler")}, {"ALEXNET_LRN_KERNEL": "torch"}):
+        monkeypatch.setattr(_lrn_cpu, "_tried", False)
+        monkeypatch.setattr(_lrn_cpu, "_library", None)
+        monkeypatch.setenv("ALEXNET_KERNEL_CACHE", str(tmp_path / "cache"))
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert _lrn_cpu.load() is None
+    monkeypatch.setitem(lrn_ops._kernel_state, "library", None)
+    x = _input((2, 5, 3, 3), dtype=torch.float32)
+    torch.testing.assert_close(local_response_norm(x, 5, 1e-2, 0.75, 2.0), nn.LocalResponseNorm(5, 5e-2, 0.75, 2.0)(x))
+    assert capfd.readouterr() == ("", "") and len(recwarn) == 0
+
+
+def test_kernel_builds_into_a_fresh_cache(monkeypatch, tmp_path):
+    if _lrn_cpu.load() is None:
+        pytest.skip("no compiled LRN kernel on this machine (no C++ compiler?)")
+    monkeypatch.setattr(_lrn_cpu, "_tried", False)
+    monkeypatch.setattr(_lrn_cpu, "_library", None)
+    monkeypatch.setenv("ALEXNET_KERNEL_CACHE", str(tmp_path))
+    library = _lrn_cpu.load()
+    assert library is not None and lrn_ops._agrees(library)
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_cuda_matches_cpu(channels_last):
+    x = _input((4, 96, 27, 27), channels_last, dtype=torch.float32).detach().relu().requires_grad_(True)
+    grad = torch.randn(x.shape)
+    args = (5, 1e-4, 0.75, 2.0)
+    y, dx = _values_and_grads(lambda t: local_response_norm(t, *args), x, grad)
+    xc = x.detach().cuda().requires_grad_(True)
+    yc, dxc = _values_and_grads(lambda t: local_response_norm(t, *args), xc, grad.cuda())
+    torch.testing.assert_close(yc.cpu(), y, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dxc.cpu(), dx, rtol=1e-5, atol=1e-6)
