@@ -25,7 +25,8 @@ def _summary(args: argparse.Namespace) -> int:
 
 TRAIN_FLAGS = ("data", "data_root", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
                "out", "device", "seed", "workers", "max_steps", "train_subset", "pca_std", "label_smoothing",
-               "image_size", "crop_size", "val_fraction")
+               "image_size", "crop_size", "val_fraction", "padding", "val_subset",
+               "loader_threads")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -39,6 +40,8 @@ def _train(args: argparse.Namespace) -> int:
             overrides[flag] = True
     if args.no_ten_crop:
         overrides["ten_crop"] = False
+    if args.no_flip:
+        overrides["flip"] = False
     if args.no_channels_last:
         overrides["channels_last"] = False
     demo = args.demo
@@ -163,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pca-std", type=float, help="fancy-PCA lighting strength [4.1]; 0 turns it off")
     p.add_argument("--image-size", type=int, help="short side stored when preparing photo folders (paper: 256)")
     p.add_argument("--crop-size", type=int, help="training/eval crop (paper: 224)")
+    p.add_argument("--padding", type=int, help="zero padding before random crops (small images)")
+    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
     p.add_argument("--val-fraction", type=float, help="held-out fraction of train when the data has no val split")
     p.add_argument("--out", help="run folder (default: runs/<recipe>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
@@ -172,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="decode workers when a photo folder is prepared")
     p.add_argument("--max-steps", type=int, help="stop (resumably) after this many optimizer steps")
     p.add_argument("--train-subset", type=int, help="train on the first N images only (smoke tests)")
+    p.add_argument("--val-subset", type=int, help="validate on the first N held-out images only")
+    p.add_argument("--loader-threads", type=int, help="threads making augmented batches (default 1)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-ten-crop", action="store_true")
     p.add_argument("--no-channels-last", action="store_true")

@@ -19,7 +19,7 @@ from alexnet.progress import Progress
 
 def _as_nchw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, C) -> (B, C, H, W) view in channels_last memory."""
-    batch = torch.as_tensor(np.ascontiguousarray(batch)) if isinstance(batch, np.ndarray) else batch
+    batch = torch.tensor(batch) if isinstance(batch, np.ndarray) else batch   # copy: memmaps are read-only
     return batch.permute(0, 3, 1, 2)
 
 

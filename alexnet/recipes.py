@@ -39,6 +39,7 @@ class TrainConfig:
     flip: bool = True
     pca_std: float = 0.1                # [4.1] fancy PCA, alpha ~ N(0, pca_std); 0 turns it off
     normalization: str = "mean_image"   # mean_image [4] | channel | none
+    pixel_scale: float = 1.0            # 255: network inputs in 0-255 pixel units, as the paper's init expects
     ten_crop: bool = True               # [4] 10-view evaluation for the final test/val report
     val_fraction: float = 0.1
     # execution
@@ -51,6 +52,8 @@ class TrainConfig:
     max_steps: int = 0                  # stop after this many optimizer steps (0 = no limit)
     train_subset: int = 0               # use only the first N training images (0 = all)
     eval_batch_size: int = 256
+    val_subset: int = 0                 # validate on the first N held-out images only (0 = all)
+    loader_threads: int = 1             # threads making augmented batches (BatchLoader workers)
     quiet: bool = False
 
     def to_dict(self) -> dict:
@@ -61,7 +64,7 @@ RECIPES: dict[str, dict] = {
     # [5] + [4]: the paper, exactly.
     "paper": dict(model="alexnet_2012", model_kwargs={}, epochs=90, batch_size=128, lr=0.01, momentum=0.9,
                   weight_decay=5e-4, schedule="plateau", image_size=256, crop_size=224, flip=True, pca_std=0.1,
-                  normalization="mean_image", ten_crop=True, amp="off", out="runs/paper"),
+                  normalization="mean_image", pixel_scale=255.0, ten_crop=True, amp="off", out="runs/paper"),
     # seed 002 / d2l: Fashion-MNIST resized to 224, plain SGD.
     "d2l": dict(data="fashion-mnist", model="alexnet_d2l", epochs=10, batch_size=128, lr=0.01, momentum=0.0,
                 weight_decay=0.0, schedule="constant", crop_size=0, resize_to=224, flip=False, pca_std=0.0,
@@ -69,7 +72,7 @@ RECIPES: dict[str, dict] = {
     # CPU-friendly: the AlexNet ingredients at 28 px, tuned for accuracy per second.
     "quick": dict(data="fashion-mnist", model="alexnet_small", model_kwargs={}, epochs=8, batch_size=128,
                   lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, decay_norm_and_bias=False,
-                  label_smoothing=0.1, schedule="onecycle", warmup_epochs=1.0, crop_size=28, padding=2,
+                  label_smoothing=0.1, schedule="onecycle", warmup_epochs=0.3, crop_size=28, padding=2,
                   flip=True, pca_std=0.0, normalization="channel", ten_crop=False, out="runs/quick"),
 }
 

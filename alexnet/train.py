@@ -48,6 +48,18 @@ class NonFiniteLoss(Exception):
     """The loss became NaN/inf; the last good checkpoint was left untouched."""
 
 
+def _inject_fault(spec: str, rank: int, step: int, x: torch.Tensor) -> None:
+    """Test hook (env ALEXNET_FAULT_INJECT): "raise,rank=R,step=S" raises on rank R at global step S;
+    "nan,step=S" turns the batch into NaNs there, as a corrupt input or a diverging run would."""
+    fields = dict(item.split("=") for item in spec.split(",")[1:])
+    if int(fields.get("step", -1)) != step or int(fields.get("rank", rank)) != rank:
+        return
+    if spec.startswith("raise"):
+        raise RuntimeError(f"injected fault on rank {rank} at step {step}")
+    if spec.startswith("nan"):
+        x.fill_(float("nan"))
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -68,13 +80,15 @@ def data_spec(cfg: TrainConfig, train_set: ImageSet, input_size: int) -> dict:
     _, height, width, channels = train_set.images.shape
     return {"stats": stats.to_dict(), "image_size": [height, width], "channels": channels,
             "crop_size": input_size, "resize_to": cfg.resize_to or None, "normalization": cfg.normalization,
+            "pixel_scale": cfg.pixel_scale,
             "source": train_set.source}
 
 
 def eval_transform(data: dict, ten_crop: bool = False) -> EvalTransform:
     from alexnet.data import DatasetStats
     return EvalTransform(crop_size=data["crop_size"], normalization=data["normalization"],
-                         stats=DatasetStats.from_dict(data["stats"]), resize_to=data["resize_to"], ten_crop=ten_crop)
+                         stats=DatasetStats.from_dict(data["stats"]), resize_to=data["resize_to"], ten_crop=ten_crop,
+                         pixel_scale=data.get("pixel_scale", 1.0))
 
 
 def _decay_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
@@ -130,7 +144,8 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     ckpt = None
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
-        saved = dict(ckpt["config"], **(overrides or {}), out=str(out))
+        saved = dict(ckpt["config"])
+        saved.update(overrides or {}, out=str(out))
         cfg = resolve_config(saved.pop("recipe"), **saved)
     if cfg.batch_size % world_size:
         raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world_size} processes")
@@ -144,15 +159,19 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     train_set, val_set = open_dataset(cfg.data, "train", **common), open_dataset(cfg.data, "val", **common)
     if cfg.train_subset:
         train_set.images, train_set.labels = train_set.images[:cfg.train_subset], train_set.labels[:cfg.train_subset]
+    if cfg.val_subset:
+        val_set.images, val_set.labels = val_set.images[:cfg.val_subset], val_set.labels[:cfg.val_subset]
     classes, channels = train_set.classes, train_set.images.shape[-1]
     input_size = cfg.resize_to or cfg.crop_size or train_set.images.shape[1]
     data = ckpt["data"] if ckpt else data_spec(cfg, train_set, input_size)
     from alexnet.data import DatasetStats
     stats = DatasetStats.from_dict(data["stats"])
     train_transform = TrainTransform(crop_size=input_size, padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std,
-                                     normalization=cfg.normalization, stats=stats, resize_to=cfg.resize_to or None)
+                                     normalization=cfg.normalization, stats=stats, resize_to=cfg.resize_to or None,
+                                     pixel_scale=cfg.pixel_scale)
     loader = BatchLoader(train_set.images, train_set.labels, cfg.batch_size // world_size, transform=train_transform,
-                         shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device)
+                         shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device,
+                         workers=cfg.loader_threads)
     if len(loader) == 0:
         raise UsageError(f"{len(train_set.labels)} training images are fewer than one batch of {cfg.batch_size}; "
                          "lower --batch-size")
@@ -199,19 +218,24 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out))
     resume_hint = f"resume with: alexnet train --out {out} --resume"
-    fault = os.environ.get("ALEXNET_FAULT_INJECT", "")  # tests only: "rank=R,step=S" raises there
+    fault = os.environ.get("ALEXNET_FAULT_INJECT", "")  # tests only, see _inject_fault
 
     # ---- the loop -----------------------------------------------------------------------------
+    stop_reason = None                      # "signal" or "max_steps"
+    partial = ckpt["position"].get("partial") if ckpt else None
+    lr = schedule.lr_at(global_step)
     with _stop_on_signals() as signals:
-        while epoch < cfg.epochs:
+        while epoch < cfg.epochs and stop_reason is None:
             model.train()
             bar = Progress(len(loader) - start_step, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=is_main and not cfg.quiet)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            seen, epoch_start = 0, time.perf_counter()
+            partial = partial or {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            loss_sum = torch.tensor(partial["loss_sum"], device=device)
+            correct = torch.tensor(partial["correct"], device=device, dtype=torch.int64)
+            seen, epoch_start = partial["seen"], time.perf_counter() - partial["seconds"]
+            partial = None
             for step, (x, y) in enumerate(loader.iterate(epoch, start_step), start=start_step):
-                if fault and fault == f"rank={rank},step={global_step}":
-                    raise RuntimeError(f"injected fault on rank {rank} at step {global_step}")
+                if fault:
+                    _inject_fault(fault, rank, global_step, x)
                 lr = schedule.lr_at(global_step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -230,24 +254,23 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                 show = bar.tty and step % 10 == 0
                 bar.update(1, n=len(y) * world_size,
                            **({"loss": loss_sum.item() / seen, "acc": correct.item() / seen} if show else {}))
-                stop = distributed.any_flag(bool(signals), device)
-                if stop or (cfg.max_steps and global_step >= cfg.max_steps):
-                    bar.close()
-                    if not torch.isfinite(loss_sum):
-                        raise NonFiniteLoss(f"loss became non-finite before step {global_step}")
-                    if is_main:
-                        atomic_save(checkpoint({"epoch": epoch, "step": step + 1, "global_step": global_step}),
-                                    out / "last.pt")
-                    if stop:
-                        log(f"\ninterrupted at epoch {epoch + 1} step {step + 1}: saved {out / 'last.pt'}; {resume_hint}")
-                        raise TrainingInterrupted(signals[0] if signals else signal.SIGTERM, resume_hint)
-                    log(f"stopped after --max-steps {cfg.max_steps}: saved {out / 'last.pt'}; {resume_hint}")
-                    return {"out": str(out), "stopped_at": global_step, "best": best}
+                if distributed.any_flag(bool(signals), device):
+                    stop_reason = "signal"
+                elif cfg.max_steps and global_step >= cfg.max_steps:
+                    stop_reason = "max_steps"
+                if stop_reason:
+                    break
             bar.close()
+            if not torch.isfinite(loss_sum):
+                raise NonFiniteLoss(f"loss became non-finite in epoch {epoch + 1} before step {global_step}")
+            if stop_reason and step + 1 < len(loader):   # mid-epoch: save the position and the partial sums
+                if is_main:
+                    atomic_save(checkpoint({"epoch": epoch, "step": step + 1, "global_step": global_step, "partial": {
+                        "loss_sum": loss_sum.item(), "correct": correct.item(), "seen": seen,
+                        "seconds": time.perf_counter() - epoch_start}}), out / "last.pt")
+                break
             totals = distributed.sum_tensor(torch.stack([loss_sum.float(), correct.float(),
                                                          torch.tensor(float(seen), device=device)]))
-            if not torch.isfinite(totals[0]):
-                raise NonFiniteLoss(f"loss became non-finite during epoch {epoch + 1}")
             train_seconds = time.perf_counter() - epoch_start
             probs = predict_probs([raw_model], val_set.images, eval_tf, batch_size=cfg.eval_batch_size, device=device,
                                   autocast=use_bf16)
@@ -280,4 +303,10 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                     + (f" | lr divided by 10 (plateau, drop {schedule.drops})" if dropped else ""))
     if is_main:
         writer.close()
+    if stop_reason == "signal":
+        log(f"\ninterrupted at epoch {epoch + 1}, step {global_step}: saved {out / 'last.pt'}; {resume_hint}")
+        raise TrainingInterrupted(signals[0] if signals else signal.SIGTERM, resume_hint)
+    if stop_reason == "max_steps":
+        log(f"stopped after --max-steps {cfg.max_steps}: saved {out / 'last.pt'}; {resume_hint}")
+        return {"out": str(out), "stopped_at": global_step, "best": best, "history": history}
     return {"out": str(out), "best": best, "history": history, "classes": classes}

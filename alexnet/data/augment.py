@@ -252,6 +252,7 @@ class _Normalizer:
     normalization: str = "mean_image"
     stats: "DatasetStats | None" = None
     resize_to: int | None = None
+    pixel_scale: float = 1.0     # outputs multiplied by this: 255 feeds 0-255 pixels as the paper and Caffe did
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -357,6 +358,9 @@ class TrainTransform(_Normalizer):
             mean, std = self._channel(out)
             shift = -mean if shift is None else shift - mean
             shift, multiplier = shift / std, multiplier / std
+        if self.pixel_scale != 1.0:
+            multiplier = multiplier * self.pixel_scale
+            shift = None if shift is None else shift * self.pixel_scale
         _scale_shift_(out, multiplier, shift)
         if pad:
             out.mul_(_inside_mask(draw.offsets.to(x.device), size, pad, height, width, draw.flips))
@@ -426,4 +430,6 @@ class EvalTransform(_Normalizer):
             mean, std = self._channel(x)
             x = x - mean.view(1, -1, 1, 1)
             x.div_(std.view(1, -1, 1, 1))
+        if self.pixel_scale != 1.0:
+            x = x * self.pixel_scale
         return ten_crop(x, self.crop_size) if self.ten_crop else center_crop(x, self.crop_size)
