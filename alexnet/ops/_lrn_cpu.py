@@ -28,186 +28,162 @@ SOURCE = r"""
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <algorithm>
 
 namespace {
-constexpr int64_t TILE = 64;
+constexpr int64_t TILE = 128;  // NCHW: pixels per block, so a block's C x TILE values stay in cache
 
-template <typename T, bool B075>
-inline T inv_pow(T s, T beta) {                   // s ** -beta; for 0.75: 1 / (sqrt(s) * sqrt(sqrt(s)))
+template <typename T>
+struct Lrn { int64_t C, inner, size; T alpha, beta, k; };
+
+template <typename T, bool B075>   // s ** -beta; 0.75 as 1 / (sqrt(s) * sqrt(sqrt(s))), no pow
+inline T inv_pow(T s, T beta) {
     if (B075) { T q = std::sqrt(s); return T(1) / (q * std::sqrt(q)); }
     return std::pow(s, -beta);
 }
 
-// acc[t] = sum_{j < size} buf[(c + j) * L + t]: the window sum for channel c of a padded buffer.
+template <typename T, bool B075>   // r = s ** -beta and r1 = s ** (-beta - 1) with one division
+inline void inv_pows(T s, T beta, T& r, T& r1) {
+    if (B075) { T q = std::sqrt(s); r1 = T(1) / (q * std::sqrt(q) * s); r = r1 * s; }
+    else { r = std::pow(s, -beta); r1 = r / s; }
+}
+
+// Window sums over channels of a zero-padded scratch buffer holding channel c at p[c * step]:
+// for SIZE > 0 summed inline (unrolled, fused into the caller's loop); SIZE == 0 (any size) fills acc.
 template <typename T>
-inline void window(const T* buf, T* acc, int64_t c, int64_t size, int64_t L) {
-    std::memcpy(acc, buf + c * L, sizeof(T) * L);
-    for (int64_t j = 1; j < size; ++j) {
-        const T* b = buf + (c + j) * L;
-        for (int64_t t = 0; t < L; ++t) acc[t] += b[t];
-    }
+void window_sums(const T* __restrict__ p, T* __restrict__ acc, int64_t n, int64_t size, int64_t step) {
+    for (int64_t i = 0; i < n; ++i) acc[i] = p[i];
+    for (int64_t j = 1; j < size; ++j)
+        for (int64_t i = 0; i < n; ++i) acc[i] += p[i + j * step];
 }
 
-// One block: C channels x L lanes; element (c, t) at p[c * cs + t * ts]. Channels_last rows are
-// blocks with L = 1 handled as a single lane of C (vectorised along C); NCHW tiles have L = TILE.
-template <typename T, bool B075>
-void forward_rows(const T* x, T* y, int64_t rows, int64_t C, int64_t size, T alpha, T beta, T k, int nthreads) {
-    const int64_t lo = size / 2;
-    #pragma omp parallel num_threads(nthreads)
-    {
-        T* sq = static_cast<T*>(std::calloc(C + size, sizeof(T)));
-        T* acc = static_cast<T*>(std::malloc(sizeof(T) * C));
-        #pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            const T* xr = x + r * C; T* yr = y + r * C;
-            for (int64_t c = 0; c < C; ++c) sq[lo + c] = xr[c] * xr[c];
-            std::memcpy(acc, sq, sizeof(T) * C);
-            for (int64_t j = 1; j < size; ++j)
-                for (int64_t c = 0; c < C; ++c) acc[c] += sq[c + j];
-            for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * inv_pow<T, B075>(k + alpha * acc[c], beta);
+template <int SIZE, typename T>
+inline T window(const T* p, const T* acc, int64_t i, int64_t step) {
+    if constexpr (SIZE == 0) { return acc[i]; }
+    else { T a = p[i]; for (int j = 1; j < SIZE; ++j) a += p[i + j * step]; return a; }
+}
+
+// Scratch per thread: sq and tb (squares, and g x s^(-beta-1)) of (C + size) lanes-wide rows, zero padded:
+// sq has size/2 zero rows before the data (the window), tb (size-1)/2 (the transposed window).
+template <typename T>
+struct Scratch {
+    T *__restrict__ sq, *__restrict__ tb, *__restrict__ rb, *__restrict__ acc;
+    explicit Scratch(int64_t C, int64_t size, int64_t lanes)
+        : sq(zeros((C + size) * lanes)), tb(zeros((C + size) * lanes)), rb(zeros(C * lanes)), acc(zeros(C * lanes)) {}
+    ~Scratch() { std::free(sq); std::free(tb); std::free(rb); std::free(acc); }
+    static T* zeros(int64_t n) { return static_cast<T*>(std::calloc(n, sizeof(T))); }
+};
+
+// Channels_last: one pixel's C channels are contiguous; vectorised along C.
+template <typename T, bool B075, int SIZE>
+void forward_row(const T* __restrict__ x, T* __restrict__ y, const Lrn<T> p, Scratch<T>& s) {
+    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
+    for (int64_t c = 0; c < C; ++c) s.sq[size / 2 + c] = x[c] * x[c];
+    if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
+    for (int64_t c = 0; c < C; ++c) y[c] = x[c] * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
+}
+
+template <typename T, bool B075, int SIZE>
+void backward_row(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ out, const Lrn<T> p,
+                  Scratch<T>& s) {
+    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
+    const T coef = T(2) * p.alpha * p.beta;
+    for (int64_t c = 0; c < C; ++c) s.sq[size / 2 + c] = x[c] * x[c];
+    if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
+    for (int64_t c = 0; c < C; ++c) {
+        T r1;
+        inv_pows<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta, s.rb[c], r1);
+        s.tb[(size - 1) / 2 + c] = g[c] * x[c] * r1;
+    }
+    if (SIZE == 0) window_sums(s.tb, s.acc, C, size, 1);
+    for (int64_t c = 0; c < C; ++c) out[c] = g[c] * s.rb[c] - coef * x[c] * window<SIZE>(s.tb, s.acc, c, 1);
+}
+
+// Contiguous NCHW: L <= TILE pixels of C planes `inner` apart; vectorised along the pixels.
+template <typename T, bool B075, int SIZE>
+void forward_tile(const T* __restrict__ x, T* __restrict__ y, int64_t L, const Lrn<T> p, Scratch<T>& s) {
+    const int64_t C = p.C, n = p.inner, size = SIZE ? SIZE : p.size;
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < L; ++t) s.sq[(size / 2 + c) * TILE + t] = x[c * n + t] * x[c * n + t];
+    if (SIZE == 0) window_sums(s.sq, s.acc, C * TILE, size, TILE);
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < L; ++t)
+            y[c * n + t] = x[c * n + t]
+                * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c * TILE + t, TILE), p.beta);
+}
+
+template <typename T, bool B075, int SIZE>
+void backward_tile(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ out, int64_t L, const Lrn<T> p,
+                   Scratch<T>& s) {
+    const int64_t C = p.C, n = p.inner, size = SIZE ? SIZE : p.size;
+    const T coef = T(2) * p.alpha * p.beta;
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < L; ++t) s.sq[(size / 2 + c) * TILE + t] = x[c * n + t] * x[c * n + t];
+    if (SIZE == 0) window_sums(s.sq, s.acc, C * TILE, size, TILE);
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < L; ++t) {
+            T r1;
+            inv_pows<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c * TILE + t, TILE), p.beta,
+                              s.rb[c * TILE + t], r1);
+            s.tb[((size - 1) / 2 + c) * TILE + t] = g[c * n + t] * x[c * n + t] * r1;
         }
-        std::free(sq); std::free(acc);
-    }
+    if (SIZE == 0) window_sums(s.tb, s.acc, C * TILE, size, TILE);
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t t = 0; t < L; ++t)
+            out[c * n + t] = g[c * n + t] * s.rb[c * TILE + t]
+                - coef * x[c * n + t] * window<SIZE>(s.tb, s.acc, c * TILE + t, TILE);
 }
 
-template <typename T, bool B075>
-void backward_rows(const T* x, const T* g, T* gx, int64_t rows, int64_t C, int64_t size, T alpha, T beta, T k,
-                   int nthreads) {
-    const int64_t lo = size / 2, hi = (size - 1) / 2;
-    const T coef = T(2) * alpha * beta;
-    #pragma omp parallel num_threads(nthreads)
+// Blocks split statically over the threads; each thread zeroes its scratch once.
+// Rows (inner == 1: channels_last, or a plain (N, C) input) or NCHW tiles of TILE pixels.
+template <typename T, bool B075, int SIZE>
+void run(const T* x, const T* g, T* out, int64_t outer, const Lrn<T> p, int threads) {
+    const bool rows = p.inner == 1;
+    const int64_t tiles = rows ? 1 : (p.inner + TILE - 1) / TILE, lanes = rows ? 1 : TILE;
+    #pragma omp parallel num_threads(threads)
     {
-        T* sq = static_cast<T*>(std::calloc(C + size, sizeof(T)));
-        T* tb = static_cast<T*>(std::calloc(C + size, sizeof(T)));
-        T* acc = static_cast<T*>(std::malloc(sizeof(T) * C));
-        T* rb = static_cast<T*>(std::malloc(sizeof(T) * C));
-        #pragma omp for schedule(static)
-        for (int64_t r = 0; r < rows; ++r) {
-            const T* xr = x + r * C; const T* gr = g + r * C; T* out = gx + r * C;
-            for (int64_t c = 0; c < C; ++c) sq[lo + c] = xr[c] * xr[c];
-            std::memcpy(acc, sq, sizeof(T) * C);
-            for (int64_t j = 1; j < size; ++j)
-                for (int64_t c = 0; c < C; ++c) acc[c] += sq[c + j];
-            for (int64_t c = 0; c < C; ++c) {            // t_c = g_c x_c s_c^(-beta-1), padded by hi
-                T s = k + alpha * acc[c];
-                T rc = inv_pow<T, B075>(s, beta);
-                rb[c] = rc;
-                tb[hi + c] = gr[c] * xr[c] * rc / s;
-            }
-            std::memcpy(acc, tb, sizeof(T) * C);         // transposed window sum of t
-            for (int64_t j = 1; j < size; ++j)
-                for (int64_t c = 0; c < C; ++c) acc[c] += tb[c + j];
-            for (int64_t c = 0; c < C; ++c) out[c] = gr[c] * rb[c] - coef * xr[c] * acc[c];
-        }
-        std::free(sq); std::free(tb); std::free(acc); std::free(rb);
-    }
-}
-
-template <typename T, bool B075>
-void forward_planes(const T* x, T* y, int64_t outer, int64_t C, int64_t inner, int64_t size, T alpha, T beta,
-                    T k, int nthreads) {
-    const int64_t lo = size / 2, tiles = (inner + TILE - 1) / TILE;
-    #pragma omp parallel num_threads(nthreads)
-    {
-        T* sq = static_cast<T*>(std::calloc((C + size) * TILE, sizeof(T)));
-        T* acc = static_cast<T*>(std::malloc(sizeof(T) * TILE));
+        Scratch<T> s(p.C, p.size, lanes);
         #pragma omp for schedule(static)
         for (int64_t b = 0; b < outer * tiles; ++b) {
-            const int64_t n = b / tiles, t0 = (b % tiles) * TILE, L = std::min(TILE, inner - t0);
-            const T* xb = x + n * C * inner + t0; T* yb = y + n * C * inner + t0;
-            for (int64_t c = 0; c < C; ++c)
-                for (int64_t t = 0; t < L; ++t) sq[(lo + c) * TILE + t] = xb[c * inner + t] * xb[c * inner + t];
-            for (int64_t c = 0; c < C; ++c) {
-                window(sq, acc, c, size, TILE);
-                for (int64_t t = 0; t < L; ++t)
-                    yb[c * inner + t] = xb[c * inner + t] * inv_pow<T, B075>(k + alpha * acc[t], beta);
-            }
+            const int64_t t0 = (b % tiles) * TILE, at = rows ? b * p.C : b / tiles * p.C * p.inner + t0;
+            const int64_t L = rows ? 1 : std::min(TILE, p.inner - t0);
+            if (g == nullptr && rows) forward_row<T, B075, SIZE>(x + at, out + at, p, s);
+            else if (g == nullptr) forward_tile<T, B075, SIZE>(x + at, out + at, L, p, s);
+            else if (rows) backward_row<T, B075, SIZE>(x + at, g + at, out + at, p, s);
+            else backward_tile<T, B075, SIZE>(x + at, g + at, out + at, L, p, s);
         }
-        std::free(sq); std::free(acc);
     }
 }
 
-template <typename T, bool B075>
-void backward_planes(const T* x, const T* g, T* gx, int64_t outer, int64_t C, int64_t inner, int64_t size,
-                     T alpha, T beta, T k, int nthreads) {
-    const int64_t lo = size / 2, hi = (size - 1) / 2, tiles = (inner + TILE - 1) / TILE;
-    const T coef = T(2) * alpha * beta;
-    #pragma omp parallel num_threads(nthreads)
-    {
-        T* sq = static_cast<T*>(std::calloc((C + size) * TILE, sizeof(T)));
-        T* tb = static_cast<T*>(std::calloc((C + size) * TILE, sizeof(T)));
-        T* rb = static_cast<T*>(std::malloc(sizeof(T) * C * TILE));
-        T* acc = static_cast<T*>(std::malloc(sizeof(T) * TILE));
-        #pragma omp for schedule(static)
-        for (int64_t b = 0; b < outer * tiles; ++b) {
-            const int64_t n = b / tiles, t0 = (b % tiles) * TILE, L = std::min(TILE, inner - t0);
-            const int64_t off = n * C * inner + t0;
-            const T* xb = x + off; const T* gb = g + off; T* ob = gx + off;
-            for (int64_t c = 0; c < C; ++c)
-                for (int64_t t = 0; t < L; ++t) sq[(lo + c) * TILE + t] = xb[c * inner + t] * xb[c * inner + t];
-            for (int64_t c = 0; c < C; ++c) {
-                window(sq, acc, c, size, TILE);
-                for (int64_t t = 0; t < L; ++t) {
-                    T s = k + alpha * acc[t];
-                    T rc = inv_pow<T, B075>(s, beta);
-                    rb[c * TILE + t] = rc;
-                    tb[(hi + c) * TILE + t] = gb[c * inner + t] * xb[c * inner + t] * rc / s;
-                }
-            }
-            for (int64_t c = 0; c < C; ++c) {
-                window(tb, acc, c, size, TILE);
-                for (int64_t t = 0; t < L; ++t)
-                    ob[c * inner + t] = gb[c * inner + t] * rb[c * TILE + t] - coef * xb[c * inner + t] * acc[t];
-            }
-        }
-        std::free(sq); std::free(tb); std::free(rb); std::free(acc);
-    }
-}
-
+// g == nullptr: forward (out = y); otherwise backward (out = grad x). Size 5 (the paper's, Caffe's, VGG's)
+// and beta 0.75 get their own compiled versions; other values take the general loops.
 template <typename T>
-void forward(const T* x, T* y, int64_t outer, int64_t C, int64_t inner, int64_t size, double alpha, double beta,
-             double k, int nthreads) {
-    if (inner == 1) {
-        if (beta == 0.75) forward_rows<T, true>(x, y, outer, C, size, T(alpha), T(beta), T(k), nthreads);
-        else forward_rows<T, false>(x, y, outer, C, size, T(alpha), T(beta), T(k), nthreads);
-    } else {
-        if (beta == 0.75) forward_planes<T, true>(x, y, outer, C, inner, size, T(alpha), T(beta), T(k), nthreads);
-        else forward_planes<T, false>(x, y, outer, C, inner, size, T(alpha), T(beta), T(k), nthreads);
-    }
-}
-
-template <typename T>
-void backward(const T* x, const T* g, T* gx, int64_t outer, int64_t C, int64_t inner, int64_t size,
-              double alpha, double beta, double k, int nthreads) {
-    if (inner == 1) {
-        if (beta == 0.75) backward_rows<T, true>(x, g, gx, outer, C, size, T(alpha), T(beta), T(k), nthreads);
-        else backward_rows<T, false>(x, g, gx, outer, C, size, T(alpha), T(beta), T(k), nthreads);
-    } else {
-        if (beta == 0.75)
-            backward_planes<T, true>(x, g, gx, outer, C, inner, size, T(alpha), T(beta), T(k), nthreads);
-        else backward_planes<T, false>(x, g, gx, outer, C, inner, size, T(alpha), T(beta), T(k), nthreads);
-    }
+void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner, int64_t size, double alpha,
+         double beta, double k, int threads) {
+    const Lrn<T> p{C, inner, size, T(alpha), T(beta), T(k)};
+    if (size == 5 && beta == 0.75) run<T, true, 5>(x, g, out, outer, p, threads);
+    else if (size == 5) run<T, false, 5>(x, g, out, outer, p, threads);
+    else if (beta == 0.75) run<T, true, 0>(x, g, out, outer, p, threads);
+    else run<T, false, 0>(x, g, out, outer, p, threads);
 }
 }  // namespace
 
 extern "C" {
 void lrn_forward_f32(const float* x, float* y, int64_t outer, int64_t C, int64_t inner, int64_t size,
-                     double alpha, double beta, double k, int nthreads) {
-    forward(x, y, outer, C, inner, size, alpha, beta, k, nthreads);
+                     double alpha, double beta, double k, int threads) {
+    lrn<float>(x, nullptr, y, outer, C, inner, size, alpha, beta, k, threads);
 }
 void lrn_forward_f64(const double* x, double* y, int64_t outer, int64_t C, int64_t inner, int64_t size,
-                     double alpha, double beta, double k, int nthreads) {
-    forward(x, y, outer, C, inner, size, alpha, beta, k, nthreads);
+                     double alpha, double beta, double k, int threads) {
+    lrn<double>(x, nullptr, y, outer, C, inner, size, alpha, beta, k, threads);
 }
 void lrn_backward_f32(const float* x, const float* g, float* gx, int64_t outer, int64_t C, int64_t inner,
-                      int64_t size, double alpha, double beta, double k, int nthreads) {
-    backward(x, g, gx, outer, C, inner, size, alpha, beta, k, nthreads);
+                      int64_t size, double alpha, double beta, double k, int threads) {
+    lrn<float>(x, g, gx, outer, C, inner, size, alpha, beta, k, threads);
 }
 void lrn_backward_f64(const double* x, const double* g, double* gx, int64_t outer, int64_t C, int64_t inner,
-                      int64_t size, double alpha, double beta, double k, int nthreads) {
-    backward(x, g, gx, outer, C, inner, size, alpha, beta, k, nthreads);
+                      int64_t size, double alpha, double beta, double k, int threads) {
+    lrn<double>(x, g, gx, outer, C, inner, size, alpha, beta, k, threads);
 }
 }
 """
