@@ -116,6 +116,19 @@ def test_non_contiguous_and_other_dtypes(implementation):
                                nn.LocalResponseNorm(5, 5e-2, 0.75, 2.0)(xb.float()), rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_outputs_on_huge_pages(implementation, monkeypatch, channels_last):
+    monkeypatch.setattr(lrn_ops, "HUGE_PAGE_BYTES", 0)   # every output through the mmap path, where there is one
+    x = _input((4, 16, 9, 9), channels_last, dtype=torch.float32).detach().relu().requires_grad_(True)
+    grad = torch.randn(x.shape)
+    ours = _values_and_grads(lambda t: local_response_norm(t, 5, 1e-2, 0.75, 2.0), x, grad)
+    theirs = _values_and_grads(nn.LocalResponseNorm(5, 5e-2, 0.75, 2.0), x, grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert a.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    del ours   # the mappings go with the tensors
+
+
 def test_alpha_conventions():
     paper = LocalResponseNorm(5, 1e-4, 0.75, 2.0)
     caffe = LocalResponseNorm(5, 1e-4, 0.75, 1.0, alpha_on="mean")
