@@ -126,7 +126,13 @@ def test_outputs_on_huge_pages(implementation, monkeypatch, channels_last):
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         assert a.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    del ours   # the mappings go with the tensors
+
+
+def test_empty_batch(implementation):
+    x = torch.zeros(0, 8, 5, 5, requires_grad=True)
+    y = local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
 
 
 def test_alpha_conventions():
@@ -207,6 +213,20 @@ def test_kernel_builds_into_a_fresh_cache(monkeypatch, tmp_path):
     library = _lrn_cpu.load()
     assert library is not None and lrn_ops._agrees(library)
     assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+
+
+@pytest.mark.slow
+def test_torch_compile_path_on_cpu(monkeypatch):
+    """The CUDA path (torch.compile of the PyTorch expressions), compiled by inductor for the CPU here."""
+    monkeypatch.setattr(lrn_ops, "_compiled", {})
+    x = _input((4, 32, 9, 9), channels_last=True, dtype=torch.float32).detach().relu()
+    grad = torch.randn(x.shape)
+    y = lrn_ops._compiled_call("forward", lrn_ops._forward_torch, x, 5, 1e-4, 0.75, 2.0)
+    dx = lrn_ops._compiled_call("backward", lrn_ops._backward_torch, x, grad, 5, 1e-4, 0.75, 2.0)
+    assert lrn_ops._compiled["forward"] is not lrn_ops._forward_torch   # compiled, not fallen back to eager
+    y_ref, dx_ref = _values_and_grads(nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0), x.requires_grad_(True), grad)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dx, dx_ref, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.gpu
