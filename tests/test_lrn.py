@@ -1,5 +1,9 @@
 """LRN [3.3]: the fused operation against the paper's formula written as a loop, and against PyTorch's."""
 import copy
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,6 +231,20 @@ def test_torch_compile_path_on_cpu(monkeypatch):
     y_ref, dx_ref = _values_and_grads(nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0), x.requires_grad_(True), grad)
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(dx, dx_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [[], ["--lrn-only"]])
+def test_train_step_bench_quick(mode):
+    bench = Path(__file__).resolve().parents[1] / "bench" / "train_step.py"
+    run = subprocess.run([sys.executable, str(bench), "--quick", *mode], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "machine:" in run.stdout and "torch" in run.stdout
+    if mode:
+        assert len(re.findall(r"^\d+x\d+x\d+x\d+ .*x$", run.stdout, re.M)) == 2
+    else:
+        rates = [float(r) for r in re.findall(r"^\(\w\) .*?\s(\d+\.\d)\s", run.stdout, re.M)]
+        assert len(rates) == 4 and min(rates) > 0 and "c/d = " in run.stdout
 
 
 @pytest.mark.gpu

@@ -1,10 +1,11 @@
-"""The CPU kernel behind ``alexnet.ops.lrn``: one pass forward, one pass backward, built on first use.
+"""The CPU kernel behind ``alexnet.ops.lrn``: one pass over memory forward, one backward, built on first use.
 
-The C++ below needs no PyTorch headers, so the system compiler builds it in about a second; the
-library is cached under ``~/.cache/alexnet/kernels`` (``$ALEXNET_KERNEL_CACHE`` to move it) and
-called through ctypes, which releases the GIL. ``load()`` returns None, quietly, when there is no
-compiler, the build fails, the library disagrees with the pure-PyTorch path on a small check, or
-``ALEXNET_LRN_KERNEL=torch`` asks for the pure-PyTorch path; ``alexnet.ops.lrn`` then uses that path.
+The C++ below needs no PyTorch headers, so the system compiler builds it in a second or two (a
+``torch.utils.cpp_extension`` build takes a minute); the library is cached under
+``~/.cache/alexnet/kernels`` (``$ALEXNET_KERNEL_CACHE`` moves it) and called through ctypes, which
+releases the GIL. Its OpenMP threads are PyTorch's own (the same libgomp). ``load()`` returns None,
+quietly, when there is no compiler, the build fails, or ``ALEXNET_LRN_KERNEL=torch`` asks for the
+PyTorch path; ``alexnet.ops.lrn`` then uses that path (and also when the library fails its self-check).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -21,9 +23,9 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Window of channel c: [c - lo, c + hi] with lo = size // 2, hi = (size - 1) // 2 (torch's convention,
-# the paper's for odd size). The backward sums over the transposed window [i - hi, i + lo].
-# Two layouts: channels_last (rows of C contiguous channels) and contiguous NCHW (C planes of
-# `inner` = H*W values), processed in tiles of TILE pixels so the window's planes stay in cache.
+# the paper's for odd size); the backward sums over the transposed window [i - hi, i + lo].
+# Each block (a channels_last pixel, or an NCHW tile of pixels) is read once from memory into small
+# zero-padded scratch buffers, so the edges need no branches and every loop vectorises.
 SOURCE = r"""
 #include <cmath>
 #include <cstdint>
@@ -80,7 +82,8 @@ void forward_row(const T* __restrict__ x, T* __restrict__ y, const Lrn<T> p, Scr
     const int64_t C = p.C, size = SIZE ? SIZE : p.size;
     for (int64_t c = 0; c < C; ++c) s.sq[size / 2 + c] = x[c] * x[c];
     if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
-    for (int64_t c = 0; c < C; ++c) y[c] = x[c] * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
+    for (int64_t c = 0; c < C; ++c)
+        y[c] = x[c] * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
 }
 
 template <typename T, bool B075, int SIZE>
@@ -219,8 +222,8 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "alexnet" / "kernels"
 
 
-def _build(compiler: str, flags: list[str]) -> Path:
-    key = hashlib.sha256("\n".join([SOURCE, compiler, *flags, _cpu_identity()]).encode()).hexdigest()[:16]
+def _build(compiler: list[str], flags: list[str]) -> Path:
+    key = hashlib.sha256("\n".join([SOURCE, *compiler, *flags, _cpu_identity()]).encode()).hexdigest()[:16]
     target = _cache_dir() / f"lrn_{key}.so"
     if target.exists():
         return target
@@ -229,7 +232,7 @@ def _build(compiler: str, flags: list[str]) -> Path:
         source = Path(tmp) / "lrn.cpp"
         source.write_text(SOURCE)
         built = Path(tmp) / "lrn.so"
-        subprocess.run([compiler, "-std=c++17", "-shared", "-fPIC", *flags, str(source), "-o", str(built)],
+        subprocess.run([*compiler, "-std=c++17", "-shared", "-fPIC", *flags, str(source), "-o", str(built)],
                        check=True, capture_output=True, timeout=300)
         staged = target.with_suffix(f".{os.getpid()}.tmp")
         shutil.copyfile(built, staged)
@@ -255,14 +258,14 @@ def load() -> ctypes.CDLL | None:
     if os.environ.get("ALEXNET_LRN_KERNEL", "").lower() in ("torch", "off", "0"):
         return None
     compiler = os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
-    if compiler is None:
-        log.debug("no C++ compiler found: LRN uses the pure-PyTorch path")
+    if not compiler:
+        log.debug("no C++ compiler found: LRN uses the PyTorch path")
         return None
     for flags in FLAG_SETS:
         try:
-            _library = _open(_build(compiler, flags))
+            _library = _open(_build(shlex.split(compiler), flags))
             return _library
-        except (OSError, subprocess.SubprocessError, AttributeError) as error:
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, the PyTorch path still works
             detail = getattr(error, "stderr", b"") or b""
             log.debug("LRN kernel build with %s failed: %s %s", flags, error, detail.decode(errors="replace")[-2000:])
     return None

@@ -6,18 +6,19 @@ The paper puts alpha on the *sum* of squares. PyTorch, Caffe and cuda-convnet pu
 *mean* (they divide it by n), so the paper's constants in PyTorch's terms are
 ``nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)``. ``LocalResponseNorm`` here takes the
 convention as an explicit argument so every variant in the zoo states which one its source uses.
+For even n the window is torch's: n/2 channels before i, n/2 - 1 after.
 
-Why not ``F.local_response_norm``: it makes several full passes (square, pad, avg_pool3d over
-channels, generic pow) forward and more backward, and costs more than every conv of AlexNet together
-on a CPU. Here the forward is ``b = a * s**-beta`` with ``s = k + alpha * window_sum(a**2)``, and
-the backward, from the saved input alone,
+Why not ``F.local_response_norm``: it makes a dozen full passes over the activations (square, pad,
+avg_pool3d over channels, generic pow, and more backward) and on a CPU costs more than all of
+AlexNet's convolutions. Here, with ``s = k + alpha * window_sum(a**2)``, the forward is
+``b = a * s**-beta`` and the backward, recomputing ``s`` from the saved input (nothing else is saved),
 
     grad_a_i = g_i s_i**-beta - 2 alpha beta a_i * sum_{c : i in window(c)} g_c a_c s_c**(-beta-1)
 
-(the transposed window: for even n it is (n-1)/2 before and n/2 after). Three implementations:
-a compiled CPU kernel (``_lrn_cpu``: one pass each way, built on first use, skipped quietly when no
-compiler is at hand), ``torch.compile`` of the PyTorch expressions on CUDA, and those expressions
-eagerly everywhere else. For even n the window is torch's: n/2 channels before, n/2 - 1 after.
+(the window transposed: for even n, n/2 - 1 before and n/2 after). On the CPU both directions run
+in a small compiled kernel (``_lrn_cpu``), one read of the inputs and one write of the output each;
+without a compiler, for other dtypes and devices, the same formulas run as PyTorch operations,
+through ``torch.compile`` on CUDA.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from torch.autograd.function import once_differentiable
 from alexnet.ops import _lrn_cpu
 
 
+# The formulas as PyTorch operations: the path without the compiled kernel (other devices and dtypes,
+# no compiler), in place wherever a temporary can be reused.
 def _inverse_power(scale: torch.Tensor, beta: float) -> torch.Tensor:
     """``scale ** -beta`` (a new tensor); for the paper's 0.75 as rsqrt(s) * sqrt(rsqrt(s)), no generic pow."""
     if beta == 0.75:
@@ -51,8 +54,6 @@ def _window_sum(t: torch.Tensor, size: int, transposed: bool = False) -> torch.T
     return windows.sum(-1).movedim(-1, 1)
 
 
-# The same formulas in PyTorch operations: the path without the compiled kernel (other devices and
-# dtypes, no compiler), written in place where a temporary can be reused.
 def _scale(x: torch.Tensor, size: int, alpha: float, k: float) -> torch.Tensor:
     return _window_sum(x * x, size).mul_(alpha).add_(k)          # k + alpha * sum of squares
 
