@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from alexnet.errors import UsageError
 
@@ -46,8 +47,12 @@ def _train(args: argparse.Namespace) -> int:
         overrides["channels_last"] = False
     demo = args.demo
     cfg = resolve_config(args.recipe or "quick", **overrides)
+    resume = args.resume
+    if demo and (Path(cfg.out) / "last.pt").exists():   # make demo again: continue (or just re-report) the run
+        print(f"{cfg.out} holds an earlier demo run: continuing it (delete the folder to train from scratch)")
+        resume = True
     try:
-        result = train(cfg, resume=args.resume, force=args.force, overrides=overrides)
+        result = train(cfg, resume=resume, force=args.force, overrides=overrides)
     except TrainingInterrupted as stop:
         print(f"alexnet train: interrupted; {stop}", file=sys.stderr)
         return stop.exit_code
