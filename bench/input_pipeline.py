@@ -26,66 +26,16 @@ import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from itertools import islice  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from PIL import Image  # noqa: E402
+
+from photos import class_names, make_photo_folder  # noqa: E402  (bench/photos.py)
 
 HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def source_photos() -> dict[str, np.ndarray]:
-    """The colour photographs that ship inside scikit-image and scikit-learn (no download)."""
-    import skimage.data
-    from sklearn.datasets import load_sample_images
-
-    photos = {}
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina"):
-        photos[name] = getattr(skimage.data, name)()
-    sample = load_sample_images()
-    for path, image in zip(sample.filenames, sample.images):
-        photos[Path(path).stem] = image
-    return photos
-
-
-def _write_photos(root: str, names: list[str], jobs: list[tuple[int, int, int]]) -> None:
-    photos = source_photos()
-    for index, class_index, seed in jobs:
-        rng = np.random.default_rng(seed)
-        image = photos[names[class_index]]
-        h, w = image.shape[:2]
-        area = rng.uniform(0.3, 1.0) * h * w                       # a random crop of 30-100% of the area ...
-        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))  # ... with a random aspect ratio
-        ch, cw = min(h, int(np.sqrt(area / aspect))), min(w, int(np.sqrt(area * aspect)))
-        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = Image.fromarray(image[top:top + ch, left:left + cw])
-        short = int(rng.integers(300, 501))                        # rescaled to an ImageNet-like size
-        scale = short / min(ch, cw)
-        crop = crop.resize((max(1, round(cw * scale)), max(1, round(ch * scale))), Image.BILINEAR)
-        crop.save(Path(root) / names[class_index] / f"{index:05d}.jpg", quality=90)
-
-
-def make_photo_folder(root: Path, files: int, workers: int) -> Path:
-    """An ImageFolder of ``files`` JPEGs under ``root``, built once and reused."""
-    folder = root / f"photos-{files}"
-    done = folder / ".complete"
-    if done.exists():
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    names = sorted(source_photos())
-    for name in names:
-        (folder / name).mkdir(parents=True, exist_ok=True)
-    jobs = [(i, i % len(names), 1000 + i) for i in range(files)]
-    chunks = [jobs[i::max(1, workers)] for i in range(max(1, workers))]
-    with ProcessPoolExecutor(max(1, workers)) as pool:
-        list(pool.map(_write_photos, [str(folder)] * len(chunks), [names] * len(chunks), chunks))
-    done.write_text(f"{files}\n")
-    return folder
 
 
 def timed_windows(batches, warmup: int, window: int, repeats: int, batch_size: int) -> list[float]:
@@ -182,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {machine()}")
     folder = make_photo_folder(args.data_dir, args.files, args.workers)
-    print(f"data: {args.files} JPEGs, short side 300-500, {len(source_photos())} classes, in {folder}")
+    print(f"data: {args.files} JPEGs, short side 300-500, {len(class_names())} classes, in {folder}")
     common = dict(warmup=args.warmup, window=args.batches, repeats=args.repeats, batch_size=args.batch_size)
 
     batches, n_files = torchvision_batches(folder, args.batch_size, args.workers)
