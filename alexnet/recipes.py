@@ -70,7 +70,7 @@ RECIPES: dict[str, dict] = {
                 weight_decay=0.0, schedule="constant", crop_size=0, resize_to=224, flip=False, pca_std=0.0,
                 normalization="none", ten_crop=False, out="runs/d2l"),
     # CPU-friendly: the AlexNet ingredients at 28 px, tuned for accuracy per second.
-    "quick": dict(data="fashion-mnist", model="alexnet_small", model_kwargs={}, epochs=7, batch_size=128,
+    "quick": dict(data="fashion-mnist", model="alexnet_small", model_kwargs={}, epochs=8, batch_size=128,
                   lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, decay_norm_and_bias=False,
                   label_smoothing=0.1, schedule="onecycle", warmup_epochs=0.3, crop_size=28, padding=2,
                   flip=True, pca_std=0.0, normalization="channel", ten_crop=False, out="runs/quick"),

@@ -179,11 +179,11 @@ def alexnet_d2l(*, num_classes: int, in_channels: int, input_size: int, **kw) ->
 
 @register_model("alexnet_small", input_size=28, min_input_size=16, in_channels=1, source="this project",
                 description="AlexNet's ingredients sized for 28-64 px: ReLU, BN, overlapping pooling, dropout FC",
-                notes=("3x3 convs at 32-64-128-128-64 with overlapping max-pool 3/2 (padding 1)",
+                notes=("3x3 convs at 32-64-96-96-64 with overlapping max-pool 3/2 (padding 1)",
                        "BatchNorm after every conv's ReLU by default (fast, stable CPU training); "
                        "--model-kwargs '{\"norm\": \"lrn\", \"norm_layers\": [1, 2]}' gives the paper's LRN placement"))
 def alexnet_small(*, num_classes: int, in_channels: int, input_size: int, **kw) -> AlexNet:
-    kw = dict(dict(widths=(32, 64, 128, 128, 64), kernels=(3, 3, 3, 3, 3), strides=(1, 1, 1, 1, 1),
+    kw = dict(dict(widths=(32, 64, 96, 96, 64), kernels=(3, 3, 3, 3, 3), strides=(1, 1, 1, 1, 1),
                    paddings=(1, 1, 1, 1, 1), groups=(1, 1, 1, 1, 1), norm="bn", norm_layers=(1, 2, 3, 4, 5),
                    pool_padding=1,
                    fc_width=256, init="default"), **kw)
