@@ -1,14 +1,16 @@
 """What LRN costs a training step: four AlexNets side by side on the same batch, threads and machine.
 
     .venv/bin/python bench/train_step.py              # batch 64, 224 px, channels_last
-    .venv/bin/python bench/train_step.py --quick      # a smoke run in well under a minute
+    .venv/bin/python bench/train_step.py --quick      # batch 16, one step per round: a smoke run (about a minute)
     .venv/bin/python bench/train_step.py --lrn-only   # LRN forward+backward alone, ours vs torch
 
 (a) torchvision ``alexnet``; (b) ``alexnet_2012`` with ``torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2)``
 (the paper's constants in PyTorch's alpha-on-the-mean form); (c) ``alexnet_2012`` as built, with
 ``alexnet.ops.LocalResponseNorm``; (d) ``alexnet_2012`` without LRN, the ceiling for the rest of its math.
-Each repetition times ``--steps`` SGD steps of every model in turn, so load from other processes
-falls on all four alike; the reported time is the median over repetitions, warm-up excluded.
+Each repetition (round) times ``--steps`` SGD steps of every model in turn, so load from other
+processes falls on all four alike; rates are medians over rounds, warm-up excluded, and the ratios are
+medians of each round's own ratios. GFLOP/s counts 3 x 2 x the multiply-adds of conv and FC layers
+per training image (forward, and backward for inputs and weights).
 """
 from __future__ import annotations
 
