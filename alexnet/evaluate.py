@@ -60,7 +60,7 @@ def topk_correct(probs: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Ten
 
 def accuracy_report(probs: torch.Tensor, labels: np.ndarray | torch.Tensor, classes: list[str]) -> dict:
     """top1/top5 (fractions), errors, mean NLL, per-class accuracy and the confusion matrix."""
-    labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    labels = torch.tensor(np.asarray(labels), dtype=torch.int64)   # a copy: labels may be read-only memmaps
     n = len(labels)
     top1 = topk_correct(probs, labels, 1).float().mean().item() if n else 0.0
     top5 = topk_correct(probs, labels, 5).float().mean().item() if n else 0.0

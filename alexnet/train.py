@@ -199,7 +199,8 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        log(f"resumed {out / 'last.pt'} at epoch {epoch + 1} step {start_step}")
+        log(f"resumed {out / 'last.pt'} at epoch {epoch + 1} step {start_step}" if epoch < cfg.epochs
+            else f"{out / 'last.pt'} is a complete run ({epoch}/{cfg.epochs} epochs); nothing left to train")
     raw_model = model
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
