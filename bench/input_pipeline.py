@@ -21,7 +21,6 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")   # huge pages for big batch tensors (read once, at import)
 
 import argparse  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -32,6 +31,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
+from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 from photos import class_names, make_photo_folder  # noqa: E402  (bench/photos.py)
 
 HERE = Path(__file__).resolve().parent
@@ -88,26 +88,6 @@ def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int):
     return endless(), prepare_s, len(train)
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{model}, {os.cpu_count()} cores ({usable} usable), torch {torch.__version__}, torchvision "
-            f"{torchvision.__version__}, python {platform.python_version()}, "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, load average {_load()}")
-
-
-def _load() -> str:
-    """The 1-minute load average: on a shared machine, other people's work slows both pipelines."""
-    try:
-        return f"{os.getloadavg()[0]:.1f}"
-    except OSError:
-        return "unknown"
-
-
 def describe(rates: list[float]) -> str:
     spread = f"min {min(rates):.0f}, max {max(rates):.0f}"
     return f"{statistics.median(rates):7.0f} img/s  (median of {len(rates)}; {spread})"
@@ -130,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.files, args.batch_size, args.repeats, args.batches, args.warmup = 48, 8, 2, 4, 6
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}, load average {load_average()}")
     folder = make_photo_folder(args.data_dir, args.files, args.workers)
     print(f"data: {args.files} JPEGs, short side 300-500, {len(class_names())} classes, in {folder}")
     common = dict(warmup=args.warmup, window=args.batches, repeats=args.repeats, batch_size=args.batch_size)

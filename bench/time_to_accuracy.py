@@ -12,24 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 
-import torch
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import load_average, machine  # bench/machine.py
 
 
 def run_once(recipe: str, extra: list[str]) -> dict:
@@ -57,7 +45,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=300.0)
     args, extra = parser.parse_known_args()
     extra = [e for e in extra if e != "--"]
-    print(f"machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"machine: {machine()}, load average {load_average()}")
     results = []
     for i in range(args.repeats):
         r = run_once(args.recipe, extra)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 import torchvision
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from machine import load_average, machine  # bench/machine.py
 from photos import class_names, make_photo_folder  # bench/photos.py
 
 HERE = Path(__file__).resolve().parent
@@ -173,26 +173,6 @@ def model_step_run(model_name: str, num_classes: int, in_channels: int, args, **
 
 
 # ---- report ----------------------------------------------------------------------------------------
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu}, {os.cpu_count()} logical CPUs ({usable} usable), torch {torch.__version__} "
-            f"({torch.backends.cpu.get_cpu_capability()}), torchvision {torchvision.__version__}, "
-            f"{torch.get_num_threads()} torch threads, python {platform.python_version()}")
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
-
 
 def spread(values: list[float], digits: int = 1) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"

@@ -15,8 +15,6 @@ per training image (forward, and backward for inputs and weights).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from typing import Callable
@@ -28,18 +26,7 @@ from torch import nn
 import alexnet
 from alexnet.ops import lrn as lrn_ops
 from alexnet.summary import layer_table
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    thp = ", THP_MEM_ALLOC_ENABLE=1" if os.environ.get("THP_MEM_ALLOC_ENABLE") == "1" else ""
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} "
-            f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads{thp}")
+from machine import machine  # bench/machine.py
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:

@@ -2,8 +2,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from alexnet.cli import main
 from alexnet.registry import create_model
 from alexnet.summary import layer_table, summary_text
