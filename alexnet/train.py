@@ -22,7 +22,7 @@ from torch import nn
 
 from alexnet import distributed
 from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
-from alexnet.data import ImageSet, compute_stats, open_dataset
+from alexnet.data import DatasetStats, ImageSet, compute_stats, open_dataset
 from alexnet.data.augment import EvalTransform, TrainTransform
 from alexnet.data.loader import BatchLoader
 from alexnet.errors import UsageError
@@ -30,7 +30,7 @@ from alexnet.evaluate import accuracy_report, predict_probs
 from alexnet.plots import plot_curves
 from alexnet.progress import Progress
 from alexnet.recipes import TrainConfig, resolve_config
-from alexnet.registry import create_model
+from alexnet.registry import create_model, model_info
 from alexnet.schedule import LRSchedule
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
@@ -85,7 +85,6 @@ def data_spec(cfg: TrainConfig, train_set: ImageSet, input_size: int) -> dict:
 
 
 def eval_transform(data: dict, ten_crop: bool = False) -> EvalTransform:
-    from alexnet.data import DatasetStats
     return EvalTransform(crop_size=data["crop_size"], normalization=data["normalization"],
                          stats=DatasetStats.from_dict(data["stats"]), resize_to=data["resize_to"], ten_crop=ten_crop,
                          pixel_scale=data.get("pixel_scale", 1.0))
@@ -137,6 +136,7 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     With ``resume``, the config stored in ``<out>/last.pt`` is used, updated by ``overrides``.
     """
     cfg = cfg or resolve_config()
+    model_info(cfg.model)                    # a bad --model is reported before anything else happens
     device = resolve_device(cfg.device)
     rank, world_size = distributed.init(device)
     is_main = rank == 0
@@ -164,7 +164,6 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     classes, channels = train_set.classes, train_set.images.shape[-1]
     input_size = cfg.resize_to or cfg.crop_size or train_set.images.shape[1]
     data = ckpt["data"] if ckpt else data_spec(cfg, train_set, input_size)
-    from alexnet.data import DatasetStats
     stats = DatasetStats.from_dict(data["stats"])
     train_transform = TrainTransform(crop_size=input_size, padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std,
                                      normalization=cfg.normalization, stats=stats, resize_to=cfg.resize_to or None,

@@ -133,10 +133,11 @@ def test_out_folder_with_a_run_is_refused(fashion, tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "none"), "--resume"]) == 2
 
 
-def test_bad_flags_exit_2(capsys):
-    assert main(["train", "--model", "alexnet_9"]) == 2
+def test_bad_flags_exit_2(tmp_path, capsys):
+    assert main(["train", "--model", "alexnet_9", "--out", str(tmp_path / "x")]) == 2
     assert "alexnet_2012" in capsys.readouterr().err
-    assert main(["train", "--data", "/no/such/folder", "--out", "/tmp/x"]) == 2
+    assert main(["train", "--data", str(tmp_path / "no-such-folder"), "--out", str(tmp_path / "y")]) == 2
+    assert "no-such-folder" in capsys.readouterr().err
 
 
 def test_d2l_recipe_starts_and_loss_falls(fashion, tmp_path):
