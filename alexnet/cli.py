@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data to evaluate on (default: the checkpoint's training data)")
     p.add_argument("--data-root")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--ten-crop", action="store_true", help="average the softmax over the paper's 10 views [4]")
+    p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
     p.add_argument("--ensemble", nargs="+", metavar="CKPT", help="more checkpoints whose softmax is averaged [6]")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON (- for stdout)")
     p.add_argument("--confusion", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")

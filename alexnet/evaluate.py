@@ -75,10 +75,13 @@ def accuracy_report(probs: torch.Tensor, labels: np.ndarray | torch.Tensor, clas
 
 
 def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, split: str = "test",
-                         ten_crop: bool = False, device: str = "auto", batch_size: int = 256,
+                         ten_crop: bool | None = None, device: str = "auto", batch_size: int = 256,
                          data_root: str | None = None, confusion_png: str | None = None,
                          progress: bool = True) -> dict:
-    """Evaluate one checkpoint, or the softmax average of several (an ensemble [6]), on a split."""
+    """Evaluate one checkpoint, or the softmax average of several (an ensemble [6]), on a split.
+
+    ``ten_crop=None`` uses the checkpoint's recipe setting (``config["ten_crop"]``).
+    """
     from alexnet.checkpoint import load_model
     from alexnet.data import open_dataset
     from alexnet.errors import UsageError
@@ -92,6 +95,8 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
         if ckpt["classes"] != first["classes"]:
             raise UsageError(f"--ensemble: {path} was trained on other classes than {checkpoints[0]}")
     config = first["config"]
+    if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one centre view
+        ten_crop = bool(config.get("ten_crop", False))
     spec = data or config["data"]
     dataset = open_dataset(spec, split, data_root=data_root or config.get("data_root"),
                            size=first["data"]["image_size"][0], val_fraction=config["val_fraction"],

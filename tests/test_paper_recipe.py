@@ -88,10 +88,13 @@ def test_paper_recipe_cli_on_train_and_val_folders(photos, cache, tmp_path, caps
     report = _eval_json(capsys, out / "best.pt", "--data", data, "--split", "val", "--ten-crop")
     assert report["n"] == 3 and report["skipped"] == 0 and report["ten_crop"] is True
     assert 0 <= report["top1"] <= report["top5"] <= 1
+    # without the flag, eval follows the recipe: the paper's is 10-crop [4]
+    assert _eval_json(capsys, out / "best.pt", "--data", data, "--split", "val")["ten_crop"] is True
 
     # best.pt and last.pt hold the same weights after one epoch: their ensemble is the single model,
     # whose centre-crop validation is the epoch's val line
-    report = _eval_json(capsys, out / "best.pt", "--data", data, "--split", "val", "--ensemble", out / "last.pt")
+    report = _eval_json(capsys, out / "best.pt", "--data", data, "--split", "val", "--no-ten-crop",
+                        "--ensemble", out / "last.pt")
     assert report["checkpoints"] == [str(out / "best.pt"), str(out / "last.pt")] and report["n"] == 3
     assert report["top1"] == pytest.approx(epoch["val_top1"]) and report["top5"] == pytest.approx(epoch["val_top5"])
     assert report["loss"] == pytest.approx(epoch["val_loss"], rel=1e-4)

@@ -47,6 +47,7 @@ def test_end_to_end_cli_train_eval_predict(fashion, tmp_path, capsys):
     assert main(["eval", str(out / "best.pt"), "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 10_000 and report["skipped"] == 0
+    assert report["ten_crop"] is False              # the quick recipe evaluates the centre view
     assert 0.6 < report["top1"] <= report["top5"] <= 1.0      # chance is 0.1
     assert len(report["per_class"]) == 10 and (out / "confusion_test.png").is_file()
 
