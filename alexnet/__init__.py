@@ -1,9 +1,8 @@
 """alexnet: AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) reproduced faithfully."""
-import os
+from alexnet import _memory
 
-# Large CPU tensors (activations of 224 px batches) on transparent huge pages: page faults on fresh
-# multi-MB buffers otherwise cost several times the kernels that fill them. Read by torch at import.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# Before torch is imported: large CPU tensors on huge pages, freed blocks reused (see _memory).
+_memory.configure()
 
 from alexnet.errors import UsageError
 from alexnet.registry import ModelInfo, create_model, list_models, model_info, register_model

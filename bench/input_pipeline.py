@@ -16,23 +16,20 @@ Rates exclude warm-up (worker start, first batches); each is the median of --rep
 """
 from __future__ import annotations
 
-import os
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from itertools import islice
+from pathlib import Path
 
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")   # huge pages for big batch tensors (read once, at import)
+import alexnet  # noqa: F401  (before torch: its memory settings precede torch's first allocation)
+import torch
+import torchvision
 
-import argparse  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from itertools import islice  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-
-from machine import load_average, machine  # noqa: E402  (bench/machine.py)
-from photos import class_names, make_photo_folder  # noqa: E402  (bench/photos.py)
+from machine import load_average, machine  # bench/machine.py
+from photos import class_names, make_photo_folder  # bench/photos.py
 
 HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 
+import alexnet  # noqa: F401  (before torch: its memory settings precede torch's first allocation)
 import torch
 import torchvision
 
@@ -27,4 +28,4 @@ def machine() -> str:
     return (f"{cpu}, {os.cpu_count()} logical CPUs ({usable} usable), torch {torch.__version__} "
             f"({torch.backends.cpu.get_cpu_capability()}), torchvision {torchvision.__version__}, "
             f"{torch.get_num_threads()} torch threads, python {platform.python_version()}, "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}")
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, {alexnet._memory.mode()}")

@@ -19,11 +19,11 @@ import statistics
 import time
 from typing import Callable
 
+import alexnet  # noqa: F401  (before torch: its memory settings precede torch's first allocation)
 import torch
 import torchvision
 from torch import nn
 
-import alexnet
 from alexnet.ops import lrn as lrn_ops
 from alexnet.summary import layer_table
 from machine import machine  # bench/machine.py

@@ -23,7 +23,6 @@ through ``torch.compile`` on CUDA.
 from __future__ import annotations
 
 import math
-import mmap
 import warnings
 
 import torch
@@ -94,26 +93,6 @@ def _native_layout(x: torch.Tensor) -> tuple[torch.memory_format, int, int, int]
     return torch.contiguous_format, x.shape[0], x.shape[1], math.prod(x.shape[2:])
 
 
-HUGE_PAGE_BYTES = 32 << 20   # glibc maps blocks this large afresh on every allocation
-
-
-def _empty_like(x: torch.Tensor) -> torch.Tensor:
-    """``torch.empty_like(x)`` (a dense layout); a large one on transparent huge pages where Linux offers them.
-
-    A fresh 4 KiB-page mapping costs a page fault per 4 KiB on first write: for AlexNet's conv1 output
-    at batch 64 (74 MB) that is ~3x the kernel's own time. With 2 MiB pages it is 512x fewer faults."""
-    nbytes = x.numel() * x.element_size()
-    if nbytes < HUGE_PAGE_BYTES or not hasattr(mmap, "MADV_HUGEPAGE"):
-        return torch.empty_like(x)
-    try:
-        buffer = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)   # private: not shmem
-        buffer.madvise(mmap.MADV_HUGEPAGE)
-    except OSError:   # no memory for a mapping, or a kernel without huge pages: PyTorch's allocator decides
-        return torch.empty_like(x)
-    flat = torch.frombuffer(buffer, dtype=x.dtype, count=x.numel())   # keeps the mapping alive
-    return flat.as_strided(x.shape, x.stride())
-
-
 def _threads(x: torch.Tensor) -> int:
     return 1 if x.numel() < 1 << 16 else torch.get_num_threads()   # small: thread start-up would dominate
 
@@ -121,7 +100,7 @@ def _threads(x: torch.Tensor) -> int:
 def _forward_native(library, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     layout, outer, channels, inner = _native_layout(x)
     x = x.contiguous(memory_format=layout)
-    y = _empty_like(x)
+    y = torch.empty_like(x)
     kernel = library.lrn_forward_f32 if x.dtype == torch.float32 else library.lrn_forward_f64
     kernel(x.data_ptr(), y.data_ptr(), outer, channels, inner, size, alpha, beta, k, _threads(x))
     return y
@@ -132,7 +111,7 @@ def _backward_native(library, x: torch.Tensor, grad: torch.Tensor, size: int, al
     layout, outer, channels, inner = _native_layout(x)
     x = x.contiguous(memory_format=layout)
     grad = grad.to(dtype=x.dtype).contiguous(memory_format=layout)
-    out = _empty_like(x)
+    out = torch.empty_like(x)
     kernel = library.lrn_backward_f32 if x.dtype == torch.float32 else library.lrn_backward_f64
     kernel(x.data_ptr(), grad.data_ptr(), out.data_ptr(), outer, channels, inner, size, alpha, beta, k, _threads(x))
     return out
