@@ -24,7 +24,7 @@ import torch
 import torchvision
 from torch import nn
 
-from alexnet.ops import lrn as lrn_ops
+from alexnet.ops import linear as linear_ops, lrn as lrn_ops
 from alexnet.summary import layer_table
 from machine import machine  # bench/machine.py
 
@@ -103,7 +103,8 @@ def train_step_bench(args: argparse.Namespace) -> None:
     peak = statistics.median(peaks)
     rate = {name: args.batch_size / statistics.median(t) for name, t in times.items()}
     print(f"machine: {machine()}")
-    print(f"LRN (c): {lrn_ops.implementation()}; batch {args.batch_size}, 224 px, "
+    print(f"LRN (c): {lrn_ops.implementation()}; fc6-fc8 (b, c, d): {linear_ops.implementation()}")
+    print(f"batch {args.batch_size}, 224 px, "
           f"{'channels_last' if args.channels_last else 'contiguous (NCHW)'}, {args.steps} steps x "
           f"{args.repeats} repetitions, median; fp32 torch.mm 2048^3: {peak:.0f} GFLOP/s")
     print(f"{'model':<42} {'img/s':>7} {'range':>13} {'GFLOP/img':>10} {'GFLOP/s':>8} {'of mm':>6}")

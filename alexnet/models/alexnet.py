@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from alexnet.errors import UsageError
+from alexnet.ops.linear import Linear
 from alexnet.ops.lrn import LocalResponseNorm
 from alexnet.registry import register_model
 
@@ -73,9 +74,9 @@ class AlexNet(nn.Module):
         self.avgpool = nn.Identity()  # fixed input size: the feature map is already size x size
         self.feature_shape = (channels, size, size)
         self.classifier = nn.Sequential(OrderedDict([
-            ("fc6", nn.Linear(channels * size * size, fc_width)), ("relu6", act()), ("drop6", nn.Dropout(dropout)),
-            ("fc7", nn.Linear(fc_width, fc_width)), ("relu7", act()), ("drop7", nn.Dropout(dropout)),
-            ("fc8", nn.Linear(fc_width, num_classes)),
+            ("fc6", Linear(channels * size * size, fc_width)), ("relu6", act()), ("drop6", nn.Dropout(dropout)),
+            ("fc7", Linear(fc_width, fc_width)), ("relu7", act()), ("drop7", nn.Dropout(dropout)),
+            ("fc8", Linear(fc_width, num_classes)),
         ]))
         init_weights(self, init, init_bias)
 
