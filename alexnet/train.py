@@ -99,6 +99,11 @@ def _decay_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# Under DDP the ranks agree on a stop signal (an all-reduce and a host sync) every this many steps and at
+# each epoch's end, not every step; a single process checks its own flag every step, for free.
+STOP_CHECK_EVERY = 20
+
+
 @contextmanager
 def _stop_on_signals():
     """Turn SIGINT/SIGTERM into a flag the loop checks after each step."""
@@ -255,7 +260,8 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                 show = bar.tty and step % 10 == 0
                 bar.update(1, n=len(y) * world_size,
                            **({"loss": loss_sum.item() / seen, "acc": correct.item() / seen} if show else {}))
-                if distributed.any_flag(bool(signals), device):
+                agree = not distributed.active() or global_step % STOP_CHECK_EVERY == 0 or step + 1 == len(loader)
+                if agree and distributed.any_flag(bool(signals), device):
                     stop_reason = "signal"
                 elif cfg.max_steps and global_step >= cfg.max_steps:
                     stop_reason = "max_steps"

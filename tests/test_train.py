@@ -108,6 +108,20 @@ def test_sigterm_saves_and_resume_matches_straight_run(fashion, tmp_path):
     _assert_identical(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
 
 
+def test_ddp_ranks_agree_on_stop_signals_every_n_steps_not_every_step(fashion, tmp_path, monkeypatch):
+    """Under DDP each agreement is an all-reduce and a host sync: every STOP_CHECK_EVERY steps and at epoch ends."""
+    from alexnet import distributed
+    from alexnet import train as train_module
+    agreements = []
+    monkeypatch.setattr(train_module, "STOP_CHECK_EVERY", 5)
+    monkeypatch.setattr(distributed, "active", lambda: True)                 # one process posing as a rank
+    monkeypatch.setattr(distributed, "sum_tensor", lambda t: t)
+    monkeypatch.setattr(distributed, "any_flag", lambda flag, device: agreements.append(flag) or flag)
+    train(resolve_config("quick", data=fashion, out=str(tmp_path / "run"), **dict(SMALL, epochs=2, train_subset=704)))
+    # 704 / 64 = 11 steps an epoch, 22 in all: agreed at steps 5, 10, 11 (epoch end), 15, 20, 22 (epoch end)
+    assert agreements == [False] * 6
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(fashion, tmp_path):
     out = tmp_path / "run"
     flags = ["train", "--data", fashion, "--train-subset", "1024", "--batch-size", "64", "--epochs", "3", "--quiet",

@@ -15,7 +15,7 @@ from torch import nn
 
 from alexnet.errors import UsageError
 from alexnet.ops.linear import Linear
-from alexnet.ops.lrn import LocalResponseNorm
+from alexnet.ops.lrn import LocalResponseNorm, relu_lrn_max_pool
 from alexnet.registry import register_model
 
 PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0, alpha_on="sum")    # [3.3]
@@ -79,13 +79,50 @@ class AlexNet(nn.Module):
             ("fc8", Linear(fc_width, num_classes)),
         ]))
         init_weights(self, init, init_bias)
+        self.fuse = True   # run relu -> LRN -> pool blocks fused on the CPU (see _features); False: module by module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, classes)
         if x.shape[-2:] != (self.input_size, self.input_size):
             raise UsageError(f"{getattr(self, 'model_name', 'this AlexNet')} was built for "
                              f"{self.input_size}x{self.input_size} inputs, got {tuple(x.shape[-2:])}")
-        x = self.avgpool(self.features(x))
+        x = self.avgpool(self._features(x))
         return self.classifier(torch.flatten(x, 1))
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.features(x)``, with each relu -> LRN -> max-pool run of the paper's order [3.3, 3.4] as one
+        fused operation (``relu_lrn_max_pool``: the same values and gradients, a third of the memory traffic)
+        unless ``fuse`` is False or a hook watches one of the three modules."""
+        modules = list(self.features)
+        if not self.fuse or nn.modules.module._global_forward_hooks or x.device.type != "cpu":
+            return self.features(x)
+        i = 0
+        while i < len(modules):
+            fused = _fusable_block(modules[i:i + 3])
+            if fused is not None:
+                x, i = fused(x), i + 3
+            else:
+                x, i = modules[i](x), i + 1
+        return x
+
+
+def _watched(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None))
+
+
+def _fusable_block(block: list[nn.Module]):
+    """A function running ``block`` (ReLU, our LRN, MaxPool2d 3x3-style without padding) fused, or None."""
+    if len(block) != 3:
+        return None
+    relu, norm, pool = block
+    if not (type(relu) is nn.ReLU and type(norm) is LocalResponseNorm and type(pool) is nn.MaxPool2d):
+        return None
+    kernel, stride, padding, dilation = (v if isinstance(v, int) else (v[0] if len(set(v)) == 1 else None)
+                                         for v in (pool.kernel_size, pool.stride or pool.kernel_size,
+                                                   pool.padding, pool.dilation))
+    if None in (kernel, stride) or padding != 0 or dilation != 1 or pool.ceil_mode or any(map(_watched, block)):
+        return None
+    return lambda x: relu_lrn_max_pool(x, norm.size, norm.alpha_sum, norm.beta, norm.k, kernel, stride)
 
 
 def init_weights(model: nn.Module, scheme: str, bias_value: float = 1.0) -> None:

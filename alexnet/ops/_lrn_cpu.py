@@ -169,9 +169,145 @@ void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner
     else if (beta == 0.75) run<T, true, 0>(x, g, out, outer, p, threads);
     else run<T, false, 0>(x, g, out, outer, p, threads);
 }
+// ReLU -> LRN -> max pool (K x K, stride S, no padding), the paper's order [3.3, 3.4], channels_last only;
+// relu(z) as torch's (NaN passes), so a = z < 0 ? 0 : z.
+// Forward: each task is one pooled row (n, ph): it computes the K LRN rows under it (overlapping rows are
+// computed twice, which costs arithmetic, not memory), pools them and writes the pooled row and the
+// argmax within each window (0 .. K*K-1, PyTorch's scan order and tie rule: first max, NaN wins).
+// Backward: each task is one input row (n, r): it gathers the pooled gradients whose argmax falls in it
+// and runs the LRN and ReLU backward on that row. The LRN output is never written to memory.
+template <typename T>
+struct Pool { int64_t H, W, PH, PW, K, S; };
+
+template <typename T, bool B075, int SIZE>
+void relu_lrn_row(const T* __restrict__ z, T* __restrict__ y, int64_t W, const Lrn<T> p, Scratch<T>& s) {
+    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
+    for (int64_t w = 0; w < W; ++w, z += C, y += C) {
+        for (int64_t c = 0; c < C; ++c) { T a = z[c] < T(0) ? T(0) : z[c]; s.sq[size / 2 + c] = a * a; }
+        if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
+        for (int64_t c = 0; c < C; ++c) {
+            T a = z[c] < T(0) ? T(0) : z[c];
+            y[c] = a * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
+        }
+    }
+}
+
+template <typename T, bool B075, int SIZE>
+void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, const Pool<T> q, int threads) {
+    const int64_t C = p.C, row = q.W * C;
+    #pragma omp parallel num_threads(threads)
+    {
+        Scratch<T> s(C, p.size, 1);
+        T* rows = static_cast<T*>(std::malloc(sizeof(T) * q.K * row));
+        #pragma omp for schedule(static)
+        for (int64_t task = 0; task < N * q.PH; ++task) {
+            const int64_t n = task / q.PH, ph = task % q.PH;
+            for (int64_t i = 0; i < q.K; ++i)
+                relu_lrn_row<T, B075, SIZE>(z + (n * q.H + ph * q.S + i) * row, rows + i * row, q.W, p, s);
+            T* o = out + (n * q.PH + ph) * q.PW * C;
+            uint8_t* ix = idx + (n * q.PH + ph) * q.PW * C;
+            for (int64_t pw = 0; pw < q.PW; ++pw, o += C, ix += C) {
+                for (int64_t c = 0; c < C; ++c) { o[c] = rows[pw * q.S * C + c]; ix[c] = 0; }
+                for (int64_t i = 0; i < q.K; ++i)
+                    for (int64_t j = 0; j < q.K; ++j) {
+                        if (i == 0 && j == 0) continue;
+                        const T* v = rows + i * row + (pw * q.S + j) * C;
+                        const uint8_t at = uint8_t(i * q.K + j);
+                        for (int64_t c = 0; c < C; ++c)
+                            if (v[c] > o[c] || std::isnan(v[c])) { o[c] = v[c]; ix[c] = at; }
+                    }
+            }
+        }
+        std::free(rows);
+    }
+}
+
+template <typename T, bool B075, int SIZE>
+void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t N, const Lrn<T> p,
+                    const Pool<T> q, int threads) {
+    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
+    const T coef = T(2) * p.alpha * p.beta;
+    #pragma omp parallel num_threads(threads)
+    {
+        Scratch<T> s(C, p.size, 1);
+        T* gy = static_cast<T*>(std::malloc(sizeof(T) * q.W * C));
+        #pragma omp for schedule(static)
+        for (int64_t task = 0; task < N * q.H; ++task) {
+            const int64_t n = task / q.H, r = task % q.H;
+            for (int64_t e = 0; e < q.W * C; ++e) gy[e] = T(0);
+            // pooled rows whose window covers r: ph * S <= r <= ph * S + K - 1
+            const int64_t ph_lo = r >= q.K ? (r - q.K) / q.S + 1 : 0, ph_hi = std::min(q.PH - 1, r / q.S);
+            for (int64_t ph = ph_lo; ph <= ph_hi; ++ph) {
+                const int64_t i = r - ph * q.S;
+                const T* g = gp + (n * q.PH + ph) * q.PW * C;
+                const uint8_t* ix = idx + (n * q.PH + ph) * q.PW * C;
+                for (int64_t pw = 0; pw < q.PW; ++pw, g += C, ix += C)
+                    for (int64_t j = 0; j < q.K; ++j) {
+                        T* dst = gy + (pw * q.S + j) * C;
+                        const uint8_t at = uint8_t(i * q.K + j);
+                        for (int64_t c = 0; c < C; ++c) dst[c] += ix[c] == at ? g[c] : T(0);
+                    }
+            }
+            const T* zr = z + (n * q.H + r) * q.W * C;
+            T* out = gz + (n * q.H + r) * q.W * C;
+            for (int64_t w = 0; w < q.W; ++w) {
+                const T* x = zr + w * C;
+                const T* g = gy + w * C;
+                for (int64_t c = 0; c < C; ++c) { T a = x[c] < T(0) ? T(0) : x[c]; s.sq[size / 2 + c] = a * a; }
+                if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
+                for (int64_t c = 0; c < C; ++c) {
+                    T r1, a = x[c] < T(0) ? T(0) : x[c];
+                    inv_pows<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta, s.rb[c], r1);
+                    s.tb[(size - 1) / 2 + c] = g[c] * a * r1;
+                }
+                if (SIZE == 0) window_sums(s.tb, s.acc, C, size, 1);
+                for (int64_t c = 0; c < C; ++c)
+                    out[w * C + c] = x[c] <= T(0)   // ReLU's backward as torch's: no gradient where relu(z) <= 0
+                        ? T(0) : g[c] * s.rb[c] - coef * x[c] * window<SIZE>(s.tb, s.acc, c, 1);
+            }
+        }
+        std::free(gy);
+    }
+}
+
+template <typename T>
+void fused(const T* z, const T* gp, const uint8_t* idx_in, uint8_t* idx_out, T* out, int64_t N, int64_t C,
+           int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, double alpha, double beta, double k,
+           int threads) {
+    const Lrn<T> p{C, 1, size, T(alpha), T(beta), T(k)};
+    const Pool<T> q{H, W, (H - K) / S + 1, (W - K) / S + 1, K, S};
+#define ALEXNET_FUSED(B075, SIZE) \
+    if (gp == nullptr) fused_forward<T, B075, SIZE>(z, out, idx_out, N, p, q, threads); \
+    else fused_backward<T, B075, SIZE>(z, gp, idx_in, out, N, p, q, threads);
+    if (size == 5 && beta == 0.75) { ALEXNET_FUSED(true, 5) }
+    else if (size == 5) { ALEXNET_FUSED(false, 5) }
+    else if (beta == 0.75) { ALEXNET_FUSED(true, 0) }
+    else { ALEXNET_FUSED(false, 0) }
+#undef ALEXNET_FUSED
+}
 }  // namespace
 
 extern "C" {
+void relu_lrn_pool_forward_f32(const float* z, float* out, uint8_t* idx, int64_t N, int64_t C, int64_t H,
+                               int64_t W, int64_t K, int64_t S, int64_t size, double alpha, double beta, double k,
+                               int threads) {
+    fused<float>(z, nullptr, nullptr, idx, out, N, C, H, W, K, S, size, alpha, beta, k, threads);
+}
+void relu_lrn_pool_forward_f64(const double* z, double* out, uint8_t* idx, int64_t N, int64_t C, int64_t H,
+                               int64_t W, int64_t K, int64_t S, int64_t size, double alpha, double beta, double k,
+                               int threads) {
+    fused<double>(z, nullptr, nullptr, idx, out, N, C, H, W, K, S, size, alpha, beta, k, threads);
+}
+void relu_lrn_pool_backward_f32(const float* z, const float* gp, const uint8_t* idx, float* gz, int64_t N,
+                                int64_t C, int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, double alpha,
+                                double beta, double k, int threads) {
+    fused<float>(z, gp, idx, nullptr, gz, N, C, H, W, K, S, size, alpha, beta, k, threads);
+}
+void relu_lrn_pool_backward_f64(const double* z, const double* gp, const uint8_t* idx, double* gz, int64_t N,
+                                int64_t C, int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, double alpha,
+                                double beta, double k, int threads) {
+    fused<double>(z, gp, idx, nullptr, gz, N, C, H, W, K, S, size, alpha, beta, k, threads);
+}
 void lrn_forward_f32(const float* x, float* y, int64_t outer, int64_t C, int64_t inner, int64_t size,
                      double alpha, double beta, double k, int threads) {
     lrn<float>(x, nullptr, y, outer, C, inner, size, alpha, beta, k, threads);
@@ -200,6 +336,10 @@ FLAG_SETS = (
 _POINTER, _INT64, _DOUBLE = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 _SIGNATURES = {
     "lrn_forward_f32": 2, "lrn_forward_f64": 2, "lrn_backward_f32": 3, "lrn_backward_f64": 3,
+}
+_FUSED_SIGNATURES = {
+    "relu_lrn_pool_forward_f32": 3, "relu_lrn_pool_forward_f64": 3,
+    "relu_lrn_pool_backward_f32": 4, "relu_lrn_pool_backward_f64": 4,
 }
 _library: ctypes.CDLL | None = None
 _tried = False
@@ -245,6 +385,10 @@ def _open(path: Path) -> ctypes.CDLL:
     for name, pointers in _SIGNATURES.items():
         function = getattr(library, name)
         function.argtypes = [_POINTER] * pointers + [_INT64] * 4 + [_DOUBLE] * 3 + [ctypes.c_int]
+        function.restype = None
+    for name, pointers in _FUSED_SIGNATURES.items():   # pointers, then N C H W K S size, alpha beta k, threads
+        function = getattr(library, name)
+        function.argtypes = [_POINTER] * pointers + [_INT64] * 7 + [_DOUBLE] * 3 + [ctypes.c_int]
         function.restype = None
     return library
 

@@ -219,3 +219,58 @@ class LocalResponseNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha:g} (on the {self.alpha_on}), beta={self.beta}, k={self.k}"
+
+
+# ---- ReLU -> LRN -> max pool in one pass: the paper's conv1 and conv2 blocks [3.3, 3.4] ---------------------
+# Unfused, the three make seven full passes over the conv output forward and backward (ReLU in place and its
+# mask, LRN's input and output, the pool's read, its zeroed gradient and scatter) and keep LRN's output and
+# int64 pool indices alive. Fused, the forward reads the conv output once and writes the pooled map and a
+# uint8 argmax per window; the backward reads the conv output, the pooled gradient and the argmax and writes
+# the conv output's gradient. Values and gradients are those of the three modules in sequence.
+def _fusable(z: torch.Tensor, kernel: int, stride: int) -> bool:
+    return (z.dim() == 4 and z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
+            and z.is_contiguous(memory_format=torch.channels_last) and kernel * kernel <= 255
+            and min(z.shape[2:]) >= kernel and z.shape[0] > 0 and _kernel() is not None)
+
+
+class _ReLULRNMaxPoolFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel: int,
+                stride: int) -> torch.Tensor:
+        n, c, h, w = z.shape
+        ph, pw = (h - kernel) // stride + 1, (w - kernel) // stride + 1
+        out = torch.empty((n, c, ph, pw), dtype=z.dtype, memory_format=torch.channels_last)
+        argmax = torch.empty((n, ph, pw, c), dtype=torch.uint8)
+        library = _kernel()
+        kernel_fn = library.relu_lrn_pool_forward_f32 if z.dtype == torch.float32 else library.relu_lrn_pool_forward_f64
+        kernel_fn(z.data_ptr(), out.data_ptr(), argmax.data_ptr(), n, c, h, w, kernel, stride, size, alpha, beta, k,
+                  _threads(z))
+        ctx.save_for_backward(z, argmax)
+        ctx.params = (size, alpha, beta, k, kernel, stride)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        z, argmax = ctx.saved_tensors
+        size, alpha, beta, k, kernel, stride = ctx.params
+        grad = grad.to(dtype=z.dtype).contiguous(memory_format=torch.channels_last)
+        out = torch.empty_like(z)
+        n, c, h, w = z.shape
+        library = _kernel()
+        kernel_fn = (library.relu_lrn_pool_backward_f32 if z.dtype == torch.float32
+                     else library.relu_lrn_pool_backward_f64)
+        kernel_fn(z.data_ptr(), grad.data_ptr(), argmax.data_ptr(), out.data_ptr(), n, c, h, w, kernel, stride, size,
+                  alpha, beta, k, _threads(z))
+        return out, None, None, None, None, None, None
+
+
+def relu_lrn_max_pool(z: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel: int = 3,
+                      stride: int = 2) -> torch.Tensor:
+    """``max_pool2d(local_response_norm(relu(z)), kernel, stride)`` (alpha on the sum, no pool padding).
+
+    One fused pass each way for channels_last float CPU tensors with the compiled kernel; the three
+    operations in sequence otherwise."""
+    if _fusable(z, kernel, stride):
+        return _ReLULRNMaxPoolFunction.apply(z, size, float(alpha), float(beta), float(k), int(kernel), int(stride))
+    return F.max_pool2d(local_response_norm(F.relu(z), size, alpha, beta, k), kernel, stride)
