@@ -5,8 +5,10 @@
     .venv/bin/python bench/train_step.py --lrn-only   # LRN forward+backward alone, ours vs torch
 
 (a) torchvision ``alexnet``; (b) ``alexnet_2012`` with ``torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2)``
-(the paper's constants in PyTorch's alpha-on-the-mean form); (c) ``alexnet_2012`` as built, with
-``alexnet.ops.LocalResponseNorm``; (d) ``alexnet_2012`` without LRN, the ceiling for the rest of its math.
+(the paper's constants in PyTorch's alpha-on-the-mean form); (c) ``alexnet_2012`` as shipped: our LRN,
+run fused with the ReLU before it and the max pool after it (``relu_lrn_max_pool``); (d) ``alexnet_2012``
+without LRN (ReLU and pool as PyTorch ops), the ceiling for the rest of its math. (b), (c) and (d) share
+everything else, fc6-fc8 on oneDNN included; all four run in one process with alexnet's memory settings.
 Each repetition (round) times ``--steps`` SGD steps of every model in turn, so load from other
 processes falls on all four alike; rates are medians over rounds, warm-up excluded, and the ratios are
 medians of each round's own ratios. GFLOP/s counts 3 x 2 x the multiply-adds of conv and FC layers
@@ -52,7 +54,7 @@ def paper_net(norm: Callable[[], nn.Module] | None) -> nn.Module:
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "(a) torchvision alexnet": lambda: torchvision.models.alexnet(),
     "(b) alexnet_2012 + nn.LocalResponseNorm": lambda: paper_net(lambda: nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)),
-    "(c) alexnet_2012 + ours": lambda: paper_net(None),
+    "(c) alexnet_2012 as shipped (fused LRN)": lambda: paper_net(None),
     "(d) alexnet_2012, no LRN": lambda: paper_net(nn.Identity),
 }
 
@@ -123,34 +125,46 @@ def train_step_bench(args: argparse.Namespace) -> None:
 
 
 def lrn_only_bench(args: argparse.Namespace) -> None:
-    """LRN forward+backward alone on conv1- and conv2-shaped activations."""
+    """LRN forward+backward alone on conv1- and conv2-shaped activations; then relu -> LRN -> pool."""
     ours = lrn_ops.LocalResponseNorm(5, 1e-4, 0.75, 2.0, alpha_on="sum")
     theirs = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
+    chains = {
+        "torch": lambda z: nn.functional.max_pool2d(theirs(nn.functional.relu(z)), 3, 2),
+        "ours, unfused": lambda z: nn.functional.max_pool2d(ours(nn.functional.relu(z)), 3, 2),
+        "ours, fused": lambda z: lrn_ops.relu_lrn_max_pool(z, 5, 1e-4, 0.75, 2.0, 3, 2),
+    }
     print(f"machine: {machine()}")
     print(f"ours: {lrn_ops.implementation()}; {'channels_last' if args.channels_last else 'contiguous (NCHW)'}, "
-          f"median of {args.repeats} x {args.steps}")
-    print(f"{'shape':<22} {'torch fwd':>10} {'ours fwd':>9} {'torch f+b':>10} {'ours f+b':>9} {'speed-up f+b':>13}")
+          f"median of {args.repeats} x {args.steps}, batch {args.batch_size}; forward+backward (f+b) in ms")
+    print(f"{'shape':<22} {'torch fwd':>10} {'ours fwd':>9} {'torch f+b':>10} {'ours f+b':>9} {'speed-up f+b':>13}   "
+          f"relu-LRN-pool f+b: {' / '.join(chains)}")
     for channels, size in ((96, 55), (256, 27)):
         torch.manual_seed(0)
-        x = torch.randn(args.batch_size, channels, size, size).relu()
-        grad = torch.randn_like(x)
+        x = torch.randn(args.batch_size, channels, size, size)
         if args.channels_last:
-            x, grad = (t.contiguous(memory_format=torch.channels_last) for t in (x, grad))
-        x.requires_grad_(True)
+            x = x.contiguous(memory_format=torch.channels_last)
+        z = x.clone().requires_grad_(True)
+        x = x.relu().requires_grad_(True)
         results = {}
         for label, module in (("torch", theirs), ("ours", ours)):
             def forward() -> None:
                 with torch.no_grad():
                     module(x)
 
-            def forward_backward() -> None:
-                module(x).backward(grad)
-                x.grad = None
-
-            results[label] = [_median_ms(fn, args) for fn in (forward, forward_backward)]
+            results[label] = [_median_ms(fn, args) for fn in (forward, _forward_backward(module, x))]
+        chain_ms = [_median_ms(_forward_backward(chain, z), args) for chain in chains.values()]
         shape = f"{args.batch_size}x{channels}x{size}x{size}"
         (tf, tfb), (of, ofb) = results["torch"], results["ours"]
-        print(f"{shape:<22} {tf:>8.1f}ms {of:>7.1f}ms {tfb:>8.1f}ms {ofb:>7.1f}ms {tfb / ofb:>12.1f}x")
+        print(f"{shape:<22} {tf:>8.1f}ms {of:>7.1f}ms {tfb:>8.1f}ms {ofb:>7.1f}ms {tfb / ofb:>12.1f}x   "
+              f"{' / '.join(f'{ms:.1f}' for ms in chain_ms)} ms")
+
+
+def _forward_backward(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        y = fn(x)
+        y.backward(torch.ones_like(y))
+        x.grad = None
+    return step
 
 
 def _median_ms(fn: Callable[[], None], args: argparse.Namespace) -> float:
@@ -169,7 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per repetition (default 3)")
-    parser.add_argument("--repeats", type=int, default=5, help="repetitions; the median is reported (default 5)")
+    parser.add_argument("--repeats", type=int, default=7, help="repetitions; the median is reported (default 7)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first (default 2)")
     parser.add_argument("--no-channels-last", dest="channels_last", action="store_false",
                         help="keep NCHW (contiguous) tensors instead of channels_last")
