@@ -117,3 +117,14 @@ def test_the_paper_model_uses_the_fused_path_for_both_lrn_blocks(monkeypatch):
     model = alexnet.create_model("alexnet_2012", num_classes=10).to(memory_format=torch.channels_last)
     model(torch.randn(2, 3, 224, 224).contiguous(memory_format=torch.channels_last))
     assert calls == [(2, 96, 55, 55), (2, 256, 27, 27)]
+
+
+def test_torch_export_records_plain_operations_and_matches_eager():
+    """torch.export (and so ONNX export and torch.compile) sees torch operations, not the ctypes kernels."""
+    model = alexnet.create_model("alexnet_2012", num_classes=10).eval()
+    x = torch.randn(2, 3, 224, 224)
+    exported = torch.export.export(model, (x,))
+    assert "PythonOp" not in str(exported.graph) and "relu_lrn" not in str(exported.graph)
+    other = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(other), model(other), rtol=1e-4, atol=1e-5)

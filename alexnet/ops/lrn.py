@@ -190,7 +190,13 @@ def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k
     """LRN over channels of ``x`` (N, C, ...) with ``alpha`` on the window *sum* (paper form)."""
     if x.dim() < 3:
         raise ValueError(f"LRN needs an input of shape (N, C, ...) with 3 or more dimensions, got {tuple(x.shape)}")
+    if _tracing():   # jit.trace / ONNX export / torch.compile of a whole model: plain operations they can record
+        return _forward_torch(x, size, float(alpha), float(beta), float(k))
     return _LocalResponseNormFunction.apply(x, size, float(alpha), float(beta), float(k))
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
 class LocalResponseNorm(nn.Module):
@@ -228,7 +234,7 @@ class LocalResponseNorm(nn.Module):
 # uint8 argmax per window; the backward reads the conv output, the pooled gradient and the argmax and writes
 # the conv output's gradient. Values and gradients are those of the three modules in sequence.
 def _fusable(z: torch.Tensor, kernel: int, stride: int) -> bool:
-    return (z.dim() == 4 and z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
+    return (not _tracing() and z.dim() == 4 and z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
             and z.is_contiguous(memory_format=torch.channels_last) and kernel * kernel <= 255
             and min(z.shape[2:]) >= kernel and z.shape[0] > 0 and _kernel() is not None)
 
