@@ -30,7 +30,7 @@ _state: dict[str, str] = {}
 
 
 def configure() -> str:
-    """Apply the settings above once; returns what was done, for ``bench`` and ``alexnet summary`` reports."""
+    """Apply the settings above once; returns what was done (the benchmarks print it with the machine)."""
     if "mode" in _state:
         return _state["mode"]
     if os.environ.get("ALEXNET_MALLOC", "").lower() == "system":

@@ -92,9 +92,9 @@ class AlexNet(nn.Module):
         """``self.features(x)``, with each relu -> LRN -> max-pool run of the paper's order [3.3, 3.4] as one
         fused operation (``relu_lrn_max_pool``: the same values and gradients, a third of the memory traffic)
         unless ``fuse`` is False or a hook watches one of the three modules."""
-        modules = list(self.features)
         if not self.fuse or nn.modules.module._global_forward_hooks or x.device.type != "cpu":
             return self.features(x)
+        modules = list(self.features)
         i = 0
         while i < len(modules):
             fused = _fusable_block(modules[i:i + 3])

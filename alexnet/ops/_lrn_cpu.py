@@ -76,30 +76,36 @@ struct Scratch {
     static T* zeros(int64_t n) { return static_cast<T*>(std::calloc(n, sizeof(T))); }
 };
 
-// Channels_last: one pixel's C channels are contiguous; vectorised along C.
-template <typename T, bool B075, int SIZE>
+// The LRN input: x itself, or relu(x) as torch's (NaN passes) when the fused block applies ReLU first.
+template <typename T, bool RELU>
+inline T input(T x) { return RELU && x < T(0) ? T(0) : x; }
+
+// Channels_last: one pixel's C channels are contiguous; vectorised along C. RELU: LRN of relu(x), and
+// the backward through both (no gradient where relu(x) <= 0, as torch's threshold_backward).
+template <typename T, bool B075, int SIZE, bool RELU = false>
 void forward_row(const T* __restrict__ x, T* __restrict__ y, const Lrn<T> p, Scratch<T>& s) {
     const int64_t C = p.C, size = SIZE ? SIZE : p.size;
-    for (int64_t c = 0; c < C; ++c) s.sq[size / 2 + c] = x[c] * x[c];
+    for (int64_t c = 0; c < C; ++c) { const T a = input<T, RELU>(x[c]); s.sq[size / 2 + c] = a * a; }
     if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
     for (int64_t c = 0; c < C; ++c)
-        y[c] = x[c] * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
+        y[c] = input<T, RELU>(x[c]) * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
 }
 
-template <typename T, bool B075, int SIZE>
+template <typename T, bool B075, int SIZE, bool RELU = false>
 void backward_row(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ out, const Lrn<T> p,
                   Scratch<T>& s) {
     const int64_t C = p.C, size = SIZE ? SIZE : p.size;
     const T coef = T(2) * p.alpha * p.beta;
-    for (int64_t c = 0; c < C; ++c) s.sq[size / 2 + c] = x[c] * x[c];
+    for (int64_t c = 0; c < C; ++c) { const T a = input<T, RELU>(x[c]); s.sq[size / 2 + c] = a * a; }
     if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
     for (int64_t c = 0; c < C; ++c) {
         T r1;
         inv_pows<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta, s.rb[c], r1);
-        s.tb[(size - 1) / 2 + c] = g[c] * x[c] * r1;
+        s.tb[(size - 1) / 2 + c] = g[c] * input<T, RELU>(x[c]) * r1;
     }
     if (SIZE == 0) window_sums(s.tb, s.acc, C, size, 1);
-    for (int64_t c = 0; c < C; ++c) out[c] = g[c] * s.rb[c] - coef * x[c] * window<SIZE>(s.tb, s.acc, c, 1);
+    for (int64_t c = 0; c < C; ++c)
+        out[c] = RELU && x[c] <= T(0) ? T(0) : g[c] * s.rb[c] - coef * x[c] * window<SIZE>(s.tb, s.acc, c, 1);
 }
 
 // Contiguous NCHW: L <= TILE pixels of C planes `inner` apart; vectorised along the pixels.
@@ -169,8 +175,7 @@ void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner
     else if (beta == 0.75) run<T, true, 0>(x, g, out, outer, p, threads);
     else run<T, false, 0>(x, g, out, outer, p, threads);
 }
-// ReLU -> LRN -> max pool (K x K, stride S, no padding), the paper's order [3.3, 3.4], channels_last only;
-// relu(z) as torch's (NaN passes), so a = z < 0 ? 0 : z.
+// ReLU -> LRN -> max pool (K x K, stride S, no padding), the paper's order [3.3, 3.4], channels_last only.
 // Forward: each task is one pooled row (n, ph): it computes the K LRN rows under it (overlapping rows are
 // computed twice, which costs arithmetic, not memory), pools them and writes the pooled row and the
 // argmax within each window (0 .. K*K-1, PyTorch's scan order and tie rule: first max, NaN wins).
@@ -178,19 +183,6 @@ void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner
 // and runs the LRN and ReLU backward on that row. The LRN output is never written to memory.
 template <typename T>
 struct Pool { int64_t H, W, PH, PW, K, S; };
-
-template <typename T, bool B075, int SIZE>
-void relu_lrn_row(const T* __restrict__ z, T* __restrict__ y, int64_t W, const Lrn<T> p, Scratch<T>& s) {
-    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
-    for (int64_t w = 0; w < W; ++w, z += C, y += C) {
-        for (int64_t c = 0; c < C; ++c) { T a = z[c] < T(0) ? T(0) : z[c]; s.sq[size / 2 + c] = a * a; }
-        if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
-        for (int64_t c = 0; c < C; ++c) {
-            T a = z[c] < T(0) ? T(0) : z[c];
-            y[c] = a * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
-        }
-    }
-}
 
 template <typename T, bool B075, int SIZE>
 void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, const Pool<T> q, int threads) {
@@ -203,7 +195,9 @@ void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, 
         for (int64_t task = 0; task < N * q.PH; ++task) {
             const int64_t n = task / q.PH, ph = task % q.PH;
             for (int64_t i = 0; i < q.K; ++i)
-                relu_lrn_row<T, B075, SIZE>(z + (n * q.H + ph * q.S + i) * row, rows + i * row, q.W, p, s);
+                for (int64_t w = 0; w < q.W; ++w)
+                    forward_row<T, B075, SIZE, true>(z + (n * q.H + ph * q.S + i) * row + w * C,
+                                                     rows + i * row + w * C, p, s);
             T* o = out + (n * q.PH + ph) * q.PW * C;
             uint8_t* ix = idx + (n * q.PH + ph) * q.PW * C;
             for (int64_t pw = 0; pw < q.PW; ++pw, o += C, ix += C) {
@@ -225,8 +219,7 @@ void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, 
 template <typename T, bool B075, int SIZE>
 void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t N, const Lrn<T> p,
                     const Pool<T> q, int threads) {
-    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
-    const T coef = T(2) * p.alpha * p.beta;
+    const int64_t C = p.C;
     #pragma omp parallel num_threads(threads)
     {
         Scratch<T> s(C, p.size, 1);
@@ -248,23 +241,9 @@ void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t 
                         for (int64_t c = 0; c < C; ++c) dst[c] += ix[c] == at ? g[c] : T(0);
                     }
             }
-            const T* zr = z + (n * q.H + r) * q.W * C;
-            T* out = gz + (n * q.H + r) * q.W * C;
-            for (int64_t w = 0; w < q.W; ++w) {
-                const T* x = zr + w * C;
-                const T* g = gy + w * C;
-                for (int64_t c = 0; c < C; ++c) { T a = x[c] < T(0) ? T(0) : x[c]; s.sq[size / 2 + c] = a * a; }
-                if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
-                for (int64_t c = 0; c < C; ++c) {
-                    T r1, a = x[c] < T(0) ? T(0) : x[c];
-                    inv_pows<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta, s.rb[c], r1);
-                    s.tb[(size - 1) / 2 + c] = g[c] * a * r1;
-                }
-                if (SIZE == 0) window_sums(s.tb, s.acc, C, size, 1);
-                for (int64_t c = 0; c < C; ++c)
-                    out[w * C + c] = x[c] <= T(0)   // ReLU's backward as torch's: no gradient where relu(z) <= 0
-                        ? T(0) : g[c] * s.rb[c] - coef * x[c] * window<SIZE>(s.tb, s.acc, c, 1);
-            }
+            const int64_t at = (n * q.H + r) * q.W * C;
+            for (int64_t w = 0; w < q.W; ++w)
+                backward_row<T, B075, SIZE, true>(z + at + w * C, gy + w * C, gz + at + w * C, p, s);
         }
         std::free(gy);
     }
@@ -334,12 +313,12 @@ FLAG_SETS = (
     ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unknown-pragmas"],
 )
 _POINTER, _INT64, _DOUBLE = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
+# name: (pointer arguments, int64 arguments), then alpha, beta, k (double) and the thread count (int).
+# LRN: outer, C, inner, size; relu -> LRN -> pool: N, C, H, W, K, S, size.
 _SIGNATURES = {
-    "lrn_forward_f32": 2, "lrn_forward_f64": 2, "lrn_backward_f32": 3, "lrn_backward_f64": 3,
-}
-_FUSED_SIGNATURES = {
-    "relu_lrn_pool_forward_f32": 3, "relu_lrn_pool_forward_f64": 3,
-    "relu_lrn_pool_backward_f32": 4, "relu_lrn_pool_backward_f64": 4,
+    "lrn_forward_f32": (2, 4), "lrn_forward_f64": (2, 4), "lrn_backward_f32": (3, 4), "lrn_backward_f64": (3, 4),
+    "relu_lrn_pool_forward_f32": (3, 7), "relu_lrn_pool_forward_f64": (3, 7),
+    "relu_lrn_pool_backward_f32": (4, 7), "relu_lrn_pool_backward_f64": (4, 7),
 }
 _library: ctypes.CDLL | None = None
 _tried = False
@@ -382,13 +361,9 @@ def _build(compiler: list[str], flags: list[str]) -> Path:
 
 def _open(path: Path) -> ctypes.CDLL:
     library = ctypes.CDLL(str(path))
-    for name, pointers in _SIGNATURES.items():
+    for name, (pointers, ints) in _SIGNATURES.items():
         function = getattr(library, name)
-        function.argtypes = [_POINTER] * pointers + [_INT64] * 4 + [_DOUBLE] * 3 + [ctypes.c_int]
-        function.restype = None
-    for name, pointers in _FUSED_SIGNATURES.items():   # pointers, then N C H W K S size, alpha beta k, threads
-        function = getattr(library, name)
-        function.argtypes = [_POINTER] * pointers + [_INT64] * 7 + [_DOUBLE] * 3 + [ctypes.c_int]
+        function.argtypes = [_POINTER] * pointers + [_INT64] * ints + [_DOUBLE] * 3 + [ctypes.c_int]
         function.restype = None
     return library
 
