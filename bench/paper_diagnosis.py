@@ -1,0 +1,125 @@
+"""Why the paper's literal recipe stalls, measured: one change at a time from the paper's text (issue 9).
+
+    .venv/bin/python bench/paper_diagnosis.py steps                 # every variant, 20 steps, statistics each step
+    .venv/bin/python bench/paper_diagnosis.py epochs --seeds 0 1 2  # chosen variants, 3 epochs, held-out top-1
+    .venv/bin/python bench/paper_diagnosis.py epochs --variants paper --data other-folder
+
+Data: the 3000-photo, 9-class folder of bench/photos.py (real JPEGs; 2700 train / 300 held out), unless
+--data names another folder. Every run is ``alexnet.train.train`` with ``--recipe paper-literal`` (the
+paper's text: bias 1, N(0, 0.01), alpha 1e-4 on the LRN sum, one lr, decay on everything, 0-255 inputs)
+plus the variant's overrides; ``paper`` is the shipped recipe. ``steps`` records per-layer statistics
+(alexnet.diagnose) at every step: the table printed is the state at initialisation, the loss of each
+step, and the logit scale after the first updates. ``epochs`` trains 3 epochs (batch 128) and reports
+epoch-1 train loss and the held-out top-1 after each epoch. Results go to --json as well.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import alexnet  # noqa: F401
+from alexnet.recipes import resolve_config
+from alexnet.train import train
+
+from machine import machine  # bench/machine.py
+from photos import make_photo_folder  # bench/photos.py
+
+HERE = Path(__file__).resolve().parent
+CONVNET2 = {"lrn": "cuda-convnet2", "init": "cuda-convnet2", "norm_before_relu": [1]}
+# Each variant: overrides on top of --recipe paper-literal (its "recipe" key switches the recipe).
+VARIANTS = {
+    "literal": {},
+    "lrn alpha/n": {"model_kwargs": {"lrn": "cuda-convnet2"}},
+    "norm1 before relu": {"model_kwargs": {"norm_before_relu": [1]}},
+    "conv3-5 std 0.03": {"model_kwargs": {"init": "cuda-convnet2"}},
+    "bias 2x lr, no decay": {"bias_lr_mult": 2.0, "decay_norm_and_bias": False},
+    "cuda-convnet2 all": {"model_kwargs": CONVNET2, "bias_lr_mult": 2.0, "decay_norm_and_bias": False},
+    "bias 0.1": {"model_kwargs": {"init_bias": 0.1}},
+    "caffe init, bias 0.1": {"model_kwargs": {"init": "caffe", "init_bias": 0.1}},
+    "paper": {"recipe": "paper"},
+}
+
+
+def run(variant: str, data: str, out: Path, *, seed: int, epochs: int, max_steps: int = 0, diagnose: int = 0) -> dict:
+    overrides = dict(VARIANTS[variant])
+    recipe = overrides.pop("recipe", "paper-literal")
+    cfg = resolve_config(recipe, data=data, out=str(out), epochs=epochs, seed=seed, max_steps=max_steps,
+                         diagnose=diagnose, quiet=True, **overrides)
+    t0 = time.perf_counter()
+    result = train(cfg, force=True)
+    rows = [json.loads(line) for line in (out / "diagnose.jsonl").read_text().splitlines()] if diagnose else []
+    return {"variant": variant, "seed": seed, "seconds": time.perf_counter() - t0, "history": result["history"],
+            "diagnosis": rows}
+
+
+def steps_table(results: list[dict], classes: int) -> str:
+    chance = math.log(classes)
+    lines = [f"ln K = ln {classes} = {chance:.3f}",
+             "| variant | conv5 signal | fc6 signal | fc7 mean/std | logits std, step 0 -> 1 -> 2 | fc8 update, step 0 "
+             "| loss steps 1-5 | loss steps 16-20 |", "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        d = r["diagnosis"]
+        init = d[0]["layers"]
+        losses = [row["loss"] for row in d]
+        logits = " -> ".join(f"{row['logit_std']:.3g}" for row in d[:3])
+        lines.append(f"| {r['variant']} | {init['conv5']['signal']:.3f} | {init['fc6']['signal']:.3f} | "
+                     f"{init['fc7']['act_mean']:.2f}/{init['fc7']['act_std']:.2f} | {logits} | "
+                     f"{init['fc8']['update_ratio']:.3g} | {statistics.mean(losses[:5]):.3f} | "
+                     f"{statistics.mean(losses[-5:]):.3f} |")
+    return "\n".join(lines)
+
+
+def epochs_table(results: list[dict], classes: int) -> str:
+    lines = [f"ln K = ln {classes} = {math.log(classes):.3f}",
+             "| variant | seed | epoch-1 train loss | held-out top-1 after epochs 1, 2, 3 | seconds |", "|---|---|---|---|---|"]
+    for r in results:
+        h = r["history"]
+        top1 = ", ".join(f"{row['val_top1']:.3f}" for row in h)
+        lines.append(f"| {r['variant']} | {r['seed']} | {h[0]['train_loss']:.3f} | {top1} | {r['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["steps", "epochs"])
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--data", default=None, help="an image folder (default: bench/_data/photos-3000)")
+    parser.add_argument("--json", default=None, help="write every run's history and statistics here")
+    args = parser.parse_args()
+    data = args.data or str(make_photo_folder(HERE / "_data", 3000, workers=2))
+    variants = args.variants or (list(VARIANTS) if args.mode == "steps" else ["literal", "paper"])
+    print(machine(), file=sys.stderr)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for variant in variants:
+            for seed in args.seeds:
+                out = Path(tmp) / f"{len(results)}"
+                if args.mode == "steps":
+                    r = run(variant, data, out, seed=seed, epochs=1, max_steps=args.steps, diagnose=1)
+                else:
+                    r = run(variant, data, out, seed=seed, epochs=args.epochs)
+                results.append(r)
+                print(f"{variant} seed {seed}: {r['seconds']:.0f}s", file=sys.stderr, flush=True)
+        classes = len(_classes(Path(tmp) / "0"))
+    print(steps_table(results, classes) if args.mode == "steps" else epochs_table(results, classes))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"command": sys.argv, "machine": machine(), "runs": results}, indent=1))
+    return 0
+
+
+def _classes(run_folder: Path) -> list[str]:
+    from alexnet.checkpoint import load_checkpoint
+    return load_checkpoint(run_folder / "last.pt")["classes"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
