@@ -34,7 +34,9 @@ def describe(module: nn.Module) -> str:
         overlap = " (overlapping)" if k > s else ""
         return f"{kind} {k}x{k}/{s}{overlap}"
     if isinstance(module, LocalResponseNorm):
-        return f"LRN n={module.size} k={module.k:g} alpha={module.alpha:g}/{module.alpha_on} beta={module.beta:g}"
+        groups = f", groups {module.groups}" if module.groups != 1 else ""
+        return (f"LRN n={module.size} k={module.k:g} alpha={module.alpha:g}/{module.alpha_on} beta={module.beta:g}"
+                f"{groups}")
     if isinstance(module, nn.LocalResponseNorm):
         return f"LRN (torch) n={module.size} k={module.k:g} alpha={module.alpha:g}/mean beta={module.beta:g}"
     if isinstance(module, nn.Dropout):
@@ -97,13 +99,14 @@ def summary_text(name: str, *, input_size: int | None = None, in_channels: int |
     total_params = sum(p.numel() for p in model.parameters())
     total_macs = sum(r.macs for r in rows)
     activations = channels * size * size + sum(torch.Size(r.out_shape).numel() for r in rows)
+    what = max([44] + [len(r.kind) for r in rows])
 
-    head = f"{'layer':<22} {'what':<44} {'output (C x H x W)':<20} {'params':>12} {'MACs':>14}"
+    head = f"{'layer':<22} {'what':<{what}} {'output (C x H x W)':<20} {'params':>12} {'MACs':>14}"
     lines = [f"{name}: {info.description}", f"source: {info.source}", "",
              head, "-" * len(head),
-             f"{'input':<22} {'':<44} {_shape((channels, size, size)):<20} {'':>12} {'':>14}"]
+             f"{'input':<22} {'':<{what}} {_shape((channels, size, size)):<20} {'':>12} {'':>14}"]
     for r in rows:
-        lines.append(f"{r.name:<22} {r.kind:<44} {_shape(r.out_shape):<20} {r.params:>12,} {r.macs:>14,}")
+        lines.append(f"{r.name:<22} {r.kind:<{what}} {_shape(r.out_shape):<20} {r.params:>12,} {r.macs:>14,}")
     lines += ["-" * len(head),
               f"parameters: {total_params:,}",
               f"multiply-adds per image: {total_macs:,} ({2 * total_macs / 1e9:.2f} GFLOP forward, "

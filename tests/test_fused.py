@@ -50,6 +50,53 @@ def test_fused_equals_the_three_operations(dtype, shape, lrn, pool):
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape, groups", [((2, 12, 9, 11), 2), ((2, 12, 9, 11), 3), ((2, 12, 7, 7), 12),
+                                           ((2, 96, 15, 15), 2)])
+@pytest.mark.parametrize("pool", [(3, 2), (2, 2)])
+def test_grouped_fused_equals_each_block_unfused(dtype, shape, groups, pool):
+    """[3.2] relu -> grouped LRN -> pool fused = the three operations on each block of C/groups channels."""
+    lrn = (5, 1e-1, 0.75, 2.0)
+    z = _input(shape, dtype)
+    grad = torch.randn(_unfused(z, *lrn, *pool).shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    x = z.detach().clone().requires_grad_(True)
+    y = relu_lrn_max_pool(x, *lrn, *pool, groups=groups)
+    y.backward(grad)
+    assert y.grad_fn.name() == "_ReLULRNMaxPoolFunctionBackward"
+    x_ref = z.detach().clone().requires_grad_(True)
+    y_ref = torch.cat([_unfused(block, *lrn, *pool) for block in x_ref.chunk(groups, 1)], 1)
+    y_ref.backward(grad)
+    tol = dict(rtol=0, atol=0) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(x.grad, x_ref.grad, **tol)
+    x_grouped = z.detach().clone().requires_grad_(True)    # and bit for bit the grouped LRN module's path
+    y_grouped = F.max_pool2d(local_response_norm(F.relu(x_grouped), *lrn, groups=groups), *pool)
+    y_grouped.backward(grad)
+    assert torch.equal(y, y_grouped) and torch.equal(x.grad, x_grouped.grad)
+
+
+@pytest.mark.parametrize("case", ["fused", "NCHW", "no kernel"])
+def test_grouped_on_every_path(case, monkeypatch):
+    z = _input((2, 8, 7, 7), torch.float64)
+    if case == "NCHW":
+        z = z.contiguous()
+    elif case == "no kernel":
+        monkeypatch.setitem(lrn_ops._kernel_state, "library", None)
+    elif lrn_ops._kernel() is None:
+        pytest.skip("no compiled LRN kernel")
+    x = z.detach().clone().requires_grad_(True)
+    y = relu_lrn_max_pool(x, 5, 0.1, 0.75, 2.0, 3, 2, groups=2)
+    y.sum().backward()
+    x_ref = z.detach().clone().requires_grad_(True)
+    y_ref = torch.cat([_unfused(b, 5, 0.1, 0.75, 2.0, 3, 2) for b in x_ref.chunk(2, 1)], 1)
+    y_ref.sum().backward()
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="groups=3"):
+        relu_lrn_max_pool(z, 5, 0.1, 0.75, 2.0, 3, 2, groups=3)
+
+
+@needs_kernel
 def test_gradcheck_float64():
     z = _input((2, 6, 7, 7), torch.float64).detach().requires_grad_(True)
     z = (z + 0.05 * torch.sign(z)).detach().contiguous(memory_format=torch.channels_last).requires_grad_(True)
@@ -113,10 +160,10 @@ def test_the_paper_model_uses_the_fused_path_for_both_lrn_blocks(monkeypatch):
     calls = []
     original = lrn_ops._ReLULRNMaxPoolFunction.forward
     monkeypatch.setattr(lrn_ops._ReLULRNMaxPoolFunction, "forward",
-                        staticmethod(lambda ctx, z, *a: calls.append(tuple(z.shape)) or original(ctx, z, *a)))
+                        staticmethod(lambda ctx, z, *a: calls.append((tuple(z.shape), a[-1])) or original(ctx, z, *a)))
     model = alexnet.create_model("alexnet_2012", num_classes=10).to(memory_format=torch.channels_last)
     model(torch.randn(2, 3, 224, 224).contiguous(memory_format=torch.channels_last))
-    assert calls == [(2, 96, 55, 55), (2, 256, 27, 27)]
+    assert calls == [((2, 96, 55, 55), 2), ((2, 256, 27, 27), 2)]   # LRN groups 2: each tower's maps [3.2]
 
 
 def test_torch_export_records_plain_operations_and_matches_eager():

@@ -13,6 +13,7 @@ import alexnet
 from alexnet.ops import _lrn_cpu
 from alexnet.ops import lrn as lrn_ops
 from alexnet.ops.lrn import LocalResponseNorm, local_response_norm
+from alexnet.summary import describe
 
 
 def paper_lrn(a: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
@@ -138,6 +139,68 @@ def test_empty_batch(implementation):
     assert y.shape == x.shape and x.grad.shape == x.shape
 
 
+@pytest.mark.parametrize("shape, groups", [((2, 12, 5, 6), 2), ((2, 12, 5, 6), 3), ((2, 12, 5, 6), 12),
+                                           ((3, 96, 4, 4), 2), ((2, 8, 7), 4)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_groups_normalise_each_block_of_channels_alone(implementation, shape, groups, channels_last):
+    """[3.2] grouped LRN = the ungrouped LRN of each contiguous block of C/groups channels, values and gradients."""
+    channels_last = channels_last and len(shape) == 4
+    x = _input(shape, channels_last)
+    grad = torch.randn(x.shape, dtype=x.dtype, generator=torch.Generator().manual_seed(3))
+    for args in ((5, 0.1, 0.75, 1.5), (4, 0.2, 0.6, 1.0), (3, 0.1, 1.3, 2.0)):
+        y, dx = _values_and_grads(lambda t: local_response_norm(t, *args, groups=groups), x, grad)
+        y_ref, dx_ref = _values_and_grads(
+            lambda t: torch.cat([paper_lrn(block, *args) for block in t.chunk(groups, 1)], 1), x, grad)
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(dx, dx_ref, rtol=1e-12, atol=1e-12)
+        assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if groups < shape[1]:   # a window that would cross a block's edge: the ungrouped LRN differs there
+        assert not torch.allclose(y, local_response_norm(x, *args))
+
+
+def test_groups_one_is_the_ungrouped_lrn_bit_for_bit(implementation):
+    x = _input((2, 16, 5, 5), channels_last=True, dtype=torch.float32)
+    grad = torch.randn(x.shape)
+    a = _values_and_grads(lambda t: local_response_norm(t, 5, 1e-2, 0.75, 2.0), x, grad)
+    b = _values_and_grads(LocalResponseNorm(5, 1e-2, 0.75, 2.0, groups=1), x, grad)
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_grouped_gradcheck_and_float32(implementation):
+    x = _input((2, 8, 3, 3), channels_last=True)
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, 5, 0.2, 0.75, 1.0, groups=2), (x,))
+    x32 = _input((2, 96, 6, 6), channels_last=True, dtype=torch.float32).detach().relu().requires_grad_(True)
+    grad = torch.randn(x32.shape)
+    ours = _values_and_grads(lambda t: local_response_norm(t, 5, 1e-4, 0.75, 2.0, groups=2), x32, grad)
+    torch_lrn = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
+    theirs = _values_and_grads(lambda t: torch.cat([torch_lrn(b) for b in t.chunk(2, 1)], 1), x32, grad)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_groups_are_checked_and_shown():
+    with pytest.raises(ValueError, match="groups=5 must divide the input's 12 channels"):
+        local_response_norm(torch.ones(2, 12, 3, 3), 5, 1e-4, 0.75, 2.0, groups=5)
+    with pytest.raises(ValueError, match="groups must be an integer >= 1"):
+        LocalResponseNorm(groups=0)
+    grouped, plain = LocalResponseNorm(groups=2), LocalResponseNorm()
+    assert "groups=2" in repr(grouped) and "groups" not in repr(plain)
+    assert describe(grouped).endswith(", groups 2") and "groups" not in describe(plain)
+
+
+def test_only_the_two_tower_model_groups_its_lrn():
+    """alexnet_2012 models the two towers (cuda-convnet2's rnorm1a/rnorm1b: 48 maps each); Caffe and the
+    one-GPU net normalise across all maps. An explicit lrn= keeps working, and may set its own groups."""
+    groups = {name: [m.groups for m in alexnet.create_model(name).modules() if isinstance(m, LocalResponseNorm)]
+              for name in ("alexnet_2012", "alexnet_2012_one_gpu", "alexnet_caffe", "caffenet")}
+    assert groups == {"alexnet_2012": [2, 2], "alexnet_2012_one_gpu": [1, 1], "alexnet_caffe": [1, 1],
+                      "caffenet": [1, 1]}
+    custom = alexnet.create_model("alexnet_2012", lrn=dict(size=3, alpha=1e-3, beta=0.5, k=1.0))
+    assert (custom.features.norm1.size, custom.features.norm1.groups) == (3, 2)
+    assert alexnet.create_model("alexnet_2012", lrn=dict(size=5, groups=1)).features.norm2.groups == 1
+    assert any("rnorm1a" in note for note in alexnet.model_info("alexnet_2012").notes)
+
+
 def test_alpha_conventions():
     paper = LocalResponseNorm(5, 1e-4, 0.75, 2.0)
     caffe = LocalResponseNorm(5, 1e-4, 0.75, 1.0, alpha_on="mean")
@@ -174,12 +237,23 @@ def test_threads_give_identical_results(implementation):
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[2][1], results[3][1])
 
 
+class _TorchLRNPerTower(nn.Module):
+    """torch's LRN over each tower's half of the channels (alexnet_2012's LRN groups=2)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lrn = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
+
+    def forward(self, x):
+        return torch.cat([self.lrn(half) for half in x.chunk(2, 1)], 1)
+
+
 def test_alexnet_2012_same_as_with_torch_lrn():
     torch.manual_seed(0)
     ours = alexnet.create_model("alexnet_2012", num_classes=10).eval()
     theirs = copy.deepcopy(ours)
-    theirs.features.norm1 = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
-    theirs.features.norm2 = nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)
+    theirs.features.norm1 = _TorchLRNPerTower()
+    theirs.features.norm2 = _TorchLRNPerTower()
     x = 30 * torch.randn(1, 3, 224, 224)   # large inputs: the LRN denominators differ visibly from k
     for layout in (torch.contiguous_format, torch.channels_last):
         outputs = []

@@ -122,7 +122,7 @@ def _fusable_block(block: list[nn.Module]):
                                                    pool.padding, pool.dilation))
     if None in (kernel, stride) or padding != 0 or dilation != 1 or pool.ceil_mode or any(map(_watched, block)):
         return None
-    return lambda x: relu_lrn_max_pool(x, norm.size, norm.alpha_sum, norm.beta, norm.k, kernel, stride)
+    return lambda x: relu_lrn_max_pool(x, norm.size, norm.alpha_sum, norm.beta, norm.k, kernel, stride, norm.groups)
 
 
 def init_weights(model: nn.Module, scheme: str, bias_value: float = 1.0) -> None:
@@ -160,9 +160,16 @@ def _paper_padding(input_size: int) -> tuple[int, ...]:
 
 @register_model("alexnet_2012", input_size=224, input_sizes=(224, 227), source="Krizhevsky et al. 2012",
                 description="the paper's network: grouped convs, LRN, overlapping pooling, paper init",
-                notes=PAPER_NOTES)
+                notes=PAPER_NOTES + (
+                    "[3.2] LRN windows stay inside each tower's 48 (conv1) / 128 (conv2) maps, as cuda-convnet2's "
+                    "layers-imagenet-2gpu-model.cfg (rnorm1a/rnorm1b, one per GPU): LRN groups=2",))
 def alexnet_2012(*, num_classes: int, in_channels: int, input_size: int, **kw) -> AlexNet:
-    return AlexNet(num_classes, in_channels, input_size=input_size, paddings=_paper_padding(input_size), **kw)
+    model = AlexNet(num_classes, in_channels, input_size=input_size, paddings=_paper_padding(input_size), **kw)
+    if not (isinstance(kw.get("lrn"), dict) and "groups" in kw["lrn"]):   # [3.2] each tower normalises its own maps
+        for module in model.features:
+            if isinstance(module, LocalResponseNorm):
+                module.groups = 2
+    return model
 
 
 @register_model("alexnet_2012_one_gpu", input_size=224, input_sizes=(224, 227), source="Krizhevsky et al. 2012 [3.2]",

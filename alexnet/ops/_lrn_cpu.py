@@ -176,6 +176,7 @@ void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner
     else run<T, false, 0>(x, g, out, outer, p, threads);
 }
 // ReLU -> LRN -> max pool (K x K, stride S, no padding), the paper's order [3.3, 3.4], channels_last only.
+// Grouped LRN (the two towers [3.2]): a pixel's C channels are C / p.C rows of p.C, each normalised alone.
 // Forward: each task is one pooled row (n, ph): it computes the K LRN rows under it (overlapping rows are
 // computed twice, which costs arithmetic, not memory), pools them and writes the pooled row and the
 // argmax within each window (0 .. K*K-1, PyTorch's scan order and tie rule: first max, NaN wins).
@@ -185,8 +186,9 @@ template <typename T>
 struct Pool { int64_t H, W, PH, PW, K, S; };
 
 template <typename T, bool B075, int SIZE>
-void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, const Pool<T> q, int threads) {
-    const int64_t C = p.C, row = q.W * C;
+void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, int64_t C, const Lrn<T> p, const Pool<T> q,
+                   int threads) {
+    const int64_t row = q.W * C, lrn_rows = row / p.C;
     #pragma omp parallel num_threads(threads)
     {
         Scratch<T> s(C, p.size, 1);
@@ -195,9 +197,9 @@ void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, 
         for (int64_t task = 0; task < N * q.PH; ++task) {
             const int64_t n = task / q.PH, ph = task % q.PH;
             for (int64_t i = 0; i < q.K; ++i)
-                for (int64_t w = 0; w < q.W; ++w)
-                    forward_row<T, B075, SIZE, true>(z + (n * q.H + ph * q.S + i) * row + w * C,
-                                                     rows + i * row + w * C, p, s);
+                for (int64_t r = 0; r < lrn_rows; ++r)
+                    forward_row<T, B075, SIZE, true>(z + (n * q.H + ph * q.S + i) * row + r * p.C,
+                                                     rows + i * row + r * p.C, p, s);
             T* o = out + (n * q.PH + ph) * q.PW * C;
             uint8_t* ix = idx + (n * q.PH + ph) * q.PW * C;
             for (int64_t pw = 0; pw < q.PW; ++pw, o += C, ix += C) {
@@ -217,9 +219,9 @@ void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, 
 }
 
 template <typename T, bool B075, int SIZE>
-void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t N, const Lrn<T> p,
+void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t N, int64_t C, const Lrn<T> p,
                     const Pool<T> q, int threads) {
-    const int64_t C = p.C;
+    const int64_t lrn_rows = q.W * C / p.C;
     #pragma omp parallel num_threads(threads)
     {
         Scratch<T> s(C, p.size, 1);
@@ -242,8 +244,8 @@ void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t 
                     }
             }
             const int64_t at = (n * q.H + r) * q.W * C;
-            for (int64_t w = 0; w < q.W; ++w)
-                backward_row<T, B075, SIZE, true>(z + at + w * C, gy + w * C, gz + at + w * C, p, s);
+            for (int64_t r = 0; r < lrn_rows; ++r)
+                backward_row<T, B075, SIZE, true>(z + at + r * p.C, gy + r * p.C, gz + at + r * p.C, p, s);
         }
         std::free(gy);
     }
@@ -251,13 +253,13 @@ void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t 
 
 template <typename T>
 void fused(const T* z, const T* gp, const uint8_t* idx_in, uint8_t* idx_out, T* out, int64_t N, int64_t C,
-           int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, double alpha, double beta, double k,
-           int threads) {
-    const Lrn<T> p{C, 1, size, T(alpha), T(beta), T(k)};
+           int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, int64_t groups, double alpha, double beta,
+           double k, int threads) {
+    const Lrn<T> p{C / groups, 1, size, T(alpha), T(beta), T(k)};
     const Pool<T> q{H, W, (H - K) / S + 1, (W - K) / S + 1, K, S};
 #define ALEXNET_FUSED(B075, SIZE) \
-    if (gp == nullptr) fused_forward<T, B075, SIZE>(z, out, idx_out, N, p, q, threads); \
-    else fused_backward<T, B075, SIZE>(z, gp, idx_in, out, N, p, q, threads);
+    if (gp == nullptr) fused_forward<T, B075, SIZE>(z, out, idx_out, N, C, p, q, threads); \
+    else fused_backward<T, B075, SIZE>(z, gp, idx_in, out, N, C, p, q, threads);
     if (size == 5 && beta == 0.75) { ALEXNET_FUSED(true, 5) }
     else if (size == 5) { ALEXNET_FUSED(false, 5) }
     else if (beta == 0.75) { ALEXNET_FUSED(true, 0) }
@@ -268,24 +270,24 @@ void fused(const T* z, const T* gp, const uint8_t* idx_in, uint8_t* idx_out, T* 
 
 extern "C" {
 void relu_lrn_pool_forward_f32(const float* z, float* out, uint8_t* idx, int64_t N, int64_t C, int64_t H,
-                               int64_t W, int64_t K, int64_t S, int64_t size, double alpha, double beta, double k,
-                               int threads) {
-    fused<float>(z, nullptr, nullptr, idx, out, N, C, H, W, K, S, size, alpha, beta, k, threads);
+                               int64_t W, int64_t K, int64_t S, int64_t size, int64_t groups, double alpha,
+                               double beta, double k, int threads) {
+    fused<float>(z, nullptr, nullptr, idx, out, N, C, H, W, K, S, size, groups, alpha, beta, k, threads);
 }
 void relu_lrn_pool_forward_f64(const double* z, double* out, uint8_t* idx, int64_t N, int64_t C, int64_t H,
-                               int64_t W, int64_t K, int64_t S, int64_t size, double alpha, double beta, double k,
-                               int threads) {
-    fused<double>(z, nullptr, nullptr, idx, out, N, C, H, W, K, S, size, alpha, beta, k, threads);
+                               int64_t W, int64_t K, int64_t S, int64_t size, int64_t groups, double alpha,
+                               double beta, double k, int threads) {
+    fused<double>(z, nullptr, nullptr, idx, out, N, C, H, W, K, S, size, groups, alpha, beta, k, threads);
 }
 void relu_lrn_pool_backward_f32(const float* z, const float* gp, const uint8_t* idx, float* gz, int64_t N,
-                                int64_t C, int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, double alpha,
-                                double beta, double k, int threads) {
-    fused<float>(z, gp, idx, nullptr, gz, N, C, H, W, K, S, size, alpha, beta, k, threads);
+                                int64_t C, int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, int64_t groups,
+                                double alpha, double beta, double k, int threads) {
+    fused<float>(z, gp, idx, nullptr, gz, N, C, H, W, K, S, size, groups, alpha, beta, k, threads);
 }
 void relu_lrn_pool_backward_f64(const double* z, const double* gp, const uint8_t* idx, double* gz, int64_t N,
-                                int64_t C, int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, double alpha,
-                                double beta, double k, int threads) {
-    fused<double>(z, gp, idx, nullptr, gz, N, C, H, W, K, S, size, alpha, beta, k, threads);
+                                int64_t C, int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, int64_t groups,
+                                double alpha, double beta, double k, int threads) {
+    fused<double>(z, gp, idx, nullptr, gz, N, C, H, W, K, S, size, groups, alpha, beta, k, threads);
 }
 void lrn_forward_f32(const float* x, float* y, int64_t outer, int64_t C, int64_t inner, int64_t size,
                      double alpha, double beta, double k, int threads) {
@@ -314,11 +316,11 @@ FLAG_SETS = (
 )
 _POINTER, _INT64, _DOUBLE = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 # name: (pointer arguments, int64 arguments), then alpha, beta, k (double) and the thread count (int).
-# LRN: outer, C, inner, size; relu -> LRN -> pool: N, C, H, W, K, S, size.
+# LRN: outer, C, inner, size; relu -> LRN -> pool: N, C, H, W, K, S, size, groups.
 _SIGNATURES = {
     "lrn_forward_f32": (2, 4), "lrn_forward_f64": (2, 4), "lrn_backward_f32": (3, 4), "lrn_backward_f64": (3, 4),
-    "relu_lrn_pool_forward_f32": (3, 7), "relu_lrn_pool_forward_f64": (3, 7),
-    "relu_lrn_pool_backward_f32": (4, 7), "relu_lrn_pool_backward_f64": (4, 7),
+    "relu_lrn_pool_forward_f32": (3, 8), "relu_lrn_pool_forward_f64": (3, 8),
+    "relu_lrn_pool_backward_f32": (4, 8), "relu_lrn_pool_backward_f64": (4, 8),
 }
 _library: ctypes.CDLL | None = None
 _tried = False

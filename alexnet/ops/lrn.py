@@ -6,7 +6,9 @@ The paper puts alpha on the *sum* of squares. PyTorch, Caffe and cuda-convnet pu
 *mean* (they divide it by n), so the paper's constants in PyTorch's terms are
 ``nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2)``. ``LocalResponseNorm`` here takes the
 convention as an explicit argument so every variant in the zoo states which one its source uses.
-For even n the window is torch's: n/2 channels before i, n/2 - 1 after.
+For even n the window is torch's: n/2 channels before i, n/2 - 1 after. With ``groups`` > 1 the
+channels are that many equal contiguous blocks and no window crosses a block's edge: the paper's two
+towers [3.2] each normalise their own maps (cuda-convnet2's 2-GPU cfg: rnorm1a/rnorm1b over 48 maps each).
 
 Why not ``F.local_response_norm``: it makes a dozen full passes over the activations (square, pad,
 avg_pool3d over channels, generic pow, and more backward) and on a CPU costs more than all of
@@ -43,29 +45,33 @@ def _inverse_power(scale: torch.Tensor, beta: float) -> torch.Tensor:
     return scale.pow(-beta)
 
 
-def _window_sum(t: torch.Tensor, size: int, transposed: bool = False) -> torch.Tensor:
-    """Sum of ``t`` (N, C, ...) over channels c - size//2 .. c + (size-1)//2 (zeros beyond the edges)."""
+def _window_sum(t: torch.Tensor, size: int, transposed: bool = False, groups: int = 1) -> torch.Tensor:
+    """Sum of ``t`` (N, C, ...) over channels c - size//2 .. c + (size-1)//2 (zeros beyond the edges,
+    and beyond the edges of each of ``groups`` equal blocks of channels)."""
     before, after = size // 2, (size - 1) // 2
     if transposed:
         before, after = after, before
     last = t.movedim(1, -1)                                      # (N, ..., C): contiguous if channels_last
+    if groups > 1:
+        last = last.unflatten(-1, (groups, -1))                  # (N, ..., G, C/G): each block padded alone
     windows = F.pad(last, (before, after)).unfold(-1, size, 1)   # (N, ..., C, size), a view
-    return windows.sum(-1).movedim(-1, 1)
+    sums = windows.sum(-1)
+    return (sums.flatten(-2) if groups > 1 else sums).movedim(-1, 1)
 
 
-def _scale(x: torch.Tensor, size: int, alpha: float, k: float) -> torch.Tensor:
-    return _window_sum(x * x, size).mul_(alpha).add_(k)          # k + alpha * sum of squares
+def _scale(x: torch.Tensor, size: int, alpha: float, k: float, groups: int = 1) -> torch.Tensor:
+    return _window_sum(x * x, size, groups=groups).mul_(alpha).add_(k)   # k + alpha * sum of squares
 
 
-def _forward_torch(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    return x * _inverse_power(_scale(x, size, alpha, k), beta)
+def _forward_torch(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
+    return x * _inverse_power(_scale(x, size, alpha, k, groups), beta)
 
 
 def _backward_torch(x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
-                    k: float) -> torch.Tensor:
-    scale = _scale(x, size, alpha, k)
+                    k: float, groups: int = 1) -> torch.Tensor:
+    scale = _scale(x, size, alpha, k, groups)
     inverse = _inverse_power(scale, beta)                         # s^-beta
-    spread = _window_sum((grad * x).mul_(inverse).div_(scale), size, transposed=True)
+    spread = _window_sum((grad * x).mul_(inverse).div_(scale), size, transposed=True, groups=groups)
     return (x * spread).mul_(-2 * alpha * beta).addcmul_(grad, inverse)
 
 
@@ -85,20 +91,24 @@ def _compiled_call(name: str, fn, *args):
         return fn(*args)
 
 
-def _native_layout(x: torch.Tensor) -> tuple[torch.memory_format, int, int, int]:
-    """How the CPU kernel reads ``x``: (layout, outer, C, inner), channels_last rows or NCHW planes."""
+def _native_layout(x: torch.Tensor, groups: int = 1) -> tuple[torch.memory_format, int, int, int]:
+    """How the CPU kernel reads ``x``: (layout, outer, C, inner), channels_last rows or NCHW planes.
+
+    Grouped, each block of C/G channels is a row (plane) of its own: a channels_last pixel is G rows
+    of C/G channels, an NCHW image G images of C/G planes."""
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         n, c, h, w = x.shape
-        return torch.channels_last, n * h * w, c, 1
-    return torch.contiguous_format, x.shape[0], x.shape[1], math.prod(x.shape[2:])
+        return torch.channels_last, n * h * w * groups, c // groups, 1
+    return torch.contiguous_format, x.shape[0] * groups, x.shape[1] // groups, math.prod(x.shape[2:])
 
 
 def _threads(x: torch.Tensor) -> int:
     return 1 if x.numel() < 1 << 16 else torch.get_num_threads()   # small: thread start-up would dominate
 
 
-def _forward_native(library, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    layout, outer, channels, inner = _native_layout(x)
+def _forward_native(library, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                    groups: int = 1) -> torch.Tensor:
+    layout, outer, channels, inner = _native_layout(x, groups)
     x = x.contiguous(memory_format=layout)
     y = torch.empty_like(x)
     kernel = library.lrn_forward_f32 if x.dtype == torch.float32 else library.lrn_forward_f64
@@ -107,8 +117,8 @@ def _forward_native(library, x: torch.Tensor, size: int, alpha: float, beta: flo
 
 
 def _backward_native(library, x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
-                     k: float) -> torch.Tensor:
-    layout, outer, channels, inner = _native_layout(x)
+                     k: float, groups: int = 1) -> torch.Tensor:
+    layout, outer, channels, inner = _native_layout(x, groups)
     x = x.contiguous(memory_format=layout)
     grad = grad.to(dtype=x.dtype).contiguous(memory_format=layout)
     out = torch.empty_like(x)
@@ -155,27 +165,27 @@ class _LocalResponseNormFunction(torch.autograd.Function):
     """LRN with alpha on the window sum; saves only its input for the backward."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.params = (size, alpha, beta, k)
+        ctx.params = (size, alpha, beta, k, groups)
         if _use_native(x):
-            return _forward_native(_kernel(), x, size, alpha, beta, k)
+            return _forward_native(_kernel(), x, size, alpha, beta, k, groups)
         if x.is_cuda:
-            return _compiled_call("forward", _forward_torch, x, size, alpha, beta, k)
-        return _forward_torch(x, size, alpha, beta, k)
+            return _compiled_call("forward", _forward_torch, x, size, alpha, beta, k, groups)
+        return _forward_torch(x, size, alpha, beta, k, groups)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        size, alpha, beta, k = ctx.params
+        size, alpha, beta, k, groups = ctx.params
         if _use_native(x):
-            out = _backward_native(_kernel(), x, grad, size, alpha, beta, k)
+            out = _backward_native(_kernel(), x, grad, size, alpha, beta, k, groups)
         elif x.is_cuda:
-            out = _compiled_call("backward", _backward_torch, x, grad, size, alpha, beta, k)
+            out = _compiled_call("backward", _backward_torch, x, grad, size, alpha, beta, k, groups)
         else:
-            out = _backward_torch(x, grad, size, alpha, beta, k)
-        return out, None, None, None, None
+            out = _backward_torch(x, grad, size, alpha, beta, k, groups)
+        return out, None, None, None, None, None
 
 
 def implementation(device: str | torch.device = "cpu") -> str:
@@ -186,13 +196,21 @@ def implementation(device: str | torch.device = "cpu") -> str:
     return "torch.compile (eager if compiling fails)" if kind == "cuda" else "PyTorch expressions (eager)"
 
 
-def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
-    """LRN over channels of ``x`` (N, C, ...) with ``alpha`` on the window *sum* (paper form)."""
+def local_response_norm(x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
+                        groups: int = 1) -> torch.Tensor:
+    """LRN over channels of ``x`` (N, C, ...) with ``alpha`` on the window *sum* (paper form); with
+    ``groups`` > 1 over each of that many equal contiguous blocks of channels on its own."""
     if x.dim() < 3:
         raise ValueError(f"LRN needs an input of shape (N, C, ...) with 3 or more dimensions, got {tuple(x.shape)}")
+    _check_groups(x, groups)
     if _tracing():   # jit.trace / ONNX export / torch.compile of a whole model: plain operations they can record
-        return _forward_torch(x, size, float(alpha), float(beta), float(k))
-    return _LocalResponseNormFunction.apply(x, size, float(alpha), float(beta), float(k))
+        return _forward_torch(x, size, float(alpha), float(beta), float(k), groups)
+    return _LocalResponseNormFunction.apply(x, size, float(alpha), float(beta), float(k), groups)
+
+
+def _check_groups(x: torch.Tensor, groups: int) -> None:
+    if groups != 1 and (groups < 1 or x.shape[1] % groups):
+        raise ValueError(f"LRN groups={groups} must divide the input's {x.shape[1]} channels into equal blocks")
 
 
 def _tracing() -> bool:
@@ -204,16 +222,21 @@ class LocalResponseNorm(nn.Module):
 
     ``alpha_on`` says how ``alpha`` is read: ``"sum"`` as in the paper's formula [3.3],
     ``"mean"`` as in Caffe / cuda-convnet / ``torch.nn.LocalResponseNorm`` (alpha / n on the sum).
+    ``groups``: the channels form that many equal contiguous blocks and no window crosses a block's
+    edge (2 for the paper's two towers [3.2]: each GPU normalises its own maps).
     """
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0,
-                 alpha_on: str = "sum") -> None:
+                 alpha_on: str = "sum", groups: int = 1) -> None:
         super().__init__()
         if alpha_on not in ("sum", "mean"):
             raise ValueError(f"alpha_on must be 'sum' or 'mean', got {alpha_on!r}")
         if size < 1:
             raise ValueError(f"LRN size must be >= 1, got {size}")
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"LRN groups must be an integer >= 1, got {groups!r}")
         self.size, self.alpha, self.beta, self.k, self.alpha_on = size, alpha, beta, k, alpha_on
+        self.groups = groups
 
     @property
     def alpha_sum(self) -> float:
@@ -221,10 +244,11 @@ class LocalResponseNorm(nn.Module):
         return self.alpha if self.alpha_on == "sum" else self.alpha / self.size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return local_response_norm(x, self.size, self.alpha_sum, self.beta, self.k)
+        return local_response_norm(x, self.size, self.alpha_sum, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, alpha={self.alpha:g} (on the {self.alpha_on}), beta={self.beta}, k={self.k}"
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
+        return f"size={self.size}, alpha={self.alpha:g} (on the {self.alpha_on}), beta={self.beta}, k={self.k}{groups}"
 
 
 # ---- ReLU -> LRN -> max pool in one pass: the paper's conv1 and conv2 blocks [3.3, 3.4] ---------------------
@@ -242,24 +266,24 @@ def _fusable(z: torch.Tensor, kernel: int, stride: int) -> bool:
 class _ReLULRNMaxPoolFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel: int,
-                stride: int) -> torch.Tensor:
+                stride: int, groups: int) -> torch.Tensor:
         n, c, h, w = z.shape
         ph, pw = (h - kernel) // stride + 1, (w - kernel) // stride + 1
         out = torch.empty((n, c, ph, pw), dtype=z.dtype, memory_format=torch.channels_last)
         argmax = torch.empty((n, ph, pw, c), dtype=torch.uint8)
         library = _kernel()
         kernel_fn = library.relu_lrn_pool_forward_f32 if z.dtype == torch.float32 else library.relu_lrn_pool_forward_f64
-        kernel_fn(z.data_ptr(), out.data_ptr(), argmax.data_ptr(), n, c, h, w, kernel, stride, size, alpha, beta, k,
-                  _threads(z))
+        kernel_fn(z.data_ptr(), out.data_ptr(), argmax.data_ptr(), n, c, h, w, kernel, stride, size, groups, alpha,
+                  beta, k, _threads(z))
         ctx.save_for_backward(z, argmax)
-        ctx.params = (size, alpha, beta, k, kernel, stride)
+        ctx.params = (size, alpha, beta, k, kernel, stride, groups)
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         z, argmax = ctx.saved_tensors
-        size, alpha, beta, k, kernel, stride = ctx.params
+        size, alpha, beta, k, kernel, stride, groups = ctx.params
         grad = grad.to(dtype=z.dtype).contiguous(memory_format=torch.channels_last)
         out = torch.empty_like(z)
         n, c, h, w = z.shape
@@ -267,16 +291,19 @@ class _ReLULRNMaxPoolFunction(torch.autograd.Function):
         kernel_fn = (library.relu_lrn_pool_backward_f32 if z.dtype == torch.float32
                      else library.relu_lrn_pool_backward_f64)
         kernel_fn(z.data_ptr(), grad.data_ptr(), argmax.data_ptr(), out.data_ptr(), n, c, h, w, kernel, stride, size,
-                  alpha, beta, k, _threads(z))
-        return out, None, None, None, None, None, None
+                  groups, alpha, beta, k, _threads(z))
+        return out, None, None, None, None, None, None, None
 
 
 def relu_lrn_max_pool(z: torch.Tensor, size: int, alpha: float, beta: float, k: float, kernel: int = 3,
-                      stride: int = 2) -> torch.Tensor:
-    """``max_pool2d(local_response_norm(relu(z)), kernel, stride)`` (alpha on the sum, no pool padding).
+                      stride: int = 2, groups: int = 1) -> torch.Tensor:
+    """``max_pool2d(local_response_norm(relu(z), groups=groups), kernel, stride)`` (alpha on the sum, no pool
+    padding).
 
     One fused pass each way for channels_last float CPU tensors with the compiled kernel; the three
     operations in sequence otherwise."""
     if _fusable(z, kernel, stride):
-        return _ReLULRNMaxPoolFunction.apply(z, size, float(alpha), float(beta), float(k), int(kernel), int(stride))
-    return F.max_pool2d(local_response_norm(F.relu(z), size, alpha, beta, k), kernel, stride)
+        _check_groups(z, groups)
+        return _ReLULRNMaxPoolFunction.apply(z, size, float(alpha), float(beta), float(k), int(kernel), int(stride),
+                                             int(groups))
+    return F.max_pool2d(local_response_norm(F.relu(z), size, alpha, beta, k, groups), kernel, stride)
