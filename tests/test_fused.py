@@ -54,9 +54,9 @@ def test_fused_equals_the_three_operations(dtype, shape, lrn, pool):
 @pytest.mark.parametrize("shape, groups", [((2, 12, 9, 11), 2), ((2, 12, 9, 11), 3), ((2, 12, 7, 7), 12),
                                            ((2, 96, 15, 15), 2)])
 @pytest.mark.parametrize("pool", [(3, 2), (2, 2)])
-def test_grouped_fused_equals_each_block_unfused(dtype, shape, groups, pool):
+@pytest.mark.parametrize("lrn", [(5, 1e-1, 0.75, 2.0), (4, 1e-1, 0.6, 1.0)])
+def test_grouped_fused_equals_each_block_unfused(dtype, shape, groups, pool, lrn):
     """[3.2] relu -> grouped LRN -> pool fused = the three operations on each block of C/groups channels."""
-    lrn = (5, 1e-1, 0.75, 2.0)
     z = _input(shape, dtype)
     grad = torch.randn(_unfused(z, *lrn, *pool).shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
     x = z.detach().clone().requires_grad_(True)

@@ -1,6 +1,6 @@
 """The CPU kernel behind ``alexnet.ops.lrn``: one pass over memory forward, one backward, built on first use.
 
-The C++ below needs no PyTorch headers, so the system compiler builds it in a second or two (a
+The C++ below needs no PyTorch headers, so the system compiler builds it in a few seconds (a
 ``torch.utils.cpp_extension`` build of a one-line op took 24 s here); the library is cached under
 ``~/.cache/alexnet/kernels`` (``$ALEXNET_KERNEL_CACHE`` moves it) and called through ctypes, which
 releases the GIL. Its OpenMP threads are PyTorch's own (the same libgomp). ``load()`` returns None,
@@ -36,7 +36,7 @@ namespace {
 constexpr int64_t TILE = 128;  // NCHW: pixels per block, so a block's C x TILE values stay in cache
 
 template <typename T>
-struct Lrn { int64_t C, inner, size; T alpha, beta, k; };
+struct Lrn { int64_t C, inner, size; T alpha, beta, k; int64_t G; };   // G: channel groups (rows only)
 
 template <typename T, bool B075>   // s ** -beta; 0.75 as 1 / (sqrt(s) * sqrt(sqrt(s))), no pow
 inline T inv_pow(T s, T beta) {
@@ -82,30 +82,48 @@ inline T input(T x) { return RELU && x < T(0) ? T(0) : x; }
 
 // Channels_last: one pixel's C channels are contiguous; vectorised along C. RELU: LRN of relu(x), and
 // the backward through both (no gradient where relu(x) <= 0, as torch's threshold_backward).
-template <typename T, bool B075, int SIZE, bool RELU = false>
+// GROUPED: the C channels are p.G blocks of C / G (the two towers [3.2]), each padded in the scratch rows by
+// size - 1 zeros, so no window crosses a block's edge; each pass still runs over all the pixel's channels
+// before the next reads them (rows of C / G, one after another, stall on reading just-written scratch).
+template <typename T, bool B075, int SIZE, bool RELU = false, bool GROUPED = false>
 void forward_row(const T* __restrict__ x, T* __restrict__ y, const Lrn<T> p, Scratch<T>& s) {
-    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
-    for (int64_t c = 0; c < C; ++c) { const T a = input<T, RELU>(x[c]); s.sq[size / 2 + c] = a * a; }
-    if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
-    for (int64_t c = 0; c < C; ++c)
-        y[c] = input<T, RELU>(x[c]) * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta);
+    const int64_t G = GROUPED ? p.G : 1, C = p.C / G, size = SIZE ? SIZE : p.size, at = GROUPED ? C + size - 1 : 0;
+    for (int64_t b = 0; b < G; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+            const T a = input<T, RELU>(x[b * C + c]);
+            s.sq[b * at + size / 2 + c] = a * a;
+        }
+    if (SIZE == 0) window_sums(s.sq, s.acc, (G - 1) * at + C, size, 1);
+    for (int64_t b = 0; b < G; ++b)
+        for (int64_t c = 0; c < C; ++c)
+            y[b * C + c] = input<T, RELU>(x[b * C + c])
+                * inv_pow<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, b * at + c, 1), p.beta);
 }
 
-template <typename T, bool B075, int SIZE, bool RELU = false>
+template <typename T, bool B075, int SIZE, bool RELU = false, bool GROUPED = false>
 void backward_row(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ out, const Lrn<T> p,
                   Scratch<T>& s) {
-    const int64_t C = p.C, size = SIZE ? SIZE : p.size;
+    const int64_t G = GROUPED ? p.G : 1, C = p.C / G, size = SIZE ? SIZE : p.size, at = GROUPED ? C + size - 1 : 0;
     const T coef = T(2) * p.alpha * p.beta;
-    for (int64_t c = 0; c < C; ++c) { const T a = input<T, RELU>(x[c]); s.sq[size / 2 + c] = a * a; }
-    if (SIZE == 0) window_sums(s.sq, s.acc, C, size, 1);
-    for (int64_t c = 0; c < C; ++c) {
-        T r1;
-        inv_pows<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, c, 1), p.beta, s.rb[c], r1);
-        s.tb[(size - 1) / 2 + c] = g[c] * input<T, RELU>(x[c]) * r1;
-    }
-    if (SIZE == 0) window_sums(s.tb, s.acc, C, size, 1);
-    for (int64_t c = 0; c < C; ++c)
-        out[c] = RELU && x[c] <= T(0) ? T(0) : g[c] * s.rb[c] - coef * x[c] * window<SIZE>(s.tb, s.acc, c, 1);
+    for (int64_t b = 0; b < G; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+            const T a = input<T, RELU>(x[b * C + c]);
+            s.sq[b * at + size / 2 + c] = a * a;
+        }
+    if (SIZE == 0) window_sums(s.sq, s.acc, (G - 1) * at + C, size, 1);
+    for (int64_t b = 0; b < G; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+            T r1;
+            inv_pows<T, B075>(p.k + p.alpha * window<SIZE>(s.sq, s.acc, b * at + c, 1), p.beta, s.rb[b * C + c], r1);
+            s.tb[b * at + (size - 1) / 2 + c] = g[b * C + c] * input<T, RELU>(x[b * C + c]) * r1;
+        }
+    if (SIZE == 0) window_sums(s.tb, s.acc, (G - 1) * at + C, size, 1);
+    for (int64_t b = 0; b < G; ++b)
+        for (int64_t c = 0; c < C; ++c) {
+            const int64_t i = b * C + c;
+            out[i] = RELU && x[i] <= T(0) ? T(0)
+                : g[i] * s.rb[i] - coef * x[i] * window<SIZE>(s.tb, s.acc, b * at + c, 1);
+        }
 }
 
 // Contiguous NCHW: L <= TILE pixels of C planes `inner` apart; vectorised along the pixels.
@@ -145,38 +163,41 @@ void backward_tile(const T* __restrict__ x, const T* __restrict__ g, T* __restri
 
 // Blocks split statically over the threads; each thread zeroes its scratch once.
 // Rows (inner == 1: channels_last, or a plain (N, C) input) or NCHW tiles of TILE pixels.
-template <typename T, bool B075, int SIZE>
+// GROUPED: rows only (the caller views grouped NCHW planes as more images of fewer channels).
+template <typename T, bool B075, int SIZE, bool GROUPED>
 void run(const T* x, const T* g, T* out, int64_t outer, const Lrn<T> p, int threads) {
     const bool rows = p.inner == 1;
     const int64_t tiles = rows ? 1 : (p.inner + TILE - 1) / TILE, lanes = rows ? 1 : TILE;
     #pragma omp parallel num_threads(threads)
     {
-        Scratch<T> s(p.C, p.size, lanes);
+        Scratch<T> s(GROUPED ? p.C + p.G * p.size : p.C, p.size, lanes);
         #pragma omp for schedule(static)
         for (int64_t b = 0; b < outer * tiles; ++b) {
             const int64_t t0 = (b % tiles) * TILE, at = rows ? b * p.C : b / tiles * p.C * p.inner + t0;
             const int64_t L = rows ? 1 : std::min(TILE, p.inner - t0);
-            if (g == nullptr && rows) forward_row<T, B075, SIZE>(x + at, out + at, p, s);
+            if (g == nullptr && rows) forward_row<T, B075, SIZE, false, GROUPED>(x + at, out + at, p, s);
             else if (g == nullptr) forward_tile<T, B075, SIZE>(x + at, out + at, L, p, s);
-            else if (rows) backward_row<T, B075, SIZE>(x + at, g + at, out + at, p, s);
+            else if (rows) backward_row<T, B075, SIZE, false, GROUPED>(x + at, g + at, out + at, p, s);
             else backward_tile<T, B075, SIZE>(x + at, g + at, out + at, L, p, s);
         }
     }
 }
 
 // g == nullptr: forward (out = y); otherwise backward (out = grad x). Size 5 (the paper's, Caffe's, VGG's)
-// and beta 0.75 get their own compiled versions; other values take the general loops.
+// and beta 0.75 get their own compiled versions; other values take the general loops. Grouped: the paper's
+// constants or the general loops (fewer versions to compile).
 template <typename T>
-void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner, int64_t size, double alpha,
-         double beta, double k, int threads) {
-    const Lrn<T> p{C, inner, size, T(alpha), T(beta), T(k)};
-    if (size == 5 && beta == 0.75) run<T, true, 5>(x, g, out, outer, p, threads);
-    else if (size == 5) run<T, false, 5>(x, g, out, outer, p, threads);
-    else if (beta == 0.75) run<T, true, 0>(x, g, out, outer, p, threads);
-    else run<T, false, 0>(x, g, out, outer, p, threads);
+void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner, int64_t size, int64_t groups,
+         double alpha, double beta, double k, int threads) {
+    const Lrn<T> p{C, inner, size, T(alpha), T(beta), T(k), groups};
+    if (groups > 1 && size == 5 && beta == 0.75) run<T, true, 5, true>(x, g, out, outer, p, threads);
+    else if (groups > 1) run<T, false, 0, true>(x, g, out, outer, p, threads);
+    else if (size == 5 && beta == 0.75) run<T, true, 5, false>(x, g, out, outer, p, threads);
+    else if (size == 5) run<T, false, 5, false>(x, g, out, outer, p, threads);
+    else if (beta == 0.75) run<T, true, 0, false>(x, g, out, outer, p, threads);
+    else run<T, false, 0, false>(x, g, out, outer, p, threads);
 }
 // ReLU -> LRN -> max pool (K x K, stride S, no padding), the paper's order [3.3, 3.4], channels_last only.
-// Grouped LRN (the two towers [3.2]): a pixel's C channels are C / p.C rows of p.C, each normalised alone.
 // Forward: each task is one pooled row (n, ph): it computes the K LRN rows under it (overlapping rows are
 // computed twice, which costs arithmetic, not memory), pools them and writes the pooled row and the
 // argmax within each window (0 .. K*K-1, PyTorch's scan order and tie rule: first max, NaN wins).
@@ -185,21 +206,20 @@ void lrn(const T* x, const T* g, T* out, int64_t outer, int64_t C, int64_t inner
 template <typename T>
 struct Pool { int64_t H, W, PH, PW, K, S; };
 
-template <typename T, bool B075, int SIZE>
-void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, int64_t C, const Lrn<T> p, const Pool<T> q,
-                   int threads) {
-    const int64_t row = q.W * C, lrn_rows = row / p.C;
+template <typename T, bool B075, int SIZE, bool GROUPED>
+void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, const Lrn<T> p, const Pool<T> q, int threads) {
+    const int64_t C = p.C, row = q.W * C;
     #pragma omp parallel num_threads(threads)
     {
-        Scratch<T> s(C, p.size, 1);
+        Scratch<T> s(GROUPED ? C + p.G * p.size : C, p.size, 1);
         T* rows = static_cast<T*>(std::malloc(sizeof(T) * q.K * row));
         #pragma omp for schedule(static)
         for (int64_t task = 0; task < N * q.PH; ++task) {
             const int64_t n = task / q.PH, ph = task % q.PH;
             for (int64_t i = 0; i < q.K; ++i)
-                for (int64_t r = 0; r < lrn_rows; ++r)
-                    forward_row<T, B075, SIZE, true>(z + (n * q.H + ph * q.S + i) * row + r * p.C,
-                                                     rows + i * row + r * p.C, p, s);
+                for (int64_t w = 0; w < q.W; ++w)
+                    forward_row<T, B075, SIZE, true, GROUPED>(z + (n * q.H + ph * q.S + i) * row + w * C,
+                                                              rows + i * row + w * C, p, s);
             T* o = out + (n * q.PH + ph) * q.PW * C;
             uint8_t* ix = idx + (n * q.PH + ph) * q.PW * C;
             for (int64_t pw = 0; pw < q.PW; ++pw, o += C, ix += C) {
@@ -218,13 +238,13 @@ void fused_forward(const T* z, T* out, uint8_t* idx, int64_t N, int64_t C, const
     }
 }
 
-template <typename T, bool B075, int SIZE>
-void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t N, int64_t C, const Lrn<T> p,
+template <typename T, bool B075, int SIZE, bool GROUPED>
+void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t N, const Lrn<T> p,
                     const Pool<T> q, int threads) {
-    const int64_t lrn_rows = q.W * C / p.C;
+    const int64_t C = p.C;
     #pragma omp parallel num_threads(threads)
     {
-        Scratch<T> s(C, p.size, 1);
+        Scratch<T> s(GROUPED ? C + p.G * p.size : C, p.size, 1);
         T* gy = static_cast<T*>(std::malloc(sizeof(T) * q.W * C));
         #pragma omp for schedule(static)
         for (int64_t task = 0; task < N * q.H; ++task) {
@@ -244,8 +264,8 @@ void fused_backward(const T* z, const T* gp, const uint8_t* idx, T* gz, int64_t 
                     }
             }
             const int64_t at = (n * q.H + r) * q.W * C;
-            for (int64_t r = 0; r < lrn_rows; ++r)
-                backward_row<T, B075, SIZE, true>(z + at + r * p.C, gy + r * p.C, gz + at + r * p.C, p, s);
+            for (int64_t w = 0; w < q.W; ++w)
+                backward_row<T, B075, SIZE, true, GROUPED>(z + at + w * C, gy + w * C, gz + at + w * C, p, s);
         }
         std::free(gy);
     }
@@ -255,15 +275,17 @@ template <typename T>
 void fused(const T* z, const T* gp, const uint8_t* idx_in, uint8_t* idx_out, T* out, int64_t N, int64_t C,
            int64_t H, int64_t W, int64_t K, int64_t S, int64_t size, int64_t groups, double alpha, double beta,
            double k, int threads) {
-    const Lrn<T> p{C / groups, 1, size, T(alpha), T(beta), T(k)};
+    const Lrn<T> p{C, 1, size, T(alpha), T(beta), T(k), groups};
     const Pool<T> q{H, W, (H - K) / S + 1, (W - K) / S + 1, K, S};
-#define ALEXNET_FUSED(B075, SIZE) \
-    if (gp == nullptr) fused_forward<T, B075, SIZE>(z, out, idx_out, N, C, p, q, threads); \
-    else fused_backward<T, B075, SIZE>(z, gp, idx_in, out, N, C, p, q, threads);
-    if (size == 5 && beta == 0.75) { ALEXNET_FUSED(true, 5) }
-    else if (size == 5) { ALEXNET_FUSED(false, 5) }
-    else if (beta == 0.75) { ALEXNET_FUSED(true, 0) }
-    else { ALEXNET_FUSED(false, 0) }
+#define ALEXNET_FUSED(B075, SIZE, GROUPED) \
+    if (gp == nullptr) fused_forward<T, B075, SIZE, GROUPED>(z, out, idx_out, N, p, q, threads); \
+    else fused_backward<T, B075, SIZE, GROUPED>(z, gp, idx_in, out, N, p, q, threads);
+    if (groups > 1 && size == 5 && beta == 0.75) { ALEXNET_FUSED(true, 5, true) }
+    else if (groups > 1) { ALEXNET_FUSED(false, 0, true) }
+    else if (size == 5 && beta == 0.75) { ALEXNET_FUSED(true, 5, false) }
+    else if (size == 5) { ALEXNET_FUSED(false, 5, false) }
+    else if (beta == 0.75) { ALEXNET_FUSED(true, 0, false) }
+    else { ALEXNET_FUSED(false, 0, false) }
 #undef ALEXNET_FUSED
 }
 }  // namespace
@@ -290,20 +312,20 @@ void relu_lrn_pool_backward_f64(const double* z, const double* gp, const uint8_t
     fused<double>(z, gp, idx, nullptr, gz, N, C, H, W, K, S, size, groups, alpha, beta, k, threads);
 }
 void lrn_forward_f32(const float* x, float* y, int64_t outer, int64_t C, int64_t inner, int64_t size,
-                     double alpha, double beta, double k, int threads) {
-    lrn<float>(x, nullptr, y, outer, C, inner, size, alpha, beta, k, threads);
+                     int64_t groups, double alpha, double beta, double k, int threads) {
+    lrn<float>(x, nullptr, y, outer, C, inner, size, groups, alpha, beta, k, threads);
 }
 void lrn_forward_f64(const double* x, double* y, int64_t outer, int64_t C, int64_t inner, int64_t size,
-                     double alpha, double beta, double k, int threads) {
-    lrn<double>(x, nullptr, y, outer, C, inner, size, alpha, beta, k, threads);
+                     int64_t groups, double alpha, double beta, double k, int threads) {
+    lrn<double>(x, nullptr, y, outer, C, inner, size, groups, alpha, beta, k, threads);
 }
 void lrn_backward_f32(const float* x, const float* g, float* gx, int64_t outer, int64_t C, int64_t inner,
-                      int64_t size, double alpha, double beta, double k, int threads) {
-    lrn<float>(x, g, gx, outer, C, inner, size, alpha, beta, k, threads);
+                      int64_t size, int64_t groups, double alpha, double beta, double k, int threads) {
+    lrn<float>(x, g, gx, outer, C, inner, size, groups, alpha, beta, k, threads);
 }
 void lrn_backward_f64(const double* x, const double* g, double* gx, int64_t outer, int64_t C, int64_t inner,
-                      int64_t size, double alpha, double beta, double k, int threads) {
-    lrn<double>(x, g, gx, outer, C, inner, size, alpha, beta, k, threads);
+                      int64_t size, int64_t groups, double alpha, double beta, double k, int threads) {
+    lrn<double>(x, g, gx, outer, C, inner, size, groups, alpha, beta, k, threads);
 }
 }
 """
@@ -316,9 +338,9 @@ FLAG_SETS = (
 )
 _POINTER, _INT64, _DOUBLE = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double
 # name: (pointer arguments, int64 arguments), then alpha, beta, k (double) and the thread count (int).
-# LRN: outer, C, inner, size; relu -> LRN -> pool: N, C, H, W, K, S, size, groups.
+# LRN: outer, C, inner, size, groups (channels_last rows only); relu -> LRN -> pool: N, C, H, W, K, S, size, groups.
 _SIGNATURES = {
-    "lrn_forward_f32": (2, 4), "lrn_forward_f64": (2, 4), "lrn_backward_f32": (3, 4), "lrn_backward_f64": (3, 4),
+    "lrn_forward_f32": (2, 5), "lrn_forward_f64": (2, 5), "lrn_backward_f32": (3, 5), "lrn_backward_f64": (3, 5),
     "relu_lrn_pool_forward_f32": (3, 8), "relu_lrn_pool_forward_f64": (3, 8),
     "relu_lrn_pool_backward_f32": (4, 8), "relu_lrn_pool_backward_f64": (4, 8),
 }

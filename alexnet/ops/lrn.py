@@ -91,15 +91,15 @@ def _compiled_call(name: str, fn, *args):
         return fn(*args)
 
 
-def _native_layout(x: torch.Tensor, groups: int = 1) -> tuple[torch.memory_format, int, int, int]:
-    """How the CPU kernel reads ``x``: (layout, outer, C, inner), channels_last rows or NCHW planes.
+def _native_layout(x: torch.Tensor, groups: int = 1) -> tuple[torch.memory_format, int, int, int, int]:
+    """How the CPU kernel reads ``x``: (layout, outer, C, inner, groups), channels_last rows or NCHW planes.
 
-    Grouped, each block of C/G channels is a row (plane) of its own: a channels_last pixel is G rows
-    of C/G channels, an NCHW image G images of C/G planes."""
+    Grouped channels_last rows are split into blocks inside the kernel; grouped NCHW images are read as
+    G times as many images of C/G planes."""
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         n, c, h, w = x.shape
-        return torch.channels_last, n * h * w * groups, c // groups, 1
-    return torch.contiguous_format, x.shape[0] * groups, x.shape[1] // groups, math.prod(x.shape[2:])
+        return torch.channels_last, n * h * w, c, 1, groups
+    return torch.contiguous_format, x.shape[0] * groups, x.shape[1] // groups, math.prod(x.shape[2:]), 1
 
 
 def _threads(x: torch.Tensor) -> int:
@@ -108,22 +108,23 @@ def _threads(x: torch.Tensor) -> int:
 
 def _forward_native(library, x: torch.Tensor, size: int, alpha: float, beta: float, k: float,
                     groups: int = 1) -> torch.Tensor:
-    layout, outer, channels, inner = _native_layout(x, groups)
+    layout, outer, channels, inner, groups = _native_layout(x, groups)
     x = x.contiguous(memory_format=layout)
     y = torch.empty_like(x)
     kernel = library.lrn_forward_f32 if x.dtype == torch.float32 else library.lrn_forward_f64
-    kernel(x.data_ptr(), y.data_ptr(), outer, channels, inner, size, alpha, beta, k, _threads(x))
+    kernel(x.data_ptr(), y.data_ptr(), outer, channels, inner, size, groups, alpha, beta, k, _threads(x))
     return y
 
 
 def _backward_native(library, x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
                      k: float, groups: int = 1) -> torch.Tensor:
-    layout, outer, channels, inner = _native_layout(x, groups)
+    layout, outer, channels, inner, groups = _native_layout(x, groups)
     x = x.contiguous(memory_format=layout)
     grad = grad.to(dtype=x.dtype).contiguous(memory_format=layout)
     out = torch.empty_like(x)
     kernel = library.lrn_backward_f32 if x.dtype == torch.float32 else library.lrn_backward_f64
-    kernel(x.data_ptr(), grad.data_ptr(), out.data_ptr(), outer, channels, inner, size, alpha, beta, k, _threads(x))
+    kernel(x.data_ptr(), grad.data_ptr(), out.data_ptr(), outer, channels, inner, size, groups, alpha, beta, k,
+           _threads(x))
     return out
 
 
@@ -143,13 +144,15 @@ def _kernel():
 
 
 def _agrees(library) -> bool:
-    """Both layouts, both dtypes, the specialised (n=5, beta=0.75) and the general loops, on a tiny input."""
+    """Both layouts, both dtypes, the specialised (n=5, beta=0.75) and the general loops, ungrouped and grouped,
+    on a tiny input."""
     x = torch.randn(2, 7, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     grad = torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    cases = [(7, (5, 0.3, 0.75, 1.5)), (7, (4, 0.3, 0.6, 1.5)), (6, (5, 0.3, 0.75, 1.5, 2)), (6, (3, 0.3, 0.6, 1.5, 3))]
     for dtype, rtol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
         for layout in (torch.contiguous_format, torch.channels_last):
-            xl, gl = (t.to(dtype).contiguous(memory_format=layout) for t in (x, grad))
-            for args in ((5, 0.3, 0.75, 1.5), (4, 0.3, 0.6, 1.5)):
+            for channels, args in cases:   # (size, alpha, beta, k[, groups])
+                xl, gl = (t[:, :channels].to(dtype).contiguous(memory_format=layout) for t in (x, grad))
                 if not (torch.allclose(_forward_native(library, xl, *args), _forward_torch(xl, *args), rtol=rtol)
                         and torch.allclose(_backward_native(library, xl, gl, *args),
                                            _backward_torch(xl, gl, *args), rtol=rtol, atol=rtol * 1e-2)):
