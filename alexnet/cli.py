@@ -26,7 +26,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 TRAIN_FLAGS = ("data", "data_root", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
                "out", "device", "seed", "workers", "max_steps", "train_subset", "pca_std", "label_smoothing",
-               "image_size", "crop_size", "val_fraction", "padding", "val_subset",
+               "image_size", "crop_size", "val_fraction", "padding", "val_subset", "towers",
                "loader_threads")
 
 
@@ -178,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--towers", metavar="DEV0,DEV1",
+                   help="alexnet_2012's two towers on two devices, e.g. cuda:0,cuda:1 [3.2] (inputs on the first)")
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int, help="decode workers when a photo folder is prepared")
     p.add_argument("--max-steps", type=int, help="stop (resumably) after this many optimizer steps")

@@ -45,6 +45,7 @@ class TrainConfig:
     # execution
     seed: int = 0
     device: str = "auto"
+    towers: str = ""                    # [3.2] alexnet_2012's two towers on two devices, e.g. "cuda:0,cuda:1"
     channels_last: bool = True
     amp: str = "auto"                   # auto: bf16 autocast on CUDA (fp32 for the paper recipe), off on CPU
     compile: bool = False

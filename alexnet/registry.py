@@ -26,6 +26,7 @@ class ModelInfo:
     input_sizes: tuple[int, ...] = ()    # the only valid sizes; empty = any size >= min_input_size
     min_input_size: int = 1
     notes: tuple[str, ...] = field(default_factory=tuple)
+    towers: bool = False                 # models the paper's two towers: create_model(..., towers=(dev0, dev1)) [3.2]
 
     def check_input_size(self, size: int) -> None:
         if self.input_sizes and size not in self.input_sizes:
@@ -82,6 +83,11 @@ def create_model(name: str, *, num_classes: int = 1000, in_channels: int | None 
         raise UsageError(f"in_channels must be >= 1, got {in_channels}")
     input_size = info.input_size if input_size is None else input_size
     info.check_input_size(input_size)
+    if kw.get("towers") is not None and not info.towers:
+        able = ", ".join(n for n, i in _REGISTRY.items() if i.towers)
+        raise UsageError(f"{name} does not split into two towers (towers=...); {able} models the paper's "
+                         "two-GPU split [3.2]")
+    kw = {k: v for k, v in kw.items() if k != "towers" or v is not None}
     model = info.builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kw)
     model.model_name = name
     return model

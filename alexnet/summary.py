@@ -99,19 +99,31 @@ def summary_text(name: str, *, input_size: int | None = None, in_channels: int |
     total_params = sum(p.numel() for p in model.parameters())
     total_macs = sum(r.macs for r in rows)
     activations = channels * size * size + sum(torch.Size(r.out_shape).numel() for r in rows)
+    towers = {}
+    if info.towers:   # [3.2] each layer's share on the two GPUs and where activations cross between them
+        from alexnet.models.towers import tower_plan
+        towers = {layer.name: layer.widths.replace(" on tower 0", " (tower 0)") + " *" * (layer.reads == "both")
+                  for layer in tower_plan(model)}
     what = max([44] + [len(r.kind) for r in rows])
+    split = f" {'towers 0 + 1':<17}" if towers else ""
 
-    head = f"{'layer':<22} {'what':<{what}} {'output (C x H x W)':<20} {'params':>12} {'MACs':>14}"
+    head = f"{'layer':<22} {'what':<{what}} {'output (C x H x W)':<20}{split} {'params':>12} {'MACs':>14}"
     lines = [f"{name}: {info.description}", f"source: {info.source}", "",
              head, "-" * len(head),
-             f"{'input':<22} {'':<{what}} {_shape((channels, size, size)):<20} {'':>12} {'':>14}"]
+             f"{'input':<22} {'':<{what}} {_shape((channels, size, size)):<20}{' ' * len(split)} {'':>12} {'':>14}"]
     for r in rows:
-        lines.append(f"{r.name:<22} {r.kind:<{what}} {_shape(r.out_shape):<20} {r.params:>12,} {r.macs:>14,}")
+        split = f" {towers.get(r.name, ''):<17}" if towers else ""
+        lines.append(f"{r.name:<22} {r.kind:<{what}} {_shape(r.out_shape):<20}{split} {r.params:>12,} {r.macs:>14,}")
     lines += ["-" * len(head),
               f"parameters: {total_params:,}",
               f"multiply-adds per image: {total_macs:,} ({2 * total_macs / 1e9:.2f} GFLOP forward, "
               f"about {6 * total_macs / 1e9:.1f} GFLOP per training image)",
               f"activation memory per image (fp32, forward outputs): {activations * 4 / 2**20:.1f} MiB"]
+    if towers:
+        crossing = ", ".join(n.split(".")[-1] for n, text in towers.items() if text.endswith("*"))
+        lines += [f"towers [3.2]: each GPU holds one tower's share; * reads both towers, the only layers whose "
+                  f"input crosses between the GPUs ({crossing})",
+                  "  on two devices: create_model(..., towers=('cuda:0', 'cuda:1')), alexnet train --towers cuda:0,cuda:1"]
     if info.notes:
         lines += ["", "notes (where sources disagree):"] + [f"  - {n}" for n in info.notes]
     return "\n".join(lines)

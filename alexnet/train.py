@@ -154,6 +154,16 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
         cfg = resolve_config(saved.pop("recipe"), **saved)
     if cfg.batch_size % world_size:
         raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world_size} processes")
+    towers = None
+    if cfg.towers:                           # [3.2] two towers on two devices: inputs, loss and fc8 on the first
+        from alexnet.models.towers import tower_devices
+        towers = tower_devices(cfg.towers)
+        if world_size > 1:
+            raise UsageError("--towers runs one process on two devices; it does not combine with torchrun")
+        device = towers[0]
+    if ckpt and bool(ckpt["config"].get("towers")) != bool(towers):   # momentum buffers are per parameter
+        raise UsageError(f"{out}/last.pt was trained {'with' if towers is None else 'without'} --towers; "
+                         "resume it the same way (checkpoints, not optimizer states, move between the two)")
     torch.manual_seed(cfg.seed)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if (is_main and not cfg.quiet) else (lambda *a: None)
 
@@ -186,9 +196,9 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     # ---- model and optimiser [5] ------------------------------------------------------------
     spec = ckpt["model"] if ckpt else model_spec(cfg, len(classes), channels, input_size)
     model = create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                         input_size=spec["input_size"], **spec["kwargs"])
+                         input_size=spec["input_size"], towers=towers, **spec["kwargs"])
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
+    model = model.to(memory_format=memory_format) if towers else model.to(device, memory_format=memory_format)
     # fused: one kernel per parameter for decay + momentum + update (2-5x faster optimizer step on CPU)
     optimizer = torch.optim.SGD(_decay_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov and cfg.momentum > 0, fused=True)
@@ -203,6 +213,8 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and device.type == "cuda":
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
+        if "cuda_tower1" in ckpt["rng"] and towers and towers[1].type == "cuda":
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda_tower1"], towers[1])
         log(f"resumed {out / 'last.pt'} at epoch {epoch + 1} step {start_step}" if epoch < cfg.epochs
             else f"{out / 'last.pt'} is a complete run ({epoch}/{cfg.epochs} epochs); nothing left to train")
     raw_model = model
@@ -217,7 +229,9 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                 "state_dict": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(), "position": position, "history": history, "best": best,
                 "rng": {"torch": torch.get_rng_state(),
-                        **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {})}}
+                        **({"cuda": torch.cuda.get_rng_state(device)} if device.type == "cuda" else {}),
+                        **({"cuda_tower1": torch.cuda.get_rng_state(towers[1])}
+                           if towers and towers[1].type == "cuda" and towers[1] != device else {})}}
 
     if is_main:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
