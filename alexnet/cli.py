@@ -27,7 +27,7 @@ def _summary(args: argparse.Namespace) -> int:
 TRAIN_FLAGS = ("data", "data_root", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
                "out", "device", "seed", "workers", "max_steps", "train_subset", "pca_std", "label_smoothing",
                "image_size", "crop_size", "val_fraction", "padding", "val_subset", "towers",
-               "loader_threads")
+               "loader_threads", "diagnose", "bias_lr_mult")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("train", help="train a model (no arguments: the quick recipe on Fashion-MNIST, then eval and predict)")
-    p.add_argument("--recipe", choices=["quick", "paper", "d2l"], default=None, help="named defaults (default: quick)")
+    p.add_argument("--recipe", choices=["quick", "paper", "paper-literal", "d2l"], default=None, help="named defaults (default: quick)")
     p.add_argument("--data", help="fashion-mnist, mnist, a class-folder tree, a CSV file, idx or CIFAR folder, or a prepared cache")
     p.add_argument("--data-root", help="folder holding builtin datasets (searched first)")
     p.add_argument("--model", help="a registered model (see `alexnet models`)")
@@ -186,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-subset", type=int, help="train on the first N images only (smoke tests)")
     p.add_argument("--val-subset", type=int, help="validate on the first N held-out images only")
     p.add_argument("--loader-threads", type=int, help="threads making augmented batches (default 1)")
+    p.add_argument("--bias-lr-mult", type=float,
+                   help="biases learn at this multiple of --lr (paper recipe: 2, as Krizhevsky's code and Caffe)")
+    p.add_argument("--diagnose", type=int, nargs="?", const=10, metavar="N",
+                   help="record per-layer statistics every N steps (default 10): diagnose.jsonl, TensorBoard "
+                        "scalars and histograms, a table after each epoch")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--no-ten-crop", action="store_true")
     p.add_argument("--no-channels-last", action="store_true")

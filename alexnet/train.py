@@ -25,6 +25,7 @@ from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_
 from alexnet.data import DatasetStats, ImageSet, compute_stats, open_dataset
 from alexnet.data.augment import EvalTransform, TrainTransform
 from alexnet.data.loader import BatchLoader
+from alexnet.diagnose import LayerStats, StallWatch, format_report, record_diagnosis
 from alexnet.errors import UsageError
 from alexnet.evaluate import accuracy_report, predict_probs
 from alexnet.plots import plot_curves
@@ -33,7 +34,7 @@ from alexnet.recipes import TrainConfig, resolve_config
 from alexnet.registry import create_model, model_info
 from alexnet.schedule import LRSchedule
 
-RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png")
+RUN_FILES = ("config.json", "metrics.jsonl", "diagnose.jsonl", "last.pt", "best.pt", "curves.png")
 
 
 class TrainingInterrupted(Exception):
@@ -90,13 +91,15 @@ def eval_transform(data: dict, ten_crop: bool = False) -> EvalTransform:
                          pixel_scale=data.get("pixel_scale", 1.0))
 
 
-def _decay_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    if cfg.decay_norm_and_bias:          # [5] the paper decays every weight
-        return [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": cfg.weight_decay}]
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (decay if p.dim() > 1 else no_decay).append(p)
-    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Weights, and biases/norm parameters (1-d) when they decay or learn differently; ``lr_mult`` scales lr."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.decay_norm_and_bias and cfg.bias_lr_mult == 1.0:      # [5] the paper's text: one rate, all decayed
+        return [{"params": params, "weight_decay": cfg.weight_decay, "lr_mult": 1.0}]
+    weights, biases = [p for p in params if p.dim() > 1], [p for p in params if p.dim() <= 1]
+    return [{"params": weights, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+            {"params": biases, "weight_decay": cfg.weight_decay if cfg.decay_norm_and_bias else 0.0,
+             "lr_mult": cfg.bias_lr_mult}]
 
 
 # Under DDP the ranks agree on a stop signal (an all-reduce and a host sync) every this many steps and at
@@ -200,7 +203,7 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format) if towers else model.to(device, memory_format=memory_format)
     # fused: one kernel per parameter for decay + momentum + update (2-5x faster optimizer step on CPU)
-    optimizer = torch.optim.SGD(_decay_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+    optimizer = torch.optim.SGD(_param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov and cfg.momentum > 0, fused=True)
     schedule = LRSchedule(cfg, len(loader))
     epoch, start_step, global_step, history, best = 0, 0, 0, [], {"val_top1": -1.0, "epoch": -1}
@@ -221,7 +224,7 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     step_fn = torch.compile(model) if cfg.compile else model
-    use_bf16 = device.type == "cuda" and (cfg.amp == "bf16" or (cfg.amp == "auto" and cfg.recipe != "paper"))
+    use_bf16 = device.type == "cuda" and (cfg.amp == "bf16" or (cfg.amp == "auto" and not cfg.recipe.startswith("paper")))
     eval_tf = eval_transform(data)
 
     def checkpoint(position: dict) -> dict:
@@ -239,11 +242,16 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
         writer = SummaryWriter(str(out))
     resume_hint = f"resume with: alexnet train --out {out} --resume"
     fault = os.environ.get("ALEXNET_FAULT_INJECT", "")  # tests only, see _inject_fault
+    watch = StallWatch(len(classes)) if is_main else None            # loss stuck at ln K, or blown up
+    stats = LayerStats(raw_model) if cfg.diagnose and is_main else None   # --diagnose N
+    window_loss, last_diagnosis = torch.zeros((), device=device), None
 
     # ---- the loop -----------------------------------------------------------------------------
     stop_reason = None                      # "signal" or "max_steps"
     partial = ckpt["position"].get("partial") if ckpt else None
     lr = schedule.lr_at(global_step)
+    if stats and global_step % cfg.diagnose == 0:
+        stats.arm()                              # step 0: the statistics at initialisation
     with _stop_on_signals() as signals:
         while epoch < cfg.epochs and stop_reason is None:
             model.train()
@@ -258,7 +266,7 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                     _inject_fault(fault, rank, global_step, x)
                 lr = schedule.lr_at(global_step)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_mult", 1.0)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     logits = step_fn(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -266,8 +274,21 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                     raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1} step {step}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if stats:
+                    stats.before_step()
                 optimizer.step()
+                if stats and (row := stats.after_step(global_step)):
+                    last_diagnosis = row = dict(row, loss=loss.item(), lr=lr)
+                    record_diagnosis(row, out / "diagnose.jsonl", writer, stats)
                 global_step += 1
+                window_loss += loss.detach()
+                if watch and global_step % watch.window == 0:
+                    message = watch.check(window_loss.item() / watch.window, global_step)
+                    window_loss.zero_()
+                    if message:
+                        print(f"alexnet train: warning: {message}", file=sys.stderr, flush=True)
+                if stats and global_step % cfg.diagnose == 0:
+                    stats.arm()          # the next step's forward, gradients and update are recorded
                 loss_sum += loss.detach() * len(y)
                 correct += (logits.detach().argmax(1) == y).sum()
                 seen += len(y)
@@ -322,8 +343,12 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                     f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.4f} top-5 {row['val_top5']:.4f} | "
                     f"{row['images_per_s']:.0f} img/s, {row['seconds']:.1f}s"
                     + (f" | lr divided by 10 (plateau, drop {schedule.drops})" if dropped else ""))
+                if last_diagnosis:
+                    log(format_report([last_diagnosis]))
     if is_main:
         writer.close()
+    if stats:
+        stats.remove()
     if stop_reason == "signal":
         log(f"\ninterrupted at epoch {epoch + 1}, step {global_step}: saved {out / 'last.pt'}; {resume_hint}")
         raise TrainingInterrupted(signals[0] if signals else signal.SIGTERM, resume_hint)

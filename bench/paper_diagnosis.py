@@ -41,8 +41,12 @@ VARIANTS = {
     "bias 2x lr, no decay": {"bias_lr_mult": 2.0, "decay_norm_and_bias": False},
     "cuda-convnet2 all": {"model_kwargs": CONVNET2, "bias_lr_mult": 2.0, "decay_norm_and_bias": False},
     "bias 0.1": {"model_kwargs": {"init_bias": 0.1}},
+    "fc6/fc7 bias 0.1": {"model_kwargs": {"init_bias": {"fc6": 0.1, "fc7": 0.1}}},
+    "conv bias 0.1": {"model_kwargs": {"init_bias": {"conv2": 0.1, "conv4": 0.1, "conv5": 0.1}}},
     "caffe init, bias 0.1": {"model_kwargs": {"init": "caffe", "init_bias": 0.1}},
     "paper": {"recipe": "paper"},
+    "paper, fc6/fc7 bias 0.1": {"recipe": "paper", "model_kwargs": {"init_bias": {"fc6": 0.1, "fc7": 0.1}}},
+    "paper, bias 0.1": {"recipe": "paper", "model_kwargs": {"init_bias": 0.1}},
 }
 
 

@@ -18,9 +18,14 @@ from alexnet.ops.linear import Linear
 from alexnet.ops.lrn import LocalResponseNorm, relu_lrn_max_pool
 from alexnet.registry import register_model
 
-PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0, alpha_on="sum")    # [3.3]
-CAFFE_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0, alpha_on="mean")   # bvlc_alexnet prototxt
+# LRN constants as each source states them. "sum": alpha multiplies the window's sum of squares (the paper's
+# formula [3.3]); "mean": alpha is divided by n first (cuda-convnet2's layer.py, Caffe, torch.nn).
+PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0, alpha_on="sum")    # [3.3]: 1e-4 on the sum
+CONVNET2_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0, alpha_on="mean")  # cuda-convnet2 cmrnorm: 2e-5 on the sum
+CAFFE_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=1.0, alpha_on="mean")   # bvlc_alexnet prototxt: k=1, 2e-5 on the sum
+LRN_PRESETS = {"paper": PAPER_LRN, "cuda-convnet2": CONVNET2_LRN, "caffe": CAFFE_LRN}
 BIAS_ONE_LAYERS = ("conv2", "conv4", "conv5", "fc6", "fc7")               # [5]
+INIT_SCHEMES = ("paper", "cuda-convnet2", "caffe", "xavier", "xavier-weights", "default")
 
 
 def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -33,34 +38,50 @@ class AlexNet(nn.Module):
     norm: "lrn" (paper [3.3]), "bn" (BatchNorm in place of LRN) or "none".
     pool_before_norm: CaffeNet's order (pool, then LRN) instead of the paper's (LRN, then pool).
     pool: (kernel, stride); (3, 2) is the paper's overlapping pooling [3.4], (2, 2) the usual.
-    init: "paper" [5], "caffe" (bvlc prototxt fillers), "xavier" (d2l) or "default" (PyTorch's).
+    lrn: the LRN constants, a dict for LocalResponseNorm or a preset name: "paper" [3.3], "cuda-convnet2"
+    (alpha divided by n: 2e-5 on the sum) or "caffe" (k=1, alpha divided by n).
+    norm_before_relu: layers whose LRN normalises the conv output before its ReLU (cuda-convnet2's conv1).
+    init: "paper" [5], "cuda-convnet2" (conv3-5 std 0.03), "caffe" (bvlc prototxt fillers), "xavier"
+    (xavier weights, zero biases), "xavier-weights" (d2l r0.17: xavier weights, PyTorch's default biases)
+    or "default" (PyTorch's, d2l 1.x).
     """
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, *, input_size: int = 224,
                  widths: Sequence[int] = (96, 256, 384, 384, 256), kernels: Sequence[int] = (11, 5, 3, 3, 3),
                  strides: Sequence[int] = (4, 1, 1, 1, 1), paddings: Sequence[int] = (2, 2, 1, 1, 1),
                  groups: Sequence[int] = (1, 2, 1, 2, 2), norm: str = "lrn", lrn: dict | None = None,
-                 norm_layers: Sequence[int] = (1, 2), pool_layers: Sequence[int] = (1, 2, 5),
+                 norm_layers: Sequence[int] = (1, 2), norm_before_relu: Sequence[int] = (),
+                 pool_layers: Sequence[int] = (1, 2, 5),
                  pool: tuple[int, int] = (3, 2), pool_padding: int = 0, pool_before_norm: bool = False,
                  activation: str = "relu", fc_width: int = 4096, dropout: float = 0.5,
-                 init: str = "paper", init_bias: float = 1.0) -> None:
+                 init: str = "paper", init_bias: float | dict = 1.0) -> None:
         super().__init__()
         if norm not in ("lrn", "bn", "none"):
             raise UsageError(f"norm must be lrn, bn or none, got {norm!r}")
         if activation not in ("relu", "tanh"):
             raise UsageError(f"activation must be relu or tanh, got {activation!r}")
+        if isinstance(lrn, str):
+            if lrn not in LRN_PRESETS:
+                raise UsageError(f"unknown lrn preset {lrn!r}; choose {', '.join(LRN_PRESETS)} or give a dict")
+            lrn = LRN_PRESETS[lrn]
+        if init not in INIT_SCHEMES:
+            raise UsageError(f"unknown init {init!r}; choose {', '.join(INIT_SCHEMES)}")
         act = nn.ReLU if activation == "relu" else nn.Tanh
         self.input_size = input_size
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         channels, size = in_channels, input_size
         for i, (width, k, s, p, g) in enumerate(zip(widths, kernels, strides, paddings, groups), start=1):
             layers[f"conv{i}"] = nn.Conv2d(channels, width, k, stride=s, padding=p, groups=g)
-            layers[f"relu{i}"] = act(inplace=True) if activation == "relu" else act()
+            relu = (f"relu{i}", act(inplace=True) if activation == "relu" else act())
             size = _out_size(size, k, s, p)
             blocks: list[tuple[str, nn.Module]] = []
             if i in norm_layers and norm != "none":
                 blocks.append((f"norm{i}", LocalResponseNorm(**(lrn or PAPER_LRN)) if norm == "lrn"
                                else nn.BatchNorm2d(width)))
+            if blocks and i in norm_before_relu:   # cuda-convnet2: conv1 -> LRN -> ReLU -> pool
+                layers.update(blocks)
+                blocks = []
+            layers.update([relu])
             if i in pool_layers:
                 blocks.append((f"pool{i}", nn.MaxPool2d(pool[0], stride=pool[1], padding=pool_padding)))
                 size = _out_size(size, pool[0], pool[1], pool_padding)
@@ -125,23 +146,34 @@ def _fusable_block(block: list[nn.Module]):
     return lambda x: relu_lrn_max_pool(x, norm.size, norm.alpha_sum, norm.beta, norm.k, kernel, stride, norm.groups)
 
 
-def init_weights(model: nn.Module, scheme: str, bias_value: float = 1.0) -> None:
-    """Initialise conv and linear layers by name (conv1..conv5, fc6..fc8)."""
+def init_weights(model: nn.Module, scheme: str, bias_value: float | dict = 1.0) -> None:
+    """Initialise conv and linear layers by name (conv1..conv5, fc6..fc8); see ``AlexNet`` for the schemes.
+
+    ``bias_value``: the bias of conv2, conv4, conv5, fc6 and fc7 (the others start at 0), or a dict by layer
+    name, e.g. ``{"fc6": 0.1, "fc7": 0.1}`` (unnamed layers keep the paper's 1)."""
     for name, module in model.named_modules():
         if not isinstance(module, (nn.Conv2d, nn.Linear)):
             continue
         short = name.rsplit(".", 1)[-1]
-        if scheme == "paper":      # [5] N(0, 0.01); bias 1 in conv2, conv4, conv5, fc6, fc7
-            nn.init.normal_(module.weight, 0.0, 0.01)
-            nn.init.constant_(module.bias, bias_value if short in BIAS_ONE_LAYERS else 0.0)
-        elif scheme == "caffe":    # bvlc prototxt: fc6/fc7 std 0.005, others 0.01
-            nn.init.normal_(module.weight, 0.0, 0.005 if short in ("fc6", "fc7") else 0.01)
-            nn.init.constant_(module.bias, bias_value if short in BIAS_ONE_LAYERS else 0.0)
-        elif scheme == "xavier":   # d2l: xavier_uniform_ on every conv and linear weight
+        if scheme in ("paper", "cuda-convnet2", "caffe"):
+            std = 0.01                          # [5] N(0, 0.01) ...
+            if scheme == "cuda-convnet2" and short in ("conv3", "conv4", "conv5"):
+                std = 0.03                      # layers-imagenet-2gpu-model.cfg: initW=0.03 on conv3-5
+            if scheme == "caffe" and short in ("fc6", "fc7"):
+                std = 0.005                     # bvlc prototxt: fc6/fc7 std 0.005
+            nn.init.normal_(module.weight, 0.0, std)
+            # [5] bias 1 (Caffe's bvlc_alexnet: 0.1) in conv2, conv4, conv5, fc6, fc7; 0 elsewhere
+            if short in BIAS_ONE_LAYERS:
+                value = bias_value.get(short, 1.0) if isinstance(bias_value, dict) else bias_value
+            else:
+                value = 0.0
+            nn.init.constant_(module.bias, value)
+        elif scheme in ("xavier", "xavier-weights"):
             nn.init.xavier_uniform_(module.weight)
-            nn.init.zeros_(module.bias)
+            if scheme == "xavier":
+                nn.init.zeros_(module.bias)     # xavier-weights (d2l r0.17) keeps PyTorch's default bias
         elif scheme != "default":
-            raise UsageError(f"unknown init {scheme!r}; choose paper, caffe, xavier or default")
+            raise UsageError(f"unknown init {scheme!r}; choose {', '.join(INIT_SCHEMES)}")
 
 
 PAPER_NOTES = (
@@ -221,9 +253,12 @@ def alexnet_bn(*, num_classes: int, in_channels: int, input_size: int, **kw) -> 
 @register_model("alexnet_d2l", input_size=224, input_sizes=(224,), in_channels=1, source="d2l.ai (seed 002)",
                 description="d2l's Fashion-MNIST AlexNet: 1 channel, no LRN, no groups, 6400-input fc6",
                 notes=("d2l: conv1 padding 1 on 224 gives 54x54; 5x5x256 = 6400 inputs to fc6",
-                       "no LRN, no groups; xavier init (d2l's train_ch6)"))
+                       "no LRN, no groups",
+                       "init as d2l r0.17's train_ch6: xavier_uniform_ weights, PyTorch's default biases "
+                       "U(+-1/sqrt(fan_in)) (init='xavier-weights'); d2l 1.x's init_cnn never reaches its lazy "
+                       "layers, so every parameter is PyTorch's default there: --model-kwargs '{\"init\": \"default\"}'"))
 def alexnet_d2l(*, num_classes: int, in_channels: int, input_size: int, **kw) -> AlexNet:
-    kw = dict(dict(norm="none", init="xavier"), **kw)
+    kw = dict(dict(norm="none", init="xavier-weights"), **kw)
     return AlexNet(num_classes, in_channels, input_size=input_size, paddings=(1, 2, 1, 1, 1),
                    groups=(1, 1, 1, 1, 1), **kw)
 
