@@ -158,6 +158,8 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
     if cfg.batch_size % world_size:
         raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world_size} processes")
     towers = None
+    if "towers" in cfg.model_kwargs:
+        raise UsageError("put the towers' devices in --towers DEV0,DEV1, not in --model-kwargs")
     if cfg.towers:                           # [3.2] two towers on two devices: inputs, loss and fc8 on the first
         from alexnet.models.towers import tower_devices
         towers = tower_devices(cfg.towers)

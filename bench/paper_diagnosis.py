@@ -46,7 +46,6 @@ VARIANTS = {
     "caffe init, bias 0.1": {"model_kwargs": {"init": "caffe", "init_bias": 0.1}},
     "paper": {"recipe": "paper"},
     "paper, fc6/fc7 bias 0.1": {"recipe": "paper", "model_kwargs": {"init_bias": {"fc6": 0.1, "fc7": 0.1}}},
-    "paper, bias 0.1": {"recipe": "paper", "model_kwargs": {"init_bias": 0.1}},
 }
 
 
@@ -97,9 +96,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", default=None, help="an image folder (default: bench/_data/photos-3000)")
+    parser.add_argument("--photos", choices=["colour", "grey"], default="colour",
+                        help="without --data: the 9 colour photos (photos-3000) or the 8 grey ones (photos-grey-2400)")
     parser.add_argument("--json", default=None, help="write every run's history and statistics here")
     args = parser.parse_args()
-    data = args.data or str(make_photo_folder(HERE / "_data", 3000, workers=2))
+    data = args.data or str(make_photo_folder(HERE / "_data", 3000 if args.photos == "colour" else 2400, workers=2,
+                                              source=args.photos))
     variants = args.variants or (list(VARIANTS) if args.mode == "steps" else ["literal", "paper"])
     print(machine(), file=sys.stderr)
     results = []

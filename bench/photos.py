@@ -16,11 +16,16 @@ import numpy as np
 from PIL import Image
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+# A second, unrelated set: the grey photographs and textures in scikit-image (8 classes).
+GREY_PHOTOS = ("brick", "camera", "clock", "coins", "grass", "gravel", "moon", "page")
 
 
-def source_photos() -> dict[str, np.ndarray]:
-    """The colour photographs that ship inside scikit-image and scikit-learn (no download), by name."""
+def source_photos(source: str = "colour") -> dict[str, np.ndarray]:
+    """The colour (or, source="grey", grey) photographs shipped inside scikit-image/scikit-learn, by name."""
     import skimage.data
+
+    if source == "grey":
+        return {name: getattr(skimage.data, name)() for name in GREY_PHOTOS}
     from sklearn.datasets import load_sample_images
 
     photos = {name: getattr(skimage.data, name)() for name in PHOTOS}
@@ -30,14 +35,15 @@ def source_photos() -> dict[str, np.ndarray]:
     return photos
 
 
-def class_names(classes: int | None = None) -> list[str]:
-    """The first ``classes`` source photo names in sorted order (all nine by default)."""
-    names = sorted([*PHOTOS, "china", "flower"])
+def class_names(classes: int | None = None, source: str = "colour") -> list[str]:
+    """The first ``classes`` source photo names in sorted order (all of them by default)."""
+    names = sorted(GREY_PHOTOS if source == "grey" else [*PHOTOS, "china", "flower"])
     return names if classes is None else names[:classes]
 
 
-def _write_photos(root: str, names: list[str], jobs: list[tuple[int, int, int]], short_side: tuple[int, int]) -> None:
-    photos = source_photos()
+def _write_photos(root: str, names: list[str], jobs: list[tuple[int, int, int]], short_side: tuple[int, int],
+                  source: str = "colour") -> None:
+    photos = source_photos(source)
     for index, class_index, seed in jobs:
         rng = np.random.default_rng(seed)
         image = photos[names[class_index]]
@@ -54,29 +60,31 @@ def _write_photos(root: str, names: list[str], jobs: list[tuple[int, int, int]],
 
 
 def write_photo_folder(folder: Path, files: int, *, classes: int | None = None, seed: int = 1000,
-                       short_side: tuple[int, int] = (300, 500), workers: int = 1) -> Path:
+                       short_side: tuple[int, int] = (300, 500), workers: int = 1, source: str = "colour") -> Path:
     """``files`` JPEGs in ``folder/<class>/``, classes in turn; ``seed`` + i seeds image i's crop and size."""
-    names = class_names(classes)
+    names = class_names(classes, source)
     for name in names:
         (folder / name).mkdir(parents=True, exist_ok=True)
     jobs = [(i, i % len(names), seed + i) for i in range(files)]
     workers = max(1, min(workers, files))
     if workers == 1:
-        _write_photos(str(folder), names, jobs, short_side)
+        _write_photos(str(folder), names, jobs, short_side, source)
         return folder
     chunks = [jobs[i::workers] for i in range(workers)]
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_write_photos, [str(folder)] * workers, [names] * workers, chunks, [short_side] * workers))
+        list(pool.map(_write_photos, [str(folder)] * workers, [names] * workers, chunks, [short_side] * workers,
+                      [source] * workers))
     return folder
 
 
-def make_photo_folder(root: Path, files: int, workers: int) -> Path:
-    """``root/photos-<files>``: an ImageFolder of ``files`` JPEGs in nine classes, built once and reused."""
-    folder = root / f"photos-{files}"
+def make_photo_folder(root: Path, files: int, workers: int, source: str = "colour") -> Path:
+    """``root/photos-<files>`` (nine colour classes) or ``root/photos-grey-<files>`` (eight grey ones): an
+    ImageFolder of ``files`` JPEGs, built once and reused."""
+    folder = root / (f"photos-{files}" if source == "colour" else f"photos-{source}-{files}")
     done = folder / ".complete"
     if done.exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
-    write_photo_folder(folder, files, workers=workers)
+    write_photo_folder(folder, files, workers=workers, source=source)
     done.write_text(f"{files}\n")
     return folder

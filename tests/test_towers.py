@@ -242,3 +242,10 @@ def test_cuda_towers_equal_the_grouped_model(towers):
     after = split.state_dict()
     for name, value in grouped.state_dict().items():
         torch.testing.assert_close(after[name].cpu(), value.cpu(), rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_towers_in_model_kwargs_is_refused_with_the_flag_to_use(photos, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))
+    code = main(["train", "--recipe", "paper", "--data", str(photos), "--epochs", "1", "--batch-size", "8", "--quiet",
+                 "--model-kwargs", '{"towers": ["cpu", "cpu"]}', "--towers", "cpu,cpu", "--out", str(tmp_path / "k")])
+    assert code == 2 and "--towers DEV0,DEV1" in capsys.readouterr().err

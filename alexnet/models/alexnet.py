@@ -183,6 +183,14 @@ PAPER_NOTES = (
     "[3.3] LRN after ReLU of conv1 and conv2, before pooling; [3.4] overlapping max-pool 3/2",
     "[3.2] groups=2 on conv2, conv4, conv5 (the two-GPU split); conv3 and FC see both halves",
     "[4.2] dropout 0.5 on the outputs of fc6 and fc7; [5] init N(0, 0.01), bias 1 in conv2/4/5, fc6/7",
+    "LRN conventions: alexnet_2012 takes the paper's text (alpha 1e-4 on the sum, k=2; lrn='paper'); "
+    "lrn='cuda-convnet2' is Krizhevsky's code (cmrnorm scale 1e-4 divided by n=5: 2e-5 on the sum, k=2); "
+    "alexnet_caffe and caffenet use Caffe's (k=1, alpha 1e-4 divided by n)",
+    "Krizhevsky's code also differs in: conv1's LRN before its ReLU (norm_before_relu=[1]), conv3-5 init std "
+    "0.03 (init='cuda-convnet2'), fc8 bias -7 in the 1-GPU cfg (no effect: softmax ignores a shared shift); its 2-GPU cfg also "
+    "adds a spatial contrast norm (cnorm2) after norm2, which the paper does not describe and we leave out",
+    "--recipe paper trains this net with bias 0.1 (Caffe's), 2x bias lr and no bias decay (Krizhevsky's code); "
+    "--recipe paper-literal with the text's bias 1 and one rate, which stalls at ln K (docs/paper_recipe.md)",
 )
 
 
