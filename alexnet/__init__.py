@@ -5,7 +5,8 @@ from alexnet import _memory
 _memory.configure()
 
 from alexnet.errors import UsageError
-from alexnet.registry import ModelInfo, create_model, list_models, model_info, register_model
+from alexnet.models import create_model, list_models, model_info
+from alexnet.registry import ModelInfo, register_model
 
 __version__ = "0.1.0"
 __all__ = ["UsageError", "ModelInfo", "create_model", "list_models", "model_info", "register_model", "__version__"]

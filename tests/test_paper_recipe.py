@@ -49,7 +49,7 @@ def _eval_json(capsys, *args) -> dict:
 def _check_paper_run(out: Path, train_images: int, stats_images: int) -> dict:
     """The run folder holds the paper's resolved config, the stats in the checkpoint, one metrics line."""
     config = json.loads((out / "config.json").read_text())
-    expected = {"recipe": "paper", "model": "alexnet_2012", "optimizer": "sgd", "momentum": 0.9, "nesterov": False,
+    expected = {"recipe": "paper", "model": "alexnet_2012", "momentum": 0.9, "nesterov": False,
                 "weight_decay": 5e-4, "decay_norm_and_bias": False, "bias_lr_mult": 2.0, "lr": 0.01, "schedule": "plateau",
                 "plateau_max_drops": 3, "image_size": 256, "crop_size": 224, "flip": True, "pca_std": 0.1,
                 "normalization": "mean_image", "pixel_scale": 255.0, "ten_crop": True, "label_smoothing": 0.0,
