@@ -63,7 +63,7 @@ class TrainConfig:
     train_subset: int = 0               # use only the first N training images (0 = all)
     eval_batch_size: int = 256
     val_subset: int = 0                 # validate on the first N held-out images only (0 = all)
-    loader_threads: int = 1             # threads making augmented batches (BatchLoader workers)
+    loader_threads: int = 1             # threads making augmented batches (BatchLoader threads)
     quiet: bool = False
     diagnose: int = 0                   # record per-layer statistics every N steps (0 = off; see alexnet.diagnose)
 

@@ -23,7 +23,7 @@ from torch import nn
 from alexnet import distributed
 from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
 from alexnet.data import DatasetStats, ImageSet, compute_stats, open_dataset
-from alexnet.data.augment import EvalTransform, TrainTransform
+from alexnet.data.transforms import EvalTransform, TrainTransform
 from alexnet.data.loader import BatchLoader
 from alexnet.diagnose import LayerStats, StallWatch, format_report, record_diagnosis
 from alexnet.errors import UsageError
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig | None = None, *, resume: bool = False, force: bool =
                                      pixel_scale=cfg.pixel_scale)
     loader = BatchLoader(train_set.images, train_set.labels, cfg.batch_size // world_size, transform=train_transform,
                          shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device,
-                         workers=cfg.loader_threads)
+                         threads=cfg.loader_threads)
     if len(loader) == 0:
         raise UsageError(f"{len(train_set.labels)} training images are fewer than one batch of {cfg.batch_size}; "
                          "lower --batch-size")
