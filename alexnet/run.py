@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from alexnet import distributed
-from alexnet.data.augment import EvalTransform, TrainTransform
+from alexnet.data.transforms import EvalTransform, TrainTransform
 from alexnet.data.stats import DatasetStats, compute_stats
 from alexnet.errors import UsageError
 from alexnet.models import create_model

@@ -131,7 +131,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
     loader = BatchLoader(train_set.images, train_set.labels, cfg.batch_size // world_size,
                          transform=prep.train_transform(padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std),
                          shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device,
-                         workers=cfg.loader_threads)
+                         threads=cfg.loader_threads)
     if len(loader) == 0:
         raise UsageError(f"{len(train_set.labels)} training images are fewer than one batch of {cfg.batch_size}; "
                          "lower --batch-size")

@@ -64,8 +64,8 @@ def torchvision_batches(folder: Path, batch_size: int, workers: int):
 def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int):
     """(b): prepare once (timed), then BatchLoader + TrainTransform, endless over epochs."""
     from alexnet.data import open_dataset, prepare
-    from alexnet.data.augment import TrainTransform
     from alexnet.data.loader import BatchLoader
+    from alexnet.data.transforms import TrainTransform
 
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
@@ -73,7 +73,7 @@ def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int):
     prepare_s = time.perf_counter() - start
     train = open_dataset(str(cache), "train", val_fraction=0.0, progress=False)
     transform = TrainTransform(224, flip=True, pca_std=0.1, normalization="mean_image", stats=train.stats)
-    loader = BatchLoader(train.images, train.labels, batch_size, transform=transform, seed=0, workers=workers,
+    loader = BatchLoader(train.images, train.labels, batch_size, transform=transform, seed=0, threads=workers,
                          prefetch=2 * workers)
 
     def endless():

@@ -13,7 +13,8 @@ import torch
 import alexnet.train
 from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main
-from alexnet.data.augment import Draw, TrainTransform, lighting_shift
+from alexnet.data.augment import lighting_shift
+from alexnet.data.transforms import Draw, TrainTransform
 from alexnet.recipes import resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
