@@ -9,6 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from alexnet import memory
 from alexnet.errors import UsageError
 
 
@@ -217,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    memory.configure()   # first, before torch's first allocation (this module imports no torch): see alexnet.memory
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
