@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="decode a dataset once into a fast packed cache (+ mean image, PCA)")
     p.add_argument("data", metavar="DATA", help="builtin name, image folder, CSV file, idx or CIFAR folder")
     p.add_argument("--out", required=True, metavar="CACHE", help="folder to write the cache to")
-    p.add_argument("--size", type=int, default=256,
+    p.add_argument("--image-size", "--size", dest="size", type=int, default=256,
                    help="short side rescaled to SIZE, then the central SIZExSIZE crop (paper: 256)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all CPU cores)")
     p.add_argument("--strict", action="store_true", help="stop on any bad image instead of skipping it")

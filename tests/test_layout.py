@@ -1,18 +1,23 @@
-"""The package's layout: no import cycles inside alexnet.data, no module there over MAX_LINES lines."""
+"""The package's layout: no import cycle anywhere in alexnet (function-level imports included), no module over
+MAX_LINES lines (two at about 300 are allowed a little more: see the README's layout section)."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 PACKAGE = "alexnet.data"
-ROOT = Path(__file__).resolve().parent.parent / "alexnet" / "data"
+TOP = Path(__file__).resolve().parent.parent / "alexnet"
 MAX_LINES = 300
+SLACK = 15            # "about 300": train.py and ops/lrn.py sit at ~310
 
 
-def module_names() -> dict[str, Path]:
-    """Dotted name -> file, for the package (its __init__) and each of its modules."""
-    return {PACKAGE if path.stem == "__init__" else f"{PACKAGE}.{path.stem}": path
-            for path in sorted(ROOT.glob("*.py"))}
+def module_names(root: Path = TOP) -> dict[str, Path]:
+    """Dotted name -> file, for every package (its __init__) and module under ``root``."""
+    names = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = ("alexnet", *path.relative_to(root).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
 
 
 def imported(module: str, path: Path, known: set[str]) -> set[str]:
@@ -66,19 +71,28 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_the_graph_sees_imports_of_every_kind():
     graph = import_graph()
-    assert len(graph) >= 10 and PACKAGE in graph
+    assert len(graph) >= 40 and PACKAGE in graph and "alexnet.models" in graph
+    assert "alexnet.models.towers" in graph["alexnet.summary"]                 # inside a function
     assert f"{PACKAGE}.cache" in graph[f"{PACKAGE}.resolve"]            # from alexnet.data.cache import ...
     assert f"{PACKAGE}.cache" in graph[f"{PACKAGE}.sources"]            # from alexnet.data import cache
     assert f"{PACKAGE}.stats" in graph[f"{PACKAGE}.transforms"]         # under TYPE_CHECKING
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
 
 
-def test_no_import_cycle_in_the_data_package():
+def test_no_import_cycle_in_the_package():
     graph = import_graph()
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_no_data_module_is_over_the_line_limit():
-    lengths = {path.name: len(path.read_text().splitlines()) for path in module_names().values()}
-    assert {name: n for name, n in lengths.items() if n > MAX_LINES} == {}
+def test_no_module_is_over_the_line_limit():
+    lengths = {name: len(path.read_text().splitlines()) for name, path in module_names().items()}
+    assert {name: n for name, n in lengths.items() if n > MAX_LINES + SLACK} == {}
+    assert {name: n for name, n in lengths.items() if n > MAX_LINES and name.startswith(PACKAGE)} == {}
+
+
+def test_no_function_is_over_80_lines():
+    long = {f"{name}.{node.name}": node.end_lineno - node.lineno + 1
+            for name, path in module_names().items() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80}
+    assert long == {}

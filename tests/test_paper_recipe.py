@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import alexnet.run
 import alexnet.train
 from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main
@@ -113,7 +114,7 @@ def test_paper_recipe_holds_out_val_and_applies_pca_lighting(photos, cache, tmp_
             batches.append((self, draw, out - unlit))
             return out
 
-    monkeypatch.setattr(alexnet.train, "TrainTransform", RecordingTransform)
+    monkeypatch.setattr(alexnet.run, "TrainTransform", RecordingTransform)    # what Preprocessing builds
     data, out = photos / "flat", tmp_path / "run"
     cfg = resolve_config("paper", data=str(data), epochs=1, batch_size=8, out=str(out), quiet=True)
     alexnet.train.train(cfg)

@@ -9,6 +9,7 @@ from alexnet.errors import UsageError
 from alexnet.models import alexnet, comparison  # noqa: F401  (registers every builder)
 from alexnet.models.alexnet import AlexNet
 from alexnet.models.comparison import LeNet5
+from alexnet.models.towers import TwoTowerAlexNet
 from alexnet.registry import REGISTRY, ModelInfo
 
 __all__ = ["AlexNet", "LeNet5", "create_model", "list_models", "model_info"]
@@ -40,7 +41,9 @@ def create_model(name: str, *, num_classes: int = 1000, in_channels: int | None 
         able = ", ".join(n for n, i in REGISTRY.items() if i.towers)
         raise UsageError(f"{name} does not split into two towers (towers=...); {able} models the paper's "
                          "two-GPU split [3.2]")
-    kw = {k: v for k, v in kw.items() if k != "towers" or v is not None}
+    towers = kw.pop("towers", None)
     model = info.builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kw)
+    if towers is not None:                # [3.2] the grouped network cut into two towers on two devices
+        model = TwoTowerAlexNet(model, towers)
     model.model_name = name
     return model
