@@ -62,18 +62,25 @@ inline T input(T x) { return RELU && x < T(0) ? T(0) : x; }
 
 // Channels_last: one pixel's C channels are contiguous; vectorised along C. RELU: LRN of relu(x), and
 // the backward through both (no gradient where relu(x) <= 0, as torch's threshold_backward).
-// GROUPED: the C channels are p.G blocks of C / G (the two towers [3.2]), each padded in the scratch rows by
-// size - 1 zeros, so no window crosses a block's edge; each pass still runs over all the pixel's channels
-// before the next reads them (rows of C / G, one after another, stall on reading just-written scratch).
-template <typename T, bool B075, int SIZE, bool RELU = false, bool GROUPED = false>
-void forward_row(const T* __restrict__ x, T* __restrict__ y, const Lrn<T> p, Scratch<T>& s) {
-    const int64_t G = GROUPED ? p.G : 1, C = p.C / G, size = SIZE ? SIZE : p.size, at = GROUPED ? C + size - 1 : 0;
+// A pixel's squared (ReLU'd) inputs into the zero-padded scratch rows, block after block; for SIZE == 0
+// (any size) also their window sums into acc.
+template <typename T, int SIZE, bool RELU>
+inline void squares(const T* __restrict__ x, Scratch<T>& s, int64_t G, int64_t C, int64_t size, int64_t at) {
     for (int64_t b = 0; b < G; ++b)
         for (int64_t c = 0; c < C; ++c) {
             const T a = input<T, RELU>(x[b * C + c]);
             s.sq[b * at + size / 2 + c] = a * a;
         }
     if (SIZE == 0) window_sums(s.sq, s.acc, (G - 1) * at + C, size, 1);
+}
+
+// GROUPED: the C channels are p.G blocks of C / G (the two towers [3.2]), each padded in the scratch rows by
+// size - 1 zeros, so no window crosses a block's edge; each pass still runs over all the pixel's channels
+// before the next reads them (rows of C / G, one after another, stall on reading just-written scratch).
+template <typename T, bool B075, int SIZE, bool RELU = false, bool GROUPED = false>
+void forward_row(const T* __restrict__ x, T* __restrict__ y, const Lrn<T> p, Scratch<T>& s) {
+    const int64_t G = GROUPED ? p.G : 1, C = p.C / G, size = SIZE ? SIZE : p.size, at = GROUPED ? C + size - 1 : 0;
+    squares<T, SIZE, RELU>(x, s, G, C, size, at);
     for (int64_t b = 0; b < G; ++b)
         for (int64_t c = 0; c < C; ++c)
             y[b * C + c] = input<T, RELU>(x[b * C + c])
@@ -85,12 +92,7 @@ void backward_row(const T* __restrict__ x, const T* __restrict__ g, T* __restric
                   Scratch<T>& s) {
     const int64_t G = GROUPED ? p.G : 1, C = p.C / G, size = SIZE ? SIZE : p.size, at = GROUPED ? C + size - 1 : 0;
     const T coef = T(2) * p.alpha * p.beta;
-    for (int64_t b = 0; b < G; ++b)
-        for (int64_t c = 0; c < C; ++c) {
-            const T a = input<T, RELU>(x[b * C + c]);
-            s.sq[b * at + size / 2 + c] = a * a;
-        }
-    if (SIZE == 0) window_sums(s.sq, s.acc, (G - 1) * at + C, size, 1);
+    squares<T, SIZE, RELU>(x, s, G, C, size, at);
     for (int64_t b = 0; b < G; ++b)
         for (int64_t c = 0; c < C; ++c) {
             T r1;
