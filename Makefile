@@ -27,7 +27,7 @@ data:
 	fi
 
 demo: install data
-	$(BIN)/alexnet train
+	$(BIN)/alexnet demo
 
 test: install data
 	$(BIN)/python -m pytest -q

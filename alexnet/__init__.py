@@ -1,11 +1,28 @@
-"""alexnet: AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) reproduced faithfully."""
-from alexnet import _memory
+"""alexnet: AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) reproduced faithfully.
 
-# Before torch is imported: large CPU tensors on huge pages, freed blocks reused (see _memory).
-_memory.configure()
+``import alexnet`` changes nothing in the process and imports no torch: the model-zoo names below load
+``alexnet.models`` (and torch) on first use, so the ``alexnet`` command and the benchmarks can call
+``alexnet.memory.configure()`` (the memory settings, an explicit opt-in) before torch is imported.
+"""
+from __future__ import annotations
+
+import importlib
 
 from alexnet.errors import UsageError
-from alexnet.registry import ModelInfo, create_model, list_models, model_info, register_model
 
 __version__ = "0.1.0"
-__all__ = ["UsageError", "ModelInfo", "create_model", "list_models", "model_info", "register_model", "__version__"]
+_LAZY = {"create_model": "alexnet.models", "list_models": "alexnet.models", "model_info": "alexnet.models",
+         "ModelInfo": "alexnet.registry", "register_model": "alexnet.registry"}
+__all__ = ["UsageError", *_LAZY, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'alexnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import UsageError
-from alexnet.registry import create_model
+from alexnet.run import build_model
 
 FORMAT = "alexnet-checkpoint-v1"
 
@@ -80,9 +80,7 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor
 
 def model_from_checkpoint(ckpt: dict) -> nn.Module:
     """Rebuild the model from the arguments stored in ``ckpt`` and load its weights (eval mode)."""
-    spec = ckpt["model"]
-    model = create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                         input_size=spec["input_size"], **spec.get("kwargs", {}))
+    model = build_model(ckpt["model"])
     load_state_dict_checked(model, ckpt["state_dict"])
     return model.eval()
 

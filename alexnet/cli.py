@@ -5,9 +5,11 @@ Exit codes: 0 ok, 2 bad usage or bad input, 1 runtime failure, 130/143 interrupt
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+from alexnet import memory
 from alexnet.errors import UsageError
 
 
@@ -24,35 +26,41 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAIN_FLAGS = ("data", "data_root", "model", "epochs", "batch_size", "lr", "momentum", "weight_decay", "schedule",
-               "out", "device", "seed", "workers", "max_steps", "train_subset", "pca_std", "label_smoothing",
-               "image_size", "crop_size", "val_fraction", "padding", "val_subset", "towers",
-               "loader_threads", "diagnose", "bias_lr_mult")
-
-
 def _train(args: argparse.Namespace) -> int:
     from alexnet.recipes import resolve_config
-    from alexnet.train import NonFiniteLoss, TrainingInterrupted, train
-    overrides = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k) is not None}
-    if args.model_kwargs is not None:
-        overrides["model_kwargs"] = _json_object(args.model_kwargs, "--model-kwargs")
-    for flag in ("compile", "quiet"):
-        if getattr(args, flag):
-            overrides[flag] = True
-    if args.no_ten_crop:
-        overrides["ten_crop"] = False
-    if args.no_flip:
-        overrides["flip"] = False
-    if args.no_channels_last:
-        overrides["channels_last"] = False
-    demo = args.demo
-    cfg = resolve_config(args.recipe or "quick", **overrides)
-    resume = args.resume
-    if demo and (Path(cfg.out) / "last.pt").exists():   # make demo again: continue (or just re-report) the run
+    from alexnet.run_folder import default_out, resume_config
+    overrides = {name: getattr(args, name) for name in _config_fields() if getattr(args, name) is not None}
+    if "model_kwargs" in overrides:
+        overrides["model_kwargs"] = _json_object(overrides["model_kwargs"], "--model-kwargs")
+    recipe = overrides.pop("recipe", None)
+    if args.resume:        # the run's stored config, with what this command line changes on top
+        cfg = resume_config(overrides.pop("out", None) or default_out(recipe), overrides)
+    else:
+        cfg = resolve_config(recipe or "quick", **overrides)
+    return _run_training(cfg, resume=args.resume, force=args.force)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """The embedded default: the quick recipe on Fashion-MNIST, then eval and predict; again: continue it."""
+    from alexnet.recipes import resolve_config
+    from alexnet.run_folder import resume_config
+    cfg = resolve_config("quick")
+    resume = (Path(cfg.out) / "last.pt").exists()
+    if resume:
         print(f"{cfg.out} holds an earlier demo run: continuing it (delete the folder to train from scratch)")
-        resume = True
+        cfg = resume_config(cfg.out)
+    code = _run_training(cfg, resume=resume, force=False)
+    if code == 0:
+        from alexnet.demo import after_training
+        after_training(cfg.out)
+    return code
+
+
+def _run_training(cfg, *, resume: bool, force: bool) -> int:
+    from alexnet.errors import NonFiniteLoss, TrainingInterrupted
+    from alexnet.train import train
     try:
-        result = train(cfg, resume=resume, force=args.force, overrides=overrides)
+        result = train(cfg, resume=resume, force=force)
     except TrainingInterrupted as stop:
         print(f"alexnet train: interrupted; {stop}", file=sys.stderr)
         return stop.exit_code
@@ -60,14 +68,33 @@ def _train(args: argparse.Namespace) -> int:
         print(f"alexnet train: stopped: {err}. The last good checkpoint (if any) is untouched. "
               "Try a lower --lr, or check the data for broken images or labels.", file=sys.stderr)
         return 1
-    if "stopped_at" in result:
-        return 0
-    print(f"run folder: {result['out']} (config.json, metrics.jsonl, curves.png, last.pt, best.pt, TensorBoard events)")
-    print(f"best val top-1 {result['best']['val_top1']:.4f} at epoch {result['best']['epoch']}")
-    if demo:
-        from alexnet.demo import after_training
-        after_training(result["out"])
+    if "stopped_at" not in result:
+        print(f"run folder: {result['out']} (config.json, metrics.jsonl, curves.png, last.pt, best.pt, "
+              "TensorBoard events)")
+        print(f"best val top-1 {result['best']['val_top1']:.4f} at epoch {result['best']['epoch']}")
     return 0
+
+
+def _config_fields() -> dict:
+    from alexnet.recipes import TrainConfig
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per TrainConfig field, its help from the field: --batch-size, --flip/--no-flip, ..."""
+    from alexnet.recipes import resolve_config
+    types = {"int": int, "float": float, "str": str, "str | None": str, "dict": str}
+    quick = resolve_config("quick")
+    for name, f in _config_fields().items():
+        meta = dict(f.metadata)
+        if f.type == "bool":
+            meta["action"] = argparse.BooleanOptionalAction
+        else:
+            meta["type"] = types[f.type]
+            meta.setdefault("metavar", None if "choices" in meta else name.split("_")[-1].upper())
+        if name not in ("recipe", "out"):
+            meta["help"] += f" (default: the recipe's; quick: {getattr(quick, name)})"
+        p.add_argument("--" + name.replace("_", "-"), default=None, **meta)
 
 
 def _json_object(text: str, flag: str) -> dict:
@@ -143,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="decode a dataset once into a fast packed cache (+ mean image, PCA)")
     p.add_argument("data", metavar="DATA", help="builtin name, image folder, CSV file, idx or CIFAR folder")
     p.add_argument("--out", required=True, metavar="CACHE", help="folder to write the cache to")
-    p.add_argument("--size", type=int, default=256,
+    p.add_argument("--image-size", "--size", dest="size", type=int, default=256,
                    help="short side rescaled to SIZE, then the central SIZExSIZE crop (paper: 256)")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all CPU cores)")
     p.add_argument("--strict", action="store_true", help="stop on any bad image instead of skipping it")
@@ -155,47 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default=None, help="CSV column of labels")
     p.set_defaults(func=_prepare)
 
-    p = sub.add_parser("train", help="train a model (no arguments: the quick recipe on Fashion-MNIST, then eval and predict)")
-    p.add_argument("--recipe", choices=["quick", "paper", "paper-literal", "d2l"], default=None, help="named defaults (default: quick)")
-    p.add_argument("--data", help="fashion-mnist, mnist, a class-folder tree, a CSV file, idx or CIFAR folder, or a prepared cache")
-    p.add_argument("--data-root", help="folder holding builtin datasets (searched first)")
-    p.add_argument("--model", help="a registered model (see `alexnet models`)")
-    p.add_argument("--model-kwargs", help='JSON object of model arguments, e.g. \'{"norm": "lrn"}\'')
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch (split across torchrun processes)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--schedule", choices=["plateau", "onecycle", "cosine", "constant"])
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--pca-std", type=float, help="fancy-PCA lighting strength [4.1]; 0 turns it off")
-    p.add_argument("--image-size", type=int, help="short side stored when preparing photo folders (paper: 256)")
-    p.add_argument("--crop-size", type=int, help="training/eval crop (paper: 224)")
-    p.add_argument("--padding", type=int, help="zero padding before random crops (small images)")
-    p.add_argument("--no-flip", action="store_true", help="no random horizontal flips")
-    p.add_argument("--val-fraction", type=float, help="held-out fraction of train when the data has no val split")
-    p.add_argument("--out", help="run folder (default: runs/<recipe>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from last.pt")
+    p = sub.add_parser("train", help="train a model (every flag overrides the recipe's defaults)")
+    _add_config_flags(p)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
     p.add_argument("--force", action="store_true", help="start over in an --out that already holds a run")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
-    p.add_argument("--towers", metavar="DEV0,DEV1",
-                   help="alexnet_2012's two towers on two devices, e.g. cuda:0,cuda:1 [3.2] (inputs on the first)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="decode workers when a photo folder is prepared")
-    p.add_argument("--max-steps", type=int, help="stop (resumably) after this many optimizer steps")
-    p.add_argument("--train-subset", type=int, help="train on the first N images only (smoke tests)")
-    p.add_argument("--val-subset", type=int, help="validate on the first N held-out images only")
-    p.add_argument("--loader-threads", type=int, help="threads making augmented batches (default 1)")
-    p.add_argument("--bias-lr-mult", type=float,
-                   help="biases learn at this multiple of --lr (paper recipe: 2, as Krizhevsky's code and Caffe)")
-    p.add_argument("--diagnose", type=int, nargs="?", const=10, metavar="N",
-                   help="record per-layer statistics every N steps (default 10): diagnose.jsonl, TensorBoard "
-                        "scalars and histograms, a table after each epoch")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--no-ten-crop", action="store_true")
-    p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
-    p.set_defaults(func=_train, demo=False)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("demo", help="the quick recipe on Fashion-MNIST, then eval and predict (again: continue it)")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint")
@@ -215,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--ten-crop", action="store_true")
+    p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
     p.add_argument("--json", metavar="FILE", help="write the predictions as JSON (- for stdout)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_predict)
@@ -223,10 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    memory.configure()   # first, before torch's first allocation (this module imports no torch): see alexnet.memory
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    if argv == ["train"]:   # the embedded default: quick recipe, then eval and predict
-        args.demo = True
     try:
         return args.func(args)
     except UsageError as err:

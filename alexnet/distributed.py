@@ -16,6 +16,8 @@ def world() -> tuple[int, int, int]:
 def init(device: torch.device, timeout_s: float = 120.0) -> tuple[int, int]:
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
     rank, size, _ = world()
+    if size > 1 and device.type == "cuda":
+        torch.cuda.set_device(device)      # NCCL's collectives run on the current device
     if size > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))

@@ -14,7 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.checkpoint import load_model
+from alexnet.data import open_dataset
+from alexnet.errors import UsageError
+from alexnet.plots import plot_confusion
 from alexnet.progress import Progress
+from alexnet.run import Preprocessing, resolve_device
 
 
 def _as_nchw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -82,11 +87,6 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
 
     ``ten_crop=None`` uses the checkpoint's recipe setting (``config["ten_crop"]``).
     """
-    from alexnet.checkpoint import load_model
-    from alexnet.data import open_dataset
-    from alexnet.errors import UsageError
-    from alexnet.plots import plot_confusion
-    from alexnet.train import eval_transform, resolve_device
 
     device = resolve_device(device)
     loaded = [load_model(path) for path in checkpoints]
@@ -107,7 +107,7 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
     probs = 0
     for path, (model, ckpt) in zip(checkpoints, loaded):
         model = model.to(device, memory_format=torch.channels_last)
-        probs = probs + predict_probs([model], dataset.images, eval_transform(ckpt["data"], ten_crop),
+        probs = probs + predict_probs([model], dataset.images, Preprocessing.from_dict(ckpt["data"]).eval_transform(ten_crop),
                                       batch_size=batch_size, device=device, progress=progress,
                                       desc=f"eval {os.path.basename(path)}")
     report = accuracy_report(probs / len(loaded), dataset.labels, dataset.classes)

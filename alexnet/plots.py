@@ -1,28 +1,37 @@
-"""Figures written by training and evaluation (matplotlib, no screen needed)."""
+"""Figures written by training and evaluation (matplotlib, no screen needed).
+
+Figures are built with matplotlib's object-oriented API and drawn by its Agg canvas, never through pyplot:
+no backend is chosen for the process (an application's own matplotlib backend stays as it was), and no
+figure is kept in pyplot's registry, so none needs closing.
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def _figure(figsize: tuple[float, float]) -> Figure:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)   # draws PNGs itself, whatever the process's backend
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     os.replace(tmp, path)
 
 
 def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
     """Loss, top-1 accuracy and learning rate per epoch (train and validation)."""
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig = _figure((14, 4))
+    axes = fig.subplots(1, 3)
     axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
     axes[0].set_title("loss")
@@ -45,7 +54,8 @@ def plot_confusion(confusion: np.ndarray, classes: list[str], path: str | os.Pat
     counts = confusion.astype(np.float64)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(5, 0.45 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig = _figure((size + 1, size))
+    ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if len(classes) <= 30:
         ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)

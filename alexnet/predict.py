@@ -12,7 +12,7 @@ from alexnet.checkpoint import load_model
 from alexnet.data.decode import BadImage, decode_image, is_image_file
 from alexnet.errors import UsageError
 from alexnet.evaluate import predict_probs
-from alexnet.train import eval_transform, resolve_device
+from alexnet.run import Preprocessing, resolve_device
 
 
 def expand_paths(inputs: list[str]) -> list[str]:
@@ -28,13 +28,15 @@ def expand_paths(inputs: list[str]) -> list[str]:
     return paths
 
 
-def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool = False, device: str = "auto",
+def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool | None = None, device: str = "auto",
             batch_size: int = 64) -> tuple[list[dict], list[tuple[str, str]]]:
     """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped])."""
     device = resolve_device(device)
     model, ckpt = load_model(checkpoint, map_location="cpu")
     model = model.to(device, memory_format=torch.channels_last)
     data, classes = ckpt["data"], ckpt["classes"]
+    if ten_crop is None:          # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)
+        ten_crop = bool(ckpt["config"].get("ten_crop", False))
     side = data["image_size"][0]
     images, kept, skipped = [], [], []
     for path in expand_paths(inputs):
@@ -46,7 +48,8 @@ def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool
             print(f"skipped {path}: {err}", file=sys.stderr)
     results = []
     if images:
-        probs = predict_probs([model], np.stack(images), eval_transform(data, ten_crop), batch_size=batch_size,
+        probs = predict_probs([model], np.stack(images), Preprocessing.from_dict(data).eval_transform(ten_crop),
+                              batch_size=batch_size,
                               device=device)
         values, indices = probs.topk(min(topk, len(classes)), dim=1)
         for path, vals, idxs in zip(kept, values.tolist(), indices.tolist()):

@@ -18,54 +18,67 @@ from dataclasses import dataclass, field
 from alexnet.errors import UsageError
 
 
+def _opt(default, help: str, **argparse_extra):
+    """A config field whose ``help`` (and any argparse extras) the command line's train flag is built from."""
+    kw = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**kw, metadata={"help": help, **argparse_extra})
+
+
 @dataclass
 class TrainConfig:
-    recipe: str = "quick"
-    data: str = "fashion-mnist"
-    data_root: str | None = None
-    model: str = "alexnet_small"
-    model_kwargs: dict = field(default_factory=dict)
-    out: str = "runs/quick"
-    epochs: int = 10
-    batch_size: int = 128               # global batch (split across DDP ranks)
-    optimizer: str = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    decay_norm_and_bias: bool = True    # the paper's text decays every weight; cuda-convnet2/Caffe/modern skip biases
-    bias_lr_mult: float = 1.0           # biases learn at this multiple of lr (cuda-convnet2 epsB, Caffe lr_mult: 2)
-    label_smoothing: float = 0.0
-    schedule: str = "plateau"           # plateau [5] | onecycle | cosine | constant
-    warmup_epochs: float = 0.0
-    plateau_patience: int = 4           # epochs without a better val error before lr /= 10
-    plateau_max_drops: int = 3          # [5] "three times"
+    """One flat training config. Every field is a ``alexnet train`` flag (``--batch-size`` for batch_size)."""
+    recipe: str = _opt("quick", "named defaults for every other field", choices=("quick", "paper", "paper-literal", "d2l"))
+    data: str = _opt("fashion-mnist", "fashion-mnist, mnist, a class-folder tree, a CSV file, an idx or CIFAR "
+                     "folder, or a cache made by alexnet prepare")
+    data_root: str | None = _opt(None, "folder holding builtin datasets (searched first)")
+    model: str = _opt("alexnet_small", "a registered model (see alexnet models)")
+    model_kwargs: dict = _opt(dict, "JSON object of model arguments on top of the recipe's, e.g. '{\"norm\": \"lrn\"}'")
+    out: str = _opt("runs/quick", "run folder (default: runs/<recipe>)")
+    epochs: int = _opt(10, "epochs to train")
+    batch_size: int = _opt(128, "global batch (split across torchrun processes)")
+    lr: float = _opt(0.01, "learning rate of the weights [5]")
+    momentum: float = _opt(0.9, "SGD momentum [5]")
+    nesterov: bool = _opt(False, "Nesterov momentum")
+    weight_decay: float = _opt(5e-4, "L2 weight decay [5]")
+    decay_norm_and_bias: bool = _opt(True, "decay biases and norm parameters too (the paper's text: yes; "
+                                     "cuda-convnet2, Caffe and modern recipes: no)")
+    bias_lr_mult: float = _opt(1.0, "biases learn at this multiple of --lr (cuda-convnet2 epsB, Caffe lr_mult: 2)")
+    label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    schedule: str = _opt("plateau", "lr schedule: plateau [5] (/10 when val error stops improving), onecycle, "
+                         "cosine or constant", choices=("plateau", "onecycle", "cosine", "constant"))
+    warmup_epochs: float = _opt(0.0, "linear warm-up (onecycle, cosine), in epochs")
+    plateau_patience: int = _opt(4, "epochs without a better val error before lr /= 10")
+    plateau_max_drops: int = _opt(3, "at most this many lr drops ([5]: three times)")
     # data and augmentation [4]
-    image_size: int = 256               # short side stored by prepare for photo folders
-    crop_size: int = 224                # train/eval crop (0 = the whole stored image)
-    resize_to: int = 0                  # batched resize before cropping (d2l: 28 -> 224)
-    padding: int = 0                    # pad-and-crop for small images
-    flip: bool = True
-    pca_std: float = 0.1                # [4.1] fancy PCA, alpha ~ N(0, pca_std); 0 turns it off
-    normalization: str = "mean_image"   # mean_image [4] | channel | none
-    pixel_scale: float = 1.0            # 255: network inputs in 0-255 pixel units, as the paper's init expects
-    ten_crop: bool = True               # [4] 10-view evaluation for the final test/val report
-    val_fraction: float = 0.1
+    image_size: int = _opt(256, "short side stored when a photo folder is prepared ([4]: 256)")
+    crop_size: int = _opt(224, "training/eval crop ([4]: 224; 0 = the whole stored image)")
+    resize_to: int = _opt(0, "batched resize before cropping (d2l: 28 -> 224; 0 = none)")
+    padding: int = _opt(0, "zero padding before random crops (small images)")
+    flip: bool = _opt(True, "random horizontal flips [4]")
+    pca_std: float = _opt(0.1, "fancy-PCA lighting [4.1], alpha ~ N(0, pca_std); 0 turns it off")
+    normalization: str = _opt("mean_image", "subtract the mean image [4], per-channel mean/std, or nothing",
+                              choices=("mean_image", "channel", "none"))
+    pixel_scale: float = _opt(1.0, "network inputs in these units (255: 0-255 pixels, as the paper's init expects)")
+    ten_crop: bool = _opt(True, "10-view evaluation for the eval report [4]")
+    val_fraction: float = _opt(0.1, "held-out fraction of train when the data has no val split")
     # execution
-    seed: int = 0
-    device: str = "auto"
-    towers: str = ""                    # [3.2] alexnet_2012's two towers on two devices, e.g. "cuda:0,cuda:1"
-    channels_last: bool = True
-    amp: str = "auto"                   # auto: bf16 autocast on CUDA (fp32 for the paper recipe), off on CPU
-    compile: bool = False
-    workers: int = 0                    # decode workers for implicit prepare (0 = all cores)
-    max_steps: int = 0                  # stop after this many optimizer steps (0 = no limit)
-    train_subset: int = 0               # use only the first N training images (0 = all)
-    eval_batch_size: int = 256
-    val_subset: int = 0                 # validate on the first N held-out images only (0 = all)
-    loader_threads: int = 1             # threads making augmented batches (BatchLoader workers)
-    quiet: bool = False
-    diagnose: int = 0                   # record per-layer statistics every N steps (0 = off; see alexnet.diagnose)
+    seed: int = _opt(0, "seed of the init, the data order and the held-out split")
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
+    towers: str = _opt("", "[3.2] alexnet_2012's two towers on two devices, e.g. cuda:0,cuda:1 (inputs on the first)",
+                       metavar="DEV0,DEV1")
+    channels_last: bool = _opt(True, "channels_last memory format (faster on CPU and GPU)")
+    amp: str = _opt("auto", "bf16 autocast: auto (on CUDA except the paper recipes), bf16 or off",
+                    choices=("auto", "bf16", "off"))
+    compile: bool = _opt(False, "torch.compile the model")
+    workers: int = _opt(0, "decode processes when a photo folder is prepared (0 = all cores)")
+    max_steps: int = _opt(0, "stop (resumably) after this many optimizer steps in all (0 = no limit)")
+    train_subset: int = _opt(0, "train on the first N images only (0 = all)")
+    eval_batch_size: int = _opt(256, "batch size of the per-epoch validation")
+    val_subset: int = _opt(0, "validate on the first N held-out images only (0 = all)")
+    loader_threads: int = _opt(1, "threads making augmented batches")
+    quiet: bool = _opt(False, "no progress bars or per-epoch lines")
+    diagnose: int = _opt(0, "record per-layer statistics every N steps (default N 10): diagnose.jsonl, TensorBoard "
+                         "scalars and histograms, a table after each epoch", nargs="?", const=10, metavar="N")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

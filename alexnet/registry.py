@@ -1,10 +1,10 @@
 """The model zoo's registry: names -> builders plus the metadata a user needs before building.
 
-Every builder has the signature ``builder(*, num_classes, in_channels, input_size, **kw)``.
+Every builder has the signature ``builder(*, num_classes, in_channels, input_size, **kw)``. This module only
+holds the table; ``alexnet.models`` fills it (importing every builder) and builds from it (``create_model``).
 """
 from __future__ import annotations
 
-import fnmatch
 import functools
 from dataclasses import dataclass, field
 from typing import Callable
@@ -44,54 +44,16 @@ class ModelInfo:
         return sum(p.numel() for p in model.parameters())
 
 
-_REGISTRY: dict[str, ModelInfo] = {}
+REGISTRY: dict[str, ModelInfo] = {}
 
 
 def register_model(name: str, *, input_size: int, source: str, description: str, **meta) -> Callable:
     """Decorator: register ``builder`` under ``name``; a second registration of a name is refused."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
+        if name in REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelInfo(name, builder, input_size, source, description, **meta)
+        REGISTRY[name] = ModelInfo(name, builder, input_size, source, description, **meta)
         return builder
 
     return wrap
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered model names matching a shell-style ``pattern``, in registration order."""
-    _load_zoo()
-    return [n for n in _REGISTRY if fnmatch.fnmatch(n, pattern)]
-
-
-def model_info(name: str) -> ModelInfo:
-    _load_zoo()
-    if name not in _REGISTRY:
-        raise UsageError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
-
-
-def create_model(name: str, *, num_classes: int = 1000, in_channels: int | None = None,
-                 input_size: int | None = None, **kw) -> nn.Module:
-    """Build a registered model. ``in_channels`` and ``input_size`` default to the model's own."""
-    info = model_info(name)
-    if num_classes < 1:
-        raise UsageError(f"num_classes must be >= 1, got {num_classes}")
-    in_channels = info.in_channels if in_channels is None else in_channels
-    if in_channels < 1:
-        raise UsageError(f"in_channels must be >= 1, got {in_channels}")
-    input_size = info.input_size if input_size is None else input_size
-    info.check_input_size(input_size)
-    if kw.get("towers") is not None and not info.towers:
-        able = ", ".join(n for n, i in _REGISTRY.items() if i.towers)
-        raise UsageError(f"{name} does not split into two towers (towers=...); {able} models the paper's "
-                         "two-GPU split [3.2]")
-    kw = {k: v for k, v in kw.items() if k != "towers" or v is not None}
-    model = info.builder(num_classes=num_classes, in_channels=in_channels, input_size=input_size, **kw)
-    model.model_name = name
-    return model
-
-
-def _load_zoo() -> None:
-    import alexnet.models  # noqa: F401  (registers everything on import)

@@ -1,7 +1,9 @@
-"""Learning-rate schedules with a small, saved state so resume is exact."""
+"""The optimiser's parameter groups [5] and the learning-rate schedules (a small, saved state: resume is exact)."""
 from __future__ import annotations
 
 import math
+
+from torch import nn
 
 from alexnet.recipes import TrainConfig
 
@@ -50,3 +52,14 @@ class LRSchedule:
     def load_state_dict(self, state: dict) -> None:
         self.scale, self.best = state["scale"], state["best"]
         self.bad_epochs, self.drops = state["bad_epochs"], state["drops"]
+
+
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """Weights, and biases/norm parameters (1-d) when they decay or learn differently; ``lr_mult`` scales lr."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.decay_norm_and_bias and cfg.bias_lr_mult == 1.0:      # [5] the paper's text: one rate, all decayed
+        return [{"params": params, "weight_decay": cfg.weight_decay, "lr_mult": 1.0}]
+    weights, biases = [p for p in params if p.dim() > 1], [p for p in params if p.dim() <= 1]
+    return [{"params": weights, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
+            {"params": biases, "weight_decay": cfg.weight_decay if cfg.decay_norm_and_bias else 0.0,
+             "lr_mult": cfg.bias_lr_mult}]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from alexnet.ops.lrn import LocalResponseNorm
-from alexnet.registry import create_model, model_info
+from alexnet.models import create_model, model_info
 
 
 @dataclass
@@ -131,7 +131,7 @@ def summary_text(name: str, *, input_size: int | None = None, in_channels: int |
 
 def models_text() -> str:
     """One line per registered model for ``alexnet models``."""
-    from alexnet.registry import list_models
+    from alexnet.models import list_models
     lines = [f"{'model':<22} {'params (1000 classes)':>22} {'input':>7}  description"]
     for name in list_models():
         info = model_info(name)

@@ -24,12 +24,15 @@ import time
 from itertools import islice
 from pathlib import Path
 
-import alexnet  # noqa: F401  (before torch: its memory settings precede torch's first allocation)
-import torch
-import torchvision
+from alexnet import memory
 
-from machine import load_average, machine  # bench/machine.py
-from photos import class_names, make_photo_folder  # bench/photos.py
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+from machine import load_average, machine  # noqa: E402  (bench/machine.py)
+from photos import class_names, make_photo_folder  # noqa: E402  (bench/photos.py)
 
 HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -64,8 +67,8 @@ def torchvision_batches(folder: Path, batch_size: int, workers: int):
 def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int):
     """(b): prepare once (timed), then BatchLoader + TrainTransform, endless over epochs."""
     from alexnet.data import open_dataset, prepare
-    from alexnet.data.augment import TrainTransform
     from alexnet.data.loader import BatchLoader
+    from alexnet.data.transforms import TrainTransform
 
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
@@ -73,7 +76,7 @@ def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int):
     prepare_s = time.perf_counter() - start
     train = open_dataset(str(cache), "train", val_fraction=0.0, progress=False)
     transform = TrainTransform(224, flip=True, pca_std=0.1, normalization="mean_image", stats=train.stats)
-    loader = BatchLoader(train.images, train.labels, batch_size, transform=transform, seed=0, workers=workers,
+    loader = BatchLoader(train.images, train.labels, batch_size, transform=transform, seed=0, threads=workers,
                          prefetch=2 * workers)
 
     def endless():

@@ -4,9 +4,10 @@ from __future__ import annotations
 import os
 import platform
 
-import alexnet  # noqa: F401  (before torch: its memory settings precede torch's first allocation)
 import torch
 import torchvision
+
+from alexnet import memory   # the bench scripts call memory.configure() before they import this module
 
 
 def load_average() -> str:
@@ -28,4 +29,4 @@ def machine() -> str:
     return (f"{cpu}, {os.cpu_count()} logical CPUs ({usable} usable), torch {torch.__version__} "
             f"({torch.backends.cpu.get_cpu_capability()}), torchvision {torchvision.__version__}, "
             f"{torch.get_num_threads()} torch threads, python {platform.python_version()}, "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, {alexnet._memory.mode()}")
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, {memory.mode()}")

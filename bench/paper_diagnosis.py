@@ -23,12 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import alexnet  # noqa: F401
-from alexnet.recipes import resolve_config
-from alexnet.train import train
+from alexnet import memory
 
-from machine import machine  # bench/machine.py
-from photos import make_photo_folder  # bench/photos.py
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+
+from alexnet.recipes import resolve_config  # noqa: E402
+from alexnet.train import train  # noqa: E402
+
+from machine import machine  # noqa: E402  (bench/machine.py)
+from photos import make_photo_folder  # noqa: E402  (bench/photos.py)
 
 HERE = Path(__file__).resolve().parent
 CONVNET2 = {"lrn": "cuda-convnet2", "init": "cuda-convnet2", "norm_before_relu": [1]}

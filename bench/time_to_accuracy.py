@@ -17,7 +17,11 @@ import sys
 import tempfile
 import time
 
-from machine import load_average, machine  # bench/machine.py
+from alexnet import memory
+
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+
+from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 
 
 def run_once(recipe: str, extra: list[str]) -> dict:

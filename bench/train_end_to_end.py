@@ -36,14 +36,17 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import alexnet  # noqa: F401  (before torch: its memory settings precede torch's first allocation)
-import torch
-import torch.nn.functional as F
-import torchvision
-from torch.optim.optimizer import register_optimizer_step_post_hook
+from alexnet import memory
 
-from machine import load_average, machine  # bench/machine.py
-from photos import class_names, make_photo_folder  # bench/photos.py
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import torchvision  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
+
+from machine import load_average, machine  # noqa: E402  (bench/machine.py)
+from photos import class_names, make_photo_folder  # noqa: E402  (bench/photos.py)
 
 HERE = Path(__file__).resolve().parent
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

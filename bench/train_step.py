@@ -21,14 +21,18 @@ import statistics
 import time
 from typing import Callable
 
-import alexnet  # noqa: F401  (before torch: its memory settings precede torch's first allocation)
-import torch
-import torchvision
-from torch import nn
+from alexnet import memory
 
-from alexnet.ops import linear as linear_ops, lrn as lrn_ops
-from alexnet.summary import layer_table
-from machine import machine  # bench/machine.py
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+
+import alexnet  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
+
+from alexnet.ops import linear as linear_ops, lrn as lrn_ops  # noqa: E402
+from alexnet.summary import layer_table  # noqa: E402
+from machine import machine  # noqa: E402  (bench/machine.py)
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 3) -> float:

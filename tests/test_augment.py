@@ -7,10 +7,11 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from alexnet.data.augment import (Draw, EvalTransform, TrainTransform, center_crop, crop_at, normalize,
-                                  pca_lighting, random_crop, random_flip, resize, ten_crop, to_float)
+from alexnet.data.augment import center_crop, crop_at, resize, ten_crop, to_float
 from alexnet.data.stats import compute_stats
+from alexnet.data.transforms import Draw, EvalTransform, TrainTransform
 from alexnet.errors import UsageError
+from augment_reference import from_config, normalize, pca_lighting, random_crop, random_flip
 
 CL = torch.channels_last
 
@@ -112,7 +113,7 @@ def test_normalize_subtracts_the_mean_image_at_the_crop_offsets():
         np.testing.assert_allclose(out[b].permute(1, 2, 0).numpy(), full[b, top:top + 16, left:left + 16], atol=1e-6)
     chw = normalize(x, mean.transpose(2, 0, 1), std=[0.5, 0.25, 2.0])     # (C, H, W) mean image, and a std
     np.testing.assert_allclose(chw.permute(0, 2, 3, 1).numpy(), full / [0.5, 0.25, 2.0], atol=1e-5)
-    with pytest.raises(UsageError, match="offsets"):
+    with pytest.raises(ValueError, match="offsets"):
         normalize(crops, mean)
 
 
@@ -188,18 +189,18 @@ def test_train_resize_resizes_the_mean_image_too():
 def test_transforms_pickle_and_build_from_config(stats):
     _, x = batch()
     config = {"crop_size": 16, "padding": 1, "pca_std": 0.1, "normalization": "channel", "lr": 0.01}
-    transform = TrainTransform.from_config(config, stats)
+    transform = from_config(TrainTransform, config, stats)
     transform(x, gen(0))                                   # fills the per-device cache
     clone = pickle.loads(pickle.dumps(transform))
     assert torch.equal(clone(x, gen(11)), transform(x, gen(11)))
-    assert EvalTransform.from_config(config, stats).crop_size == 16
+    assert from_config(EvalTransform, config, stats).crop_size == 16
 
 
 def test_errors_say_what_to_do(stats):
     _, x = batch()
     with pytest.raises(UsageError, match="resize"):
         TrainTransform(32, stats=stats)(x, gen(0))
-    with pytest.raises(UsageError, match="statistics"):
+    with pytest.raises(ValueError, match="statistics"):
         TrainTransform(16)
     with pytest.raises(UsageError, match="normalization"):
         EvalTransform(16, normalization="imagenet", stats=stats)
@@ -232,3 +233,17 @@ def test_cropping_from_the_dataset_by_index_equals_cropping_the_gathered_batch(s
     index = torch.tensor([7, 2, 2, 9, 0])
     transform = TrainTransform(16, padding=padding, pca_std=0.1, stats=stats)
     assert torch.equal(transform(x, gen(13), index=index), transform(x[index], gen(13)))
+
+
+def test_misuse_is_a_value_error_and_bad_user_input_a_usage_error(stats):
+    _, x = batch()
+    for build in (lambda: TrainTransform(16), lambda: TrainTransform(16, normalization="none", pca_std=0.1),
+                  lambda: crop_at(x[:2], torch.zeros(3, 2, dtype=torch.long), 8), lambda: center_crop(x, 32)):
+        with pytest.raises(ValueError) as err:
+            build()
+        assert not isinstance(err.value, UsageError)
+    with pytest.raises(UsageError, match="crop size 32 is larger than the 20x20 images"):
+        EvalTransform(32, stats=stats)(x)                   # the recipe's crop does not fit the user's images
+    grey = compute_stats(batch(4, 20, channels=1)[0])
+    with pytest.raises(UsageError, match="mean image does not match"):
+        EvalTransform(16, stats=grey)(x)                    # statistics of other data

@@ -11,7 +11,8 @@ import alexnet
 from alexnet.cli import main
 from alexnet.diagnose import LayerStats, StallWatch, activation_stats
 from alexnet.recipes import resolve_config
-from alexnet.train import _param_groups, train
+from alexnet.schedule import param_groups as _param_groups
+from alexnet.train import train
 
 SMALL = dict(train_subset=256, batch_size=64, epochs=1, val_subset=128, quiet=True)
 

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -18,9 +19,9 @@ def _env():
     return dict(os.environ, OMP_NUM_THREADS="1")
 
 
-def _torchrun(nproc, *args, env=None, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "alexnet", *args]
+def _torchrun(nproc, *args, env=None, timeout=300, fault=None):
+    target = [str(Path(__file__).parent / "fault_driver.py"), fault] if fault else ["-m", "alexnet"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *target, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env or _env(), timeout=timeout)
 
 
@@ -39,10 +40,9 @@ def test_two_ranks_equal_one_process_with_double_batch(fashion, tmp_path):
 
 
 def test_a_failing_rank_ends_every_rank_quickly(fashion, tmp_path):
-    env = dict(_env(), ALEXNET_FAULT_INJECT="raise,rank=1,step=2")
     start = time.time()
     done = _torchrun(2, *FLAGS, "--data", fashion, "--batch-size", "64", "--out", str(tmp_path / "fail"),
-                     env=env, timeout=240)
+                     timeout=240, fault="raise,rank=1,step=2")
     assert done.returncode != 0
     assert "injected fault on rank 1" in done.stderr
     assert time.time() - start < 240

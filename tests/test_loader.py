@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.data.augment import TrainTransform
 from alexnet.data.loader import BatchLoader
 from alexnet.data.stats import compute_stats
-from alexnet.errors import UsageError
+from alexnet.data.transforms import TrainTransform
 
 N = 50
 
@@ -51,9 +50,9 @@ def test_batches_are_float_channels_last_and_deterministic_given_the_seed(data):
 def test_worker_threads_give_the_same_batches_and_leave_torch_threads_alone(data):
     threads = torch.get_num_threads()
     one = batches(loader(data, seed=5).iterate(1))
-    assert_same(one, batches(loader(data, seed=5, workers=3, prefetch=4).iterate(1)))
+    assert_same(one, batches(loader(data, seed=5, threads=3, prefetch=4).iterate(1)))
     assert_same(one, batches(loader(data, seed=5, transform=loader(data).transform, in_memory_bytes=0,
-                                    workers=2).iterate(1)))
+                                    threads=2).iterate(1)))
     assert torch.get_num_threads() == threads
 
 
@@ -156,11 +155,11 @@ def test_stopping_early_does_not_hang_and_stops_the_thread(data):
 
 def test_bad_arguments_are_explained(data):
     images, labels, _ = data
-    with pytest.raises(UsageError, match="uint8"):
+    with pytest.raises(TypeError, match="uint8"):
         BatchLoader(images.astype(np.float32), labels, 8, transform=None)
-    with pytest.raises(UsageError, match="labels"):
+    with pytest.raises(ValueError, match="labels"):
         BatchLoader(images, labels[:-1], 8, transform=None)
-    with pytest.raises(UsageError, match="rank"):
+    with pytest.raises(ValueError, match="rank"):
         BatchLoader(images, labels, 8, transform=None, rank=2, world_size=2)
 
 

@@ -1,5 +1,6 @@
 """LRN [3.3]: the fused operation against the paper's formula written as a loop, and against PyTorch's."""
 import copy
+import importlib.resources
 import re
 import subprocess
 import sys
@@ -290,6 +291,38 @@ def test_kernel_builds_into_a_fresh_cache(monkeypatch, tmp_path):
     library = _lrn_cpu.load()
     assert library is not None and lrn_ops._agrees(library)
     assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+
+
+def test_kernel_source_ships_as_package_data():
+    """The C++ is a file of the package, read through importlib.resources (as from an installed wheel)."""
+    cpp = importlib.resources.files("alexnet.ops").joinpath("lrn_cpu.cpp")
+    assert cpp.is_file() and _lrn_cpu.SOURCE_NAME == cpp.name
+    text = cpp.read_text(encoding="utf-8")
+    assert _lrn_cpu._source() == text
+    for name in _lrn_cpu._SIGNATURES:   # every function load() binds is defined there
+        assert re.search(rf"\bvoid {name}\(", text), name
+
+
+def test_kernel_build_compiles_the_source_it_reads(monkeypatch, tmp_path):
+    """The cache key hashes the text the build reads, and the compiler gets exactly that text (no compiler runs:
+    it is stood in for, and the source reader is swapped, never the file)."""
+    monkeypatch.setenv("ALEXNET_KERNEL_CACHE", str(tmp_path))
+    compiled = []
+
+    def compiler(command, **kwargs):
+        compiled.append(Path(next(a for a in command if a.endswith(".cpp"))).read_text(encoding="utf-8"))
+        Path(command[command.index("-o") + 1]).write_bytes(b"a library")
+
+    monkeypatch.setattr(_lrn_cpu.subprocess, "run", compiler)
+    flags = list(_lrn_cpu.FLAG_SETS[0])
+    shipped = _lrn_cpu._build(["c++"], flags)
+    edited_text = _lrn_cpu._source() + "\n// edited\n"
+    monkeypatch.setattr(_lrn_cpu, "_source", lambda: edited_text)
+    edited = _lrn_cpu._build(["c++"], flags)
+    assert shipped.parent == edited.parent == tmp_path and shipped != edited
+    assert compiled == [importlib.resources.files("alexnet.ops").joinpath("lrn_cpu.cpp").read_text(), edited_text]
+    assert _lrn_cpu._build(["c++"], flags) == edited and len(compiled) == 2   # cached: not compiled again
+    assert _lrn_cpu._build(["c++"], flags[:-1]) != edited                      # the flags are in the key too
 
 
 @pytest.mark.slow

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+import alexnet.run
 import alexnet.train
 from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main
-from alexnet.data.augment import Draw, TrainTransform, lighting_shift
+from alexnet.data.augment import lighting_shift
+from alexnet.data.transforms import Draw, TrainTransform
 from alexnet.recipes import resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
@@ -49,7 +51,7 @@ def _eval_json(capsys, *args) -> dict:
 def _check_paper_run(out: Path, train_images: int, stats_images: int) -> dict:
     """The run folder holds the paper's resolved config, the stats in the checkpoint, one metrics line."""
     config = json.loads((out / "config.json").read_text())
-    expected = {"recipe": "paper", "model": "alexnet_2012", "optimizer": "sgd", "momentum": 0.9, "nesterov": False,
+    expected = {"recipe": "paper", "model": "alexnet_2012", "momentum": 0.9, "nesterov": False,
                 "weight_decay": 5e-4, "decay_norm_and_bias": False, "bias_lr_mult": 2.0, "lr": 0.01, "schedule": "plateau",
                 "plateau_max_drops": 3, "image_size": 256, "crop_size": 224, "flip": True, "pca_std": 0.1,
                 "normalization": "mean_image", "pixel_scale": 255.0, "ten_crop": True, "label_smoothing": 0.0,
@@ -112,7 +114,7 @@ def test_paper_recipe_holds_out_val_and_applies_pca_lighting(photos, cache, tmp_
             batches.append((self, draw, out - unlit))
             return out
 
-    monkeypatch.setattr(alexnet.train, "TrainTransform", RecordingTransform)
+    monkeypatch.setattr(alexnet.run, "TrainTransform", RecordingTransform)    # what Preprocessing builds
     data, out = photos / "flat", tmp_path / "run"
     cfg = resolve_config("paper", data=str(data), epochs=1, batch_size=8, out=str(out), quiet=True)
     alexnet.train.train(cfg)

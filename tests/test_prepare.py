@@ -10,7 +10,7 @@ from PIL import Image
 
 from alexnet.cli import main
 from alexnet.data import DatasetStats, compute_stats, open_dataset, prepare
-from alexnet.data import cache, stats
+from alexnet.data import cache, preparation, stats
 from alexnet.data.decode import decode_image
 from alexnet.errors import UsageError
 from data_fixtures import idx_folder, photo_folder, save
@@ -96,20 +96,20 @@ def test_prepared_stats_are_of_the_train_split(tmp_path):
 
 def test_an_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
     root = photo_folder(tmp_path / "photos", per_class=3)
-    real = cache._write_split
+    real = preparation._write_split
 
     def write_then_die(*args, **kw):
         real(*args, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cache, "_write_split", write_then_die)
+    monkeypatch.setattr(preparation, "_write_split", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         prepare(str(root), str(tmp_path / "cache"), size=8, workers=0, progress=False)
     assert not (tmp_path / "cache").exists()
     assert [p for p in os.listdir(tmp_path) if p.startswith(".cache.tmp")] == []
-    monkeypatch.setattr(cache, "_write_split", real)                # an old cache survives a failed rebuild
+    monkeypatch.setattr(preparation, "_write_split", real)                # an old cache survives a failed rebuild
     prepare(str(root), str(tmp_path / "cache"), size=8, workers=0, progress=False)
-    monkeypatch.setattr(cache, "_write_split", write_then_die)
+    monkeypatch.setattr(preparation, "_write_split", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         prepare(str(root), str(tmp_path / "cache"), size=12, workers=0, progress=False)
     assert open_dataset(str(tmp_path / "cache"), val_fraction=0, progress=False).images.shape == (9, 8, 8, 3)
@@ -176,3 +176,21 @@ def test_out_inside_the_data_and_empty_splits_are_refused(tmp_path):
     (tmp_path / "photos" / "val" / "cat").mkdir(parents=True)
     with pytest.raises(UsageError, match="the val split of .* has no images"):
         open_dataset(str(tmp_path / "photos"), "val", cache_dir=str(tmp_path / "c"), progress=False)
+
+
+def test_the_cache_reader_is_strict_when_opening_and_lenient_when_prepare_looks_for_reuse(tmp_path):
+    root = photo_folder(tmp_path / "photos", per_class=2)
+    out = tmp_path / "cache"
+    prepare(str(root), str(out), size=8, workers=0, progress=False)
+    assert cache.read_metadata(str(out))["format_version"] == cache.FORMAT_VERSION
+    metadata = out / cache.CACHE_METADATA
+    for text, problem in (("{not json", "damaged cache metadata"), ("[1, 2]", "damaged cache metadata"),
+                          ('{"format_version": 0}', "cache format 0, this alexnet reads 1")):
+        metadata.write_text(text)
+        assert cache.read_metadata(str(out), required=False) is None
+        with pytest.raises(UsageError, match=problem):
+            cache.read_metadata(str(out))
+        with pytest.raises(UsageError, match=problem):
+            open_dataset(str(out), progress=False)
+    assert not prepare(str(root), str(out), size=8, workers=0, progress=False).reused   # rebuilt in place
+    assert open_dataset(str(out), val_fraction=0, progress=False).images.shape == (6, 8, 8, 3)

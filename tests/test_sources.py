@@ -12,7 +12,7 @@ import pytest
 from alexnet.cli import main
 from alexnet.data import FASHION_MNIST_CLASSES, ImageSet, open_dataset
 from alexnet.data import builtin
-from alexnet.data.resolve import holdout_count, holdout_order
+from alexnet.data.holdout import holdout_count, holdout_order
 from alexnet.errors import UsageError
 from data_fixtures import cifar10_folder, idx_folder, photo_folder, save, write_idx
 

@@ -3,7 +3,7 @@ import subprocess
 import sys
 
 from alexnet.cli import main
-from alexnet.registry import create_model
+from alexnet.models import create_model
 from alexnet.summary import layer_table, summary_text
 
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from alexnet.checkpoint import load_checkpoint
 from alexnet.cli import main
 from alexnet.recipes import resolve_config
+from alexnet.run_folder import resume_config
 from alexnet.train import train
 
 SMALL = dict(train_subset=1024, batch_size=64, epochs=2, val_subset=1000, quiet=True)
@@ -76,7 +78,7 @@ def test_exact_resume_is_bit_identical(fashion, tmp_path, stop_at):
     assert straight["best"]["epoch"] >= 1
     assert train(resolve_config("quick", data=fashion, out=str(tmp_path / "b"), max_steps=stop_at, **SMALL))["stopped_at"] == stop_at
     assert load_checkpoint(tmp_path / "b" / "last.pt")["position"]["global_step"] == stop_at
-    train(resolve_config("quick", data=fashion, out=str(tmp_path / "b"), **SMALL), resume=True, overrides={"max_steps": 0})
+    train(resume_config(tmp_path / "b", {"max_steps": 0}), resume=True)
     _assert_identical(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
     a, b = load_checkpoint(tmp_path / "a" / "last.pt"), load_checkpoint(tmp_path / "b" / "last.pt")
     assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
@@ -126,8 +128,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(fashion, tmp_path):
     out = tmp_path / "run"
     flags = ["train", "--data", fashion, "--train-subset", "1024", "--batch-size", "64", "--epochs", "3", "--quiet",
              "--out", str(out)]
-    env = dict(os.environ, ALEXNET_FAULT_INJECT="nan,step=20")   # inside epoch 2 (16 steps per epoch)
-    done = subprocess.run(_cli(*flags), capture_output=True, text=True, env=env)
+    fault = [sys.executable, str(Path(__file__).parent / "fault_driver.py"), "nan,step=20"]   # epoch 2 (16 steps each)
+    done = subprocess.run(fault + flags, capture_output=True, text=True)
     assert done.returncode == 1, done.stderr
     assert "lower --lr" in done.stderr and "step" in done.stderr
     ckpt = load_checkpoint(out / "last.pt")

@@ -4,7 +4,7 @@
     report = prepare("photos/", "photos.cache")           # decode once into a memory-mappable cache
 """
 from alexnet.data.builtin import FASHION_MNIST_CLASSES
-from alexnet.data.cache import PrepareReport, prepare
+from alexnet.data.preparation import PrepareReport, prepare
 from alexnet.data.sources import ImageSet, open_dataset
 from alexnet.data.stats import DatasetStats, compute_stats
 

@@ -1,21 +1,18 @@
-"""``alexnet prepare``: decode every image once into a packed, memory-mappable cache.
+"""The cache format of ``alexnet prepare``: its file names, the one reader, and the writer's pieces.
 
 Cache format (a folder, FORMAT_VERSION 1):
   <split>_images.npy   uint8 (N, H, W, C), one per split present (train, and val/test when the source has them)
   <split>_labels.npy   int64 (N,)
   alexnet-cache.json   classes, source, split sizes, shape, skipped items with reasons, train statistics
                        (DatasetStats.to_dict()), the input's fingerprint, the options, the format version.
-When the source has no val split, train rows are stored in a seeded, class-stratified order whose LAST
-round(fraction * N) rows are the held-out validation set for any fraction (see resolve.holdout_order),
-so both parts are slices of one memory map. Statistics are over the whole train split.
+When the source has no val split, train rows are stored in the order of ``holdout.stored_order``: the
+LAST ``holdout_count(N, fraction)`` rows are the held-out validation set for any fraction, so both parts
+are slices of one memory map. Statistics are over the whole train split.
 
-Image shape rule: when every image has the same size and fits in size x size (28x28 digits, 32x32
-CIFAR), images are stored as they are; otherwise each is rescaled so its short side is ``size`` and
-centre-cropped to size x size [4] (smaller photos are upscaled). Channels: 1 when every image is greyscale, else 3,
-unless ``channels`` forces it.
-
-The cache is written to a temporary folder next to ``out`` and renamed into place at the end, so an
-interrupted prepare leaves nothing at ``out``; a second prepare of unchanged input reuses the cache.
+A cache is written into a temporary folder next to its destination (``staging``) and renamed into
+place at the end, so an interrupted write leaves nothing there; ``locked`` keeps two processes from
+writing one cache at once. What goes into a cache (decoding, the shape rule, reuse) is
+alexnet.data.preparation's business; this module knows only how a cache is laid out.
 """
 from __future__ import annotations
 
@@ -24,240 +21,106 @@ import json
 import os
 import shutil
 import tempfile
-import time
-from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
-from alexnet.data.decode import convert_channels, fit_arrays
-from alexnet.data.listing import Listing, list_csv, list_image_folder
-from alexnet.data.parallel import decode_chunk, probe_chunk, run_chunks
-from alexnet.data.resolve import (CACHE_METADATA, Arrays, Source, fingerprint, holdout_order, load_arrays,
-                                  resolve_source, source_files)
-from alexnet.data.stats import compute_stats
 from alexnet.errors import UsageError
 
 FORMAT_VERSION = 1
-SHOWN_SKIPPED = 20         # skipped items listed in a summary; all of them are in the metadata
+CACHE_METADATA = "alexnet-cache.json"
 
 
-@dataclass
-class PrepareReport:
-    """What prepare did: counts per split, skipped items, where the arrays are, and how long it took."""
-
-    out: str
-    source: str
-    counts: dict[str, int]
-    shape: tuple[int, int, int]                                    # (H, W, C)
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path or item, reason)
-    paths: dict[str, str] = field(default_factory=dict)            # split -> images .npy
-    reused: bool = False
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        verb = "reused the existing cache (input unchanged)" if self.reused else "prepared"
-        h, w, c = self.shape
-        lines = [f"{verb}: {self.out}", f"  source: {self.source}",
-                 "  images: " + ", ".join(f"{s} {n:,}" for s, n in self.counts.items()) + f" of {h}x{w}x{c}",
-                 f"  skipped: {len(self.skipped)}"]
-        lines += [f"    {item}: {reason}" for item, reason in self.skipped[:SHOWN_SKIPPED]]
-        if len(self.skipped) > SHOWN_SKIPPED:
-            lines.append(f"    ... and {len(self.skipped) - SHOWN_SKIPPED} more (all in {CACHE_METADATA})")
-        lines.append(f"  time: {self.seconds:.1f} s")
-        return "\n".join(lines)
-
-    __str__ = summary
+def images_path(folder: str, split: str) -> str:
+    return os.path.join(folder, f"{split}_images.npy")
 
 
-def prepare(spec: str, out: str, *, size: int = 256, workers: int | None = None, strict: bool = False,
-            channels: int | None = None, seed: int = 0, data_root: str | None = None,
-            image_column: str | None = None, label_column: str | None = None, progress: bool = True) -> PrepareReport:
-    """Decode the source ``spec`` once into a cache folder ``out`` (see the module docstring).
+def labels_path(folder: str, split: str) -> str:
+    return os.path.join(folder, f"{split}_labels.npy")
 
-    strict: any bad item stops the run (UsageError listing them all) and nothing is left at ``out``.
+
+def is_cache(folder: str) -> bool:
+    """Whether ``folder`` holds a cache (its metadata file; readable or not)."""
+    return os.path.isfile(os.path.join(folder, CACHE_METADATA))
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+def read_metadata(folder: str, *, required: bool = True) -> dict | None:
+    """The metadata of the cache in ``folder``, or what to do when there is none usable.
+
+    A metadata file that is missing, unreadable, not a JSON object, or of another format version is
+    "no usable cache". ``required=True`` (opening a cache to read it): that is a UsageError naming the
+    problem and saying to run ``alexnet prepare`` again. ``required=False`` (prepare deciding whether
+    what is at its destination can be reused): that is None, never an error.
     """
-    source = resolve_source(spec, data_root, progress=progress)
-    if source.kind == "cache":
-        raise UsageError(f"{spec} is already a cache made by `alexnet prepare`; use it directly (--data {spec})")
-    return prepare_source(source, out, size=size, workers=workers, strict=strict, channels=channels, seed=seed,
-                          image_column=image_column, label_column=label_column, progress=progress)
+    path = os.path.join(folder, CACHE_METADATA)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        if not required:
+            return None
+        raise UsageError(f"{path}: damaged cache metadata ({err}); run `alexnet prepare` again") from None
+    if not isinstance(meta, dict):
+        if not required:
+            return None
+        raise UsageError(f"{path}: damaged cache metadata (a JSON {type(meta).__name__}, not an object); run "
+                         f"`alexnet prepare` again")
+    if meta.get("format_version") != FORMAT_VERSION:
+        if not required:
+            return None
+        raise UsageError(f"{folder}: cache format {meta.get('format_version')}, this alexnet reads "
+                         f"{FORMAT_VERSION}; run `alexnet prepare` again")
+    return meta
 
 
-def check_options(size: int, channels: int | None, workers: int | None) -> None:
-    if size < 1:
-        raise UsageError(f"--size must be a positive number of pixels, got {size}")
-    if channels not in (None, 1, 3):
-        raise UsageError(f"--channels must be 1 or 3, got {channels}")
-    if workers is not None and workers < 0:
-        raise UsageError(f"--workers must be >= 0, got {workers}")
+def load_split(folder: str, meta: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images memory-mapped read-only, labels) of a stored split, checked against ``meta``; UsageError if damaged."""
+    images_file, labels_file = images_path(folder, split), labels_path(folder, split)
+    try:
+        images = np.load(images_file, mmap_mode="r")
+        labels = np.load(labels_file)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{folder}: damaged cache, cannot read the {split} arrays ({err}); run `alexnet "
+                         f"prepare` again") from None
+    expected = (meta["splits"][split], *meta["shape"])
+    if images.shape != expected or images.dtype != np.uint8 or labels.shape != (expected[0],):
+        raise UsageError(f"{images_file}: damaged cache: {images.dtype} {images.shape} and {labels.shape} labels, "
+                         f"the metadata says uint8 {expected}; run `alexnet prepare` again")
+    return images, labels
 
 
-def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | None = None, strict: bool = False,
-                   channels: int | None = None, seed: int = 0, image_column: str | None = None,
-                   label_column: str | None = None, progress: bool = True) -> PrepareReport:
-    """``prepare`` for an already resolved source (open_dataset uses this for folders and CSV files)."""
-    check_options(size, channels, workers)
-    start = time.perf_counter()
-    out = os.path.abspath(out)
-    data: Listing | Arrays | None = None
-    if source.kind == "folder":
-        data = list_image_folder(source.path)
-    elif source.kind == "csv":
-        data = list_csv(source.path, image_column, label_column)
-    photos = data is not None
-    files = ([p for items in data.splits.values() for p, _ in items] + data.extra_files) if photos \
-        else source_files(source)
-    if source.kind == "folder" and _inside(out, source.path):
-        raise UsageError(f"--out {out} is inside the data folder {source.path}; it would be read as a class "
-                         f"folder next time. Choose a folder outside it")
-    options = {"size": size, "channels": channels, "seed": seed,
-               "image_column": image_column, "label_column": label_column}
-    input_fingerprint = fingerprint(files)
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    with _lock(out):
-        meta = _metadata_or_none(out)
-        if meta and meta["fingerprint"] == input_fingerprint and _same_result(meta, options):
-            report = report_from_metadata(out, meta, reused=True, seconds=time.perf_counter() - start)
-            check_strict(report.skipped, strict, out, "the existing cache was made without --strict")
-            return report
-        _check_replaceable(out)
-        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
-        os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from the rest of a team
-        try:
-            if photos:
-                written = _write_photos(data, tmp, size=size, channels=channels, seed=seed,
-                                        workers=(os.cpu_count() or 1) if workers is None else workers,
-                                        progress=progress)
-            else:
-                data = load_arrays(source)
-                written = _write_arrays(data, tmp, size=size, channels=channels, seed=seed)
-            check_strict(written["skipped"], strict, source.path)
-            stats = compute_stats(np.load(os.path.join(tmp, "train_images.npy"), mmap_mode="r"))
-            meta = {"format": "alexnet-cache", "format_version": FORMAT_VERSION, "source": data.description,
-                    "kind": source.kind, "path": source.path, "classes": list(data.classes), **written,
-                    "fingerprint": input_fingerprint, "options": options,
-                    "seconds": round(time.perf_counter() - start, 3)}
-            text = json.dumps(meta, indent=1)[:-2] + ',\n "stats": ' + json.dumps(stats.to_dict()) + "\n}\n"
-            with open(os.path.join(tmp, CACHE_METADATA), "w") as f:
-                f.write(text)
-            _install(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return report_from_metadata(out, meta, reused=False, seconds=time.perf_counter() - start)
+# ---- writing -------------------------------------------------------------------------------
+
+def save_split(folder: str, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Store a split held in memory."""
+    np.save(images_path(folder, split), np.ascontiguousarray(images))
+    np.save(labels_path(folder, split), labels.astype(np.int64))
 
 
-def _same_result(meta: dict, options: dict) -> bool:
-    """Whether the cache described by ``meta`` is what ``options`` would produce from the same input.
+class SplitWriter:
+    """A split written row by row into a memory-mapped ``<split>_images.npy`` of ``capacity`` rows;
+    ``close`` cuts off the rows never written and stores the labels. Returns the rows kept."""
 
-    Compared by outcome: a 28x28 dataset prepared with size 256 or 28 is the same cache, and so is
-    channels=None (auto) and channels=1 when every image is grey.
-    """
-    stored = meta["options"]
-    if any(stored.get(k) != options[k] for k in ("seed", "image_column", "label_column")):
-        return False
-    channels = options["channels"] or (1 if meta["grey"] else 3)
-    native, size = meta["native_shape"], options["size"]
-    height, width = native if native and max(native) <= size else (size, size)
-    return [height, width, channels] == list(meta["shape"])
+    def __init__(self, folder: str, split: str, capacity: int, shape: tuple[int, int, int]) -> None:
+        self.path, self.labels_path = images_path(folder, split), labels_path(folder, split)
+        self.capacity = capacity
+        self.images: np.memmap | None = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8,
+                                                                  shape=(capacity, *shape))
+        self.labels: list[int] = []
 
+    def append(self, image: np.ndarray, label: int) -> None:
+        self.images[len(self.labels)] = image
+        self.labels.append(label)
 
-def check_strict(skipped: list, strict: bool, where: str, note: str = "nothing was written") -> None:
-    """With strict, any skipped item is an error listing them all."""
-    if strict and skipped:
-        listed = "\n".join(f"  {item}: {reason}" for item, reason in skipped)
-        raise UsageError(f"{where}: {len(skipped)} bad item(s), and --strict is set ({note}):\n{listed}\n"
-                         f"Fix or remove them, or run without --strict to skip them.")
-
-
-def report_from_metadata(out: str, meta: dict, *, reused: bool, seconds: float) -> PrepareReport:
-    return PrepareReport(out, meta["source"], dict(meta["splits"]), tuple(meta["shape"]),
-                         [tuple(s) for s in meta["skipped"]],
-                         {s: os.path.join(out, f"{s}_images.npy") for s in meta["splits"]}, reused, seconds)
-
-
-def _write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int) -> dict:
-    native = list(data.splits["train"][0].shape[1:3])
-    splits = {s: (fit_arrays(convert_channels(images, channels or images.shape[-1]), size), labels)
-              for s, (images, labels) in data.splits.items()}
-    holdout = "val" not in splits
-    if holdout:
-        images, labels = splits["train"]
-        order = holdout_order(labels, seed)[::-1]
-        splits["train"] = (images[order], labels[order])
-    for split, (images, labels) in splits.items():
-        np.save(os.path.join(tmp, f"{split}_images.npy"), np.ascontiguousarray(images))
-        np.save(os.path.join(tmp, f"{split}_labels.npy"), labels.astype(np.int64))
-    shape = splits["train"][0].shape[1:]
-    return {"splits": {s: len(v[1]) for s, v in splits.items()}, "shape": list(shape), "skipped": [],
-            "holdout": {"seed": seed} if holdout else None, "grey": data.splits["train"][0].shape[-1] == 1,
-            "native_shape": native}
-
-
-def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, seed: int, workers: int,
-                  progress: bool) -> dict:
-    skipped = list(data.skipped)
-    entries = [(split, path, label) for split, items in data.splits.items() for path, label in items]
-    probes = run_chunks(probe_chunk, [path for _, path, _ in entries], (), workers, "checking", progress)
-    usable: dict[str, list[tuple[str, int]]] = {split: [] for split in data.splits}
-    shapes, all_grey = set(), True
-    with contextlib.closing(probes):
-        for (split, path, label), probe in zip(entries, probes):
-            if isinstance(probe, str):
-                skipped.append((path, probe))
-                continue
-            usable[split].append((path, label))
-            shapes.add((probe.height, probe.width))
-            all_grey &= probe.grey
-    if not usable["train"]:
-        raise UsageError(f"{data.description}: no usable training images ({len(skipped)} skipped"
-                         + (f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "") + ")")
-    if len(shapes) == 1 and max(next(iter(shapes))) <= size:
-        (height, width), resize = next(iter(shapes)), None          # small images of one size: as they are
-    else:
-        (height, width), resize = (size, size), size                # short side to size, central crop [4]
-    shape = (height, width, channels or (1 if all_grey else 3))
-    holdout = "val" not in usable
-    if holdout:
-        order = holdout_order(np.array([label for _, label in usable["train"]]), seed)[::-1]
-        usable["train"] = [usable["train"][i] for i in order]
-    counts = {}
-    for split, items in usable.items():
-        counts[split], bad = _write_split(tmp, split, items, shape, resize, workers, progress)
-        skipped += bad
-    if counts["train"] == 0:
-        raise UsageError(f"{data.description}: none of the training images could be decoded "
-                         f"(e.g. {skipped[-1][0]}: {skipped[-1][1]})")
-    return {"splits": counts, "shape": list(shape), "skipped": [list(s) for s in skipped],
-            "holdout": {"seed": seed} if holdout else None, "grey": all_grey,
-            "native_shape": list(next(iter(shapes))) if len(shapes) == 1 else None}
-
-
-def _write_split(tmp: str, split: str, items: list[tuple[str, int]], shape: tuple[int, int, int],
-                 resize: int | None, workers: int, progress: bool) -> tuple[int, list[tuple[str, str]]]:
-    """Decode ``items`` in order into ``tmp/<split>_images.npy``; returns (rows written, skipped)."""
-    path = os.path.join(tmp, f"{split}_images.npy")
-    images = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(len(items), *shape))
-    labels, bad, n = [], [], 0
-    results = run_chunks(decode_chunk, [p for p, _ in items], (shape[2], resize), workers, f"decoding {split}",
-                          progress)
-    with contextlib.closing(results):
-        for (item, label), result in zip(items, results):
-            if isinstance(result, str):
-                bad.append((item, result))
-            elif result.shape != shape:
-                bad.append((item, f"decoded to {result.shape}, expected {shape} (its header size was wrong)"))
-            else:
-                images[n] = result
-                labels.append(label)
-                n += 1
-    images.flush()
-    del images
-    if n < len(items):
-        _shrink_npy(path, n)
-    np.save(os.path.join(tmp, f"{split}_labels.npy"), np.asarray(labels, dtype=np.int64))
-    return n, bad
+    def close(self) -> int:
+        self.images.flush()
+        self.images = None                      # unmapped before the file is cut
+        if len(self.labels) < self.capacity:
+            _shrink_npy(self.path, len(self.labels))
+        np.save(self.labels_path, np.asarray(self.labels, dtype=np.int64))
+        return len(self.labels)
 
 
 def _shrink_npy(path: str, rows: int) -> None:
@@ -276,25 +139,37 @@ def _shrink_npy(path: str, rows: int) -> None:
         f.truncate(data_start + rows * int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
 
 
-def _metadata_or_none(folder: str) -> dict | None:
-    try:
-        with open(os.path.join(folder, CACHE_METADATA)) as f:
-            meta = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return meta if isinstance(meta, dict) and meta.get("format_version") == FORMAT_VERSION else None
+def write_metadata(folder: str, fields: dict, stats: dict) -> dict:
+    """Write the metadata file: the format keys, ``fields``, then ``stats`` on one line. Returns the metadata."""
+    meta = {"format": "alexnet-cache", "format_version": FORMAT_VERSION, **fields}
+    text = json.dumps(meta, indent=1)[:-2] + ',\n "stats": ' + json.dumps(stats) + "\n}\n"
+    with open(os.path.join(folder, CACHE_METADATA), "w") as f:
+        f.write(text)
+    return meta
 
 
-def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) == os.path.realpath(folder)
-
-
-def _check_replaceable(out: str) -> None:
+def check_replaceable(out: str) -> None:
+    """UsageError unless ``out`` is absent, an empty folder or a cache: the writer never replaces anything else."""
     if os.path.isfile(out):
         raise UsageError(f"--out {out} is a file; give a folder path for the cache")
-    if os.path.isdir(out) and os.listdir(out) and not os.path.isfile(os.path.join(out, CACHE_METADATA)):
+    if os.path.isdir(out) and os.listdir(out) and not is_cache(out):
         raise UsageError(f"--out {out} exists and is not an alexnet cache; refusing to overwrite it, "
                          f"choose a new folder")
+
+
+@contextlib.contextmanager
+def staging(out: str) -> Iterator[str]:
+    """A temporary folder next to ``out`` to write a cache into: on success it replaces ``out``
+    (an old cache there included), on any error or interrupt it is removed and ``out`` is untouched."""
+    check_replaceable(out)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from the rest of a team
+    try:
+        yield tmp
+        _install(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _install(tmp: str, out: str) -> None:
@@ -309,7 +184,7 @@ def _install(tmp: str, out: str) -> None:
 
 
 @contextlib.contextmanager
-def _lock(out: str) -> Iterator[None]:
+def locked(out: str) -> Iterator[None]:
     """An exclusive lock on ``out`` between processes (torchrun ranks opening one folder): one prepares."""
     try:
         import fcntl

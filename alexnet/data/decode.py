@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -153,10 +154,21 @@ def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
     return luma.astype(np.uint8)[..., None]
 
 
+def shape_rule(native: Sequence[int] | None, size: int) -> tuple[tuple[int, int], int | None]:
+    """The shape rule: ((H, W) stored, the ``size`` to rescale to, or None to keep the pixels as they are).
+
+    Images that all have one size ``native`` (H, W) that fits in size x size (28x28 digits, 32x32 CIFAR)
+    are kept as they are; otherwise (``native`` None: sizes differ) each is rescaled so its short side
+    is ``size`` and centre-cropped to size x size [4] (smaller photos are upscaled).
+    """
+    if native is not None and max(native[0], native[1]) <= size:
+        return (int(native[0]), int(native[1])), None
+    return (size, size), size
+
+
 def fit_arrays(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (N, H, W, C) images by the shape rule: as they are when they fit in size x size, else each
-    rescaled so its short side is ``size`` and centre-cropped [4]."""
-    if max(images.shape[1:3]) <= size:
+    """uint8 (N, H, W, C) images of one size by ``shape_rule``: as they are, or each rescaled and centre-cropped."""
+    if shape_rule(images.shape[1:3], size)[1] is None:
         return images
     squeeze = images.shape[-1] == 1
     out = np.empty((len(images), size, size, images.shape[-1]), np.uint8)

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from alexnet.data.augment import to_float
-from alexnet.errors import UsageError
 
 IN_MEMORY_BYTES = 1 << 30    # arrays up to this size are copied into one in-memory tensor
 _SHUFFLE, _AUGMENT = 1, 2    # seed-stream tags, so the two generators never share a seed
@@ -35,25 +34,29 @@ class BatchLoader:
     transform: ``transform(x_uint8_nchw, generator) -> float batch``, e.g. ``TrainTransform``; None
     scales to [0, 1]. For DDP, rank r of world_size W takes every W-th index of the epoch's order,
     padded by wrapping (as ``DistributedSampler``) so every rank has the same number of batches.
-    prefetch: batches made ahead of the consumer; workers: threads making them, each running its
-    torch ops (which release the GIL) on one core. prefetch or workers 0: batches are made in the
-    caller's thread, with its torch threads.
+    prefetch: batches made ahead of the consumer; threads: loader threads making them (threads, not
+    processes), each running its torch ops (which release the GIL) on one core. prefetch or threads 0:
+    batches are made in the caller's thread, with its torch threads. Bad arguments are ValueError or
+    TypeError (a caller's mistake; the training loop passes checked values).
     """
 
     def __init__(self, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor, batch_size: int, *,
                  transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                  shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 device: str | torch.device = "cpu", prefetch: int = 2, workers: int = 1,
+                 device: str | torch.device = "cpu", prefetch: int = 2, threads: int = 1,
                  in_memory_bytes: int = IN_MEMORY_BYTES) -> None:
-        if images.ndim != 4 or images.dtype not in (np.uint8, torch.uint8):
-            raise UsageError(f"BatchLoader needs uint8 images shaped (N, H, W, C), got {images.dtype} "
+        if images.dtype not in (np.uint8, torch.uint8):
+            raise TypeError(f"BatchLoader needs uint8 images shaped (N, H, W, C), got {images.dtype} "
+                            f"{tuple(images.shape)}")
+        if images.ndim != 4:
+            raise ValueError(f"BatchLoader needs uint8 images shaped (N, H, W, C), got {images.dtype} "
                              f"{tuple(images.shape)}")
         if len(labels) != len(images):
-            raise UsageError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or min(seed, prefetch, workers) < 0:
-            raise UsageError(f"BatchLoader: need batch_size >= 1, 0 <= rank < world_size, seed, prefetch and "
-                             f"workers >= 0; got batch_size={batch_size}, rank={rank}, world_size={world_size}, "
-                             f"seed={seed}, prefetch={prefetch}, workers={workers}")
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or min(seed, prefetch, threads) < 0:
+            raise ValueError(f"BatchLoader: need batch_size >= 1, 0 <= rank < world_size, seed, prefetch and "
+                             f"threads >= 0; got batch_size={batch_size}, rank={rank}, world_size={world_size}, "
+                             f"seed={seed}, prefetch={prefetch}, threads={threads}")
         if isinstance(images, torch.Tensor):
             self.images: np.ndarray | torch.Tensor = images              # may live on the GPU already
         elif images.nbytes <= in_memory_bytes:                            # read a memmap into memory once
@@ -63,7 +66,7 @@ class BatchLoader:
             self.images = images                                          # gathered per batch
         self.labels = torch.tensor(np.asarray(labels), dtype=torch.int64)   # a copy: inputs may be read-only
         self.batch_size, self.transform, self.shuffle, self.drop_last = batch_size, transform, shuffle, drop_last
-        self.seed, self.rank, self.world_size, self.prefetch, self.workers = seed, rank, world_size, prefetch, workers
+        self.seed, self.rank, self.world_size, self.prefetch, self.threads = seed, rank, world_size, prefetch, threads
         self.device = torch.device(device)
         self.epoch = 0
 
@@ -104,9 +107,9 @@ class BatchLoader:
         """The batches of ``epoch`` from step ``start_step`` on (exact resume: same batches as a full epoch)."""
         order, steps = self.indices(epoch), range(start_step, len(self))
         make = lambda step: self.batch(order, epoch, step)  # noqa: E731
-        if self.prefetch == 0 or self.workers == 0:
+        if self.prefetch == 0 or self.threads == 0:
             return (make(step) for step in steps)
-        return iter(_Prefetcher(make, steps, self.workers, self.prefetch, name=f"BatchLoader-e{epoch}-r{self.rank}"))
+        return iter(_Prefetcher(make, steps, self.threads, self.prefetch, name=f"BatchLoader-e{epoch}-r{self.rank}"))
 
     def batch(self, order: torch.Tensor, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``step`` of an epoch whose rank-local order is ``order``."""
@@ -139,22 +142,22 @@ class BatchLoader:
 
 
 class _Prefetcher:
-    """``make(step)`` for ``steps``, yielded in order, computed up to ``depth`` ahead by ``workers`` threads.
+    """``make(step)`` for ``steps``, yielded in order, computed up to ``depth`` ahead by ``threads`` threads.
 
-    Each worker runs its torch ops on one intra-op thread (batch-level parallelism, like DataLoader's
+    Each thread runs its torch ops on one intra-op thread (batch-level parallelism, like DataLoader's
     worker processes, without oversubscribing the cores the model's own ops use). An exception in
-    a worker is re-raised in the consumer; stopping early (break, close, garbage collection of the
-    generator) stops the workers.
+    a thread is re-raised in the consumer; stopping early (break, close, garbage collection of the
+    generator) stops the threads.
     """
 
-    def __init__(self, make: Callable[[int], object], steps: range, workers: int, depth: int, name: str) -> None:
-        self.make, self.steps, self.depth, self.name = make, steps, max(depth, workers), name
+    def __init__(self, make: Callable[[int], object], steps: range, threads: int, depth: int, name: str) -> None:
+        self.make, self.steps, self.depth, self.name = make, steps, max(depth, threads), name
         self.claimable = iter(steps)
         self.claimed, self.wanted = steps.start, steps.start   # next step to claim, next step to yield
         self.results: dict[int, tuple[bool, object]] = {}
         self.stopped = False
         self.cond = threading.Condition()
-        self.threads = [threading.Thread(target=self._work, name=f"{name}-w{i}", daemon=True) for i in range(workers)]
+        self.threads = [threading.Thread(target=self._work, name=f"{name}-w{i}", daemon=True) for i in range(threads)]
         self.torch_threads = torch.get_num_threads()
 
     def __iter__(self) -> Iterator:

@@ -1,4 +1,4 @@
-"""What a ``--data`` spec names, loading the small-image kinds into memory, and the held-out split.
+"""What a ``--data`` spec names (``Source``, ``resolve_source``), and loading the small-image kinds into memory.
 
 Resolution order: a builtin name (fashion-mnist, mnist); then a path: a ``.csv`` file; a folder
 holding a cache made by ``alexnet prepare``; a folder of idx files; a CIFAR python-batches folder;
@@ -10,13 +10,11 @@ import hashlib
 import os
 from dataclasses import dataclass
 
-import numpy as np
-
 from alexnet.data.builtin import BUILTINS, find_builtin
+from alexnet.data.cache import is_cache
 from alexnet.data.formats import Splits, cifar_folder, idx_files, load_cifar_folder, load_idx_folder
 from alexnet.errors import UsageError
 
-CACHE_METADATA = "alexnet-cache.json"
 ACCEPTED = ("--data accepts: a builtin name (" + ", ".join(BUILTINS) + "); a folder of class sub-folders "
             "(optionally under train/ val/ test/); a CSV file of image paths or ids and labels; a folder of "
             "MNIST-style idx files; a CIFAR-10/100 python-batches folder; or a cache made by `alexnet prepare`")
@@ -54,7 +52,7 @@ def resolve_source(spec: str, data_root: str | None = None, *, progress: bool = 
         if path.lower().endswith(".csv"):
             return Source("csv", path)
         raise UsageError(f"--data {spec!r} is a file but not a .csv. {ACCEPTED}")
-    if os.path.isfile(os.path.join(path, CACHE_METADATA)):
+    if is_cache(path):
         return Source("cache", path)
     if idx_files(path):
         names = [os.path.basename(path).lower(), os.path.basename(os.path.dirname(path)).lower()]
@@ -104,31 +102,3 @@ def fingerprint(files: list[str]) -> str:
         except OSError:
             digest.update(f"{path}\0missing\n".encode())
     return digest.hexdigest()
-
-
-def holdout_order(labels: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded permutation of range(N) whose every prefix is a class-stratified random sample.
-
-    The first ``holdout_count(N, fraction)`` items are the held-out validation set, for any fraction;
-    within each class the items are shuffled and spread evenly along the order.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    n = len(labels)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    rng = np.random.default_rng(seed)
-    shuffled = rng.permutation(n)
-    grouped = shuffled[np.argsort(labels[shuffled], kind="stable")]   # classes in turn, each shuffled
-    counts = np.bincount(labels)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(n) - starts[labels[grouped]]                      # position within its class
-    key = np.empty(n)
-    key[grouped] = (rank + rng.random(n)) / counts[labels[grouped]]
-    return np.argsort(key, kind="stable")
-
-
-def holdout_count(n: int, fraction: float) -> int:
-    """How many of ``n`` training items are held out for validation (at least one when fraction > 0)."""
-    if fraction <= 0 or n < 2:
-        return 0
-    return min(n - 1, max(1, int(round(fraction * n))))

@@ -1,16 +1,16 @@
 """``open_dataset``: any ``--data`` spec, one split of it, as uint8 images plus labels and train statistics.
 
 Small-image sources (idx, CIFAR, the builtins) load into memory at their own size (rescaled only when
-``size`` is smaller than they are, by the shape rule in alexnet.data.cache).
+``size`` is smaller than they are, by ``decode.shape_rule``).
 Folders of photos and CSV files are prepared implicitly into a cache (``cache_dir/<name>-<key>`` or
 ``~/.cache/alexnet/prepared/<name>-<key>``, key = hash of the resolved path and CSV columns) and opened
 from it; the cache is rebuilt when the files or the requested size/channels change, and reused
 otherwise. Caches are memory-mapped, never read into RAM.
 
 Splits: "train", "val", "test". Without a val split in the source, a fixed seeded, class-stratified
-``val_fraction`` of train is held out and "train" excludes it. For a cache the held-out order was fixed
-when it was prepared (``prepare --seed``; seed 0 for implicit caches, so that training with another seed
-does not decode everything again); ``seed`` applies to in-memory sources only.
+``val_fraction`` of train is held out and "train" excludes it (alexnet.data.holdout). For a cache the
+held-out order was fixed when it was prepared (``prepare --seed``; HOLDOUT_SEED 0 for implicit caches, so
+that training with another seed does not decode everything again); ``seed`` applies to in-memory sources only.
 Images are read-only; statistics are those of the source's whole train split, attached to every split.
 """
 from __future__ import annotations
@@ -24,16 +24,16 @@ from functools import lru_cache
 
 import numpy as np
 
+from alexnet.data import cache
 from alexnet.data.builtin import cache_root
-from alexnet.data.cache import CACHE_METADATA, FORMAT_VERSION, check_options, check_strict, prepare_source
 from alexnet.data.decode import convert_channels, fit_arrays
-from alexnet.data.resolve import (Source, fingerprint, holdout_count, holdout_order, load_arrays, resolve_source,
-                                  source_files)
+from alexnet.data.holdout import HOLDOUT_SEED, holdout_order, select
+from alexnet.data.preparation import check_options, check_strict, prepare_source
+from alexnet.data.resolve import Source, fingerprint, load_arrays, resolve_source, source_files
 from alexnet.data.stats import DatasetStats, compute_stats
 from alexnet.errors import UsageError
 
 SPLITS = ("train", "val", "test")
-HOLDOUT_SEED = 0      # held-out order of implicitly prepared caches: independent of the training seed
 
 
 @dataclass
@@ -49,14 +49,6 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def channels(self) -> int:
-        return int(self.images.shape[-1])
 
 
 def open_dataset(spec: str, split: str = "train", *, data_root: str | None = None, size: int = 256,
@@ -85,25 +77,9 @@ def open_dataset(spec: str, split: str = "train", *, data_root: str | None = Non
 
 def implicit_cache_path(source: Source, cache_dir: str | None, **options) -> str:
     """Where open_dataset keeps the prepared cache of a folder or CSV source."""
-    key = json.dumps({"path": source.path, "version": FORMAT_VERSION, **options}, sort_keys=True)
+    key = json.dumps({"path": source.path, "version": cache.FORMAT_VERSION, **options}, sort_keys=True)
     name = f"{os.path.basename(source.path.rstrip(os.sep)) or 'data'}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
     return os.path.join(cache_dir or os.path.join(cache_root(), "prepared"), name)
-
-
-def _select(images: np.ndarray, labels: np.ndarray, split: str, spec: str, val_fraction: float,
-            order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """The held-out part of train: ``order`` (indices, val first) for arrays, or None: the last rows (caches)."""
-    n = len(labels)
-    k = holdout_count(n, val_fraction)
-    if split == "val" and k == 0:
-        raise UsageError(f"{spec} has no validation split and the validation fraction is {val_fraction}; "
-                         f"hold some of train out with a fraction > 0")
-    if order is None:
-        part = slice(n - k, n) if split == "val" else slice(0, n - k)
-    else:
-        part = np.sort(order[:k] if split == "val" else order[k:])
-    note = f"{split}: {n - k if split == 'train' else k:,} of {n:,} train images ({val_fraction:g} held out for val)"
-    return images[part], labels[part], note
 
 
 def _missing_split(spec: str, split: str, available: list[str]) -> UsageError:
@@ -120,11 +96,11 @@ def _open_arrays(source: Source, spec: str, split: str, val_fraction: float, see
         note = f"{split}: {len(labels):,} images"
     elif split == "val":
         images, labels = splits["train"]
-        images, labels, note = _select(images, labels, "val", spec, val_fraction, holdout_order(labels, seed))
+        images, labels, note = select(images, labels, "val", spec, val_fraction, holdout_order(labels, seed))
     else:
         raise _missing_split(spec, split, available)
     if split == "train" and "val" not in splits:
-        images, labels, note = _select(images, labels, "train", spec, val_fraction, holdout_order(labels, seed))
+        images, labels, note = select(images, labels, "train", spec, val_fraction, holdout_order(labels, seed))
         note += f", seed {seed}"
     return ImageSet(_read_only(images), _read_only(labels), list(classes), f"{description}, {note}", [], stats)
 
@@ -146,7 +122,7 @@ def _read_only(array: np.ndarray) -> np.ndarray:
 
 def _open_cache(folder: str, spec: str, split: str, val_fraction: float, channels: int | None,
                 strict: bool) -> ImageSet:
-    meta = read_cache_metadata(folder)
+    meta = cache.read_metadata(folder)
     check_strict(meta["skipped"], strict, folder, "the cache was made without --strict")
     if channels is not None and channels != meta["shape"][2]:
         raise UsageError(f"{folder} holds {meta['shape'][2]}-channel images, {channels} were asked for; prepare "
@@ -155,42 +131,13 @@ def _open_cache(folder: str, spec: str, split: str, val_fraction: float, channel
     if split not in available:
         raise _missing_split(spec, split, available)
     stored = split if split in meta["splits"] else "train"
-    images, labels = _load_cached_split(folder, meta, stored)
+    images, labels = cache.load_split(folder, meta, stored)
     note = f"{split}: {len(labels):,} images"
     if "val" not in meta["splits"] and split in ("train", "val"):
-        images, labels, note = _select(images, labels, split, spec, val_fraction, None)
+        images, labels, note = select(images, labels, split, spec, val_fraction, None)
         note += f", seed {meta['holdout']['seed']} fixed when prepared"
     if len(labels) == 0:
         raise UsageError(f"the {split} split of {spec} has no images (see the skipped items in {folder})")
     stats = DatasetStats.from_dict(meta["stats"])
     return ImageSet(images, _read_only(labels), list(meta["classes"]), f"{meta['source']} via cache {folder}, {note}",
                     [tuple(s) for s in meta["skipped"]], stats)
-
-
-def read_cache_metadata(folder: str) -> dict:
-    """The metadata of a cache made by prepare; UsageError when it is damaged or from another format version."""
-    path = os.path.join(folder, CACHE_METADATA)
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{path}: damaged cache metadata ({err}); run `alexnet prepare` again") from None
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise UsageError(f"{folder}: cache format {meta.get('format_version')}, this alexnet reads "
-                         f"{FORMAT_VERSION}; run `alexnet prepare` again")
-    return meta
-
-
-def _load_cached_split(folder: str, meta: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
-    images_path, labels_path = (os.path.join(folder, f"{split}_{part}.npy") for part in ("images", "labels"))
-    try:
-        images = np.load(images_path, mmap_mode="r")
-        labels = np.load(labels_path)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{folder}: damaged cache, cannot read the {split} arrays ({err}); run `alexnet "
-                         f"prepare` again") from None
-    expected = (meta["splits"][split], *meta["shape"])
-    if images.shape != expected or images.dtype != np.uint8 or labels.shape != (expected[0],):
-        raise UsageError(f"{images_path}: damaged cache: {images.dtype} {images.shape} and {labels.shape} labels, "
-                         f"the metadata says uint8 {expected}; run `alexnet prepare` again")
-    return images, labels

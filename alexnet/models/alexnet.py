@@ -206,16 +206,13 @@ def _paper_padding(input_size: int) -> tuple[int, ...]:
                     "[3.2] towers=('cuda:0', 'cuda:1') runs the two towers on two devices; they exchange "
                     "activations only into conv3, fc6, fc7 and fc8 (same state dict as the grouped model)"),
                 towers=True)
-def alexnet_2012(*, num_classes: int, in_channels: int, input_size: int, towers=None, **kw) -> nn.Module:
+def alexnet_2012(*, num_classes: int, in_channels: int, input_size: int, **kw) -> nn.Module:
     model = AlexNet(num_classes, in_channels, input_size=input_size, paddings=_paper_padding(input_size), **kw)
     if not (isinstance(kw.get("lrn"), dict) and "groups" in kw["lrn"]):   # [3.2] each tower normalises its own maps
         for module in model.features:
             if isinstance(module, LocalResponseNorm):
                 module.groups = 2
-    if towers is None:
-        return model
-    from alexnet.models.towers import TwoTowerAlexNet
-    return TwoTowerAlexNet(model, towers)
+    return model
 
 
 @register_model("alexnet_2012_one_gpu", input_size=224, input_sizes=(224, 227), source="Krizhevsky et al. 2012 [3.2]",

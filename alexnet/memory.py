@@ -7,16 +7,22 @@ here, fc6's weight-gradient matmul ran at 66 GFLOP/s into fresh memory and at 15
 memory on huge pages, and a whole AlexNet step was 10-25% faster. PyTorch's CUDA caching allocator
 keeps GPU memory for the same reason; on the CPU it relies on malloc.
 
-``configure()`` runs once, when ``alexnet`` is imported:
+``configure()`` is an explicit opt-in: ``import alexnet`` changes nothing in the process. The
+``alexnet`` command (``alexnet.cli.main``, also behind ``python -m alexnet``) calls it first thing, and so
+does every script under ``bench/``; a program of your own calls ``alexnet.memory.configure()`` before its
+first large tensor. It applies, once:
 
 * ``THP_MEM_ALLOC_ENABLE=1``: PyTorch puts CPU tensors of 2 MB or more on transparent huge pages
-  (fewer page faults and TLB misses). PyTorch reads it at its first allocation, so it only takes
-  effect when ``alexnet`` is imported before ``torch``, as the ``alexnet`` command does.
+  (fewer page faults and TLB misses). PyTorch reads it once, at its first CPU allocation (not at
+  ``import torch``: torch 2.14 allocates nothing on import), so call ``configure()`` before any tensor
+  is made; the ``alexnet`` command and the benchmarks call it before they import torch at all.
 * glibc ``mallopt``: no ``mmap`` for large blocks (``M_MMAP_MAX`` 0) and no trimming of the heap top
   (``M_TRIM_THRESHOLD``), so freed blocks are reused. Resident memory then stays at the process's
   peak rather than falling between steps. Where glibc cannot grow the heap it still maps memory.
+  This holds from the call on, for every allocation after it.
 
-``ALEXNET_MALLOC=system`` leaves both alone; other C libraries (musl, macOS, Windows) are left alone.
+``ALEXNET_MALLOC=system`` leaves both alone (``configure()`` then only records that); other C libraries
+(musl, macOS, Windows) are left alone.
 """
 from __future__ import annotations
 

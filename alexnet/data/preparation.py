@@ -1,0 +1,233 @@
+"""``alexnet prepare``: decode every image of a source once into a packed, memory-mappable cache.
+
+The cache's layout is alexnet.data.cache's; this module decides what goes into it:
+- the images: photo sources (folders, CSV files) are probed, then decoded in worker processes
+  (alexnet.data.parallel), bad files skipped with a reason (or, with strict, an error listing them all);
+  idx and CIFAR sources are loaded into memory;
+- their shape, by ``decode.shape_rule``: kept when every image has one size that fits in size x size,
+  else each rescaled so its short side is ``size`` and centre-cropped to size x size [4];
+- channels: 1 when every image is greyscale, else 3, unless ``channels`` forces it;
+- the held-out order of train when the source has no val split (``holdout.stored_order``, seeded);
+- reuse: a second prepare of unchanged input with options giving the same result reuses the cache.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from alexnet.data import cache
+from alexnet.data.decode import convert_channels, fit_arrays, shape_rule
+from alexnet.data.holdout import stored_order
+from alexnet.data.listing import Listing, list_csv, list_image_folder
+from alexnet.data.parallel import decode_chunk, probe_chunk, run_chunks
+from alexnet.data.resolve import Arrays, Source, fingerprint, load_arrays, resolve_source, source_files
+from alexnet.data.stats import compute_stats
+from alexnet.errors import UsageError
+
+SHOWN_SKIPPED = 20         # skipped items listed in a summary; all of them are in the metadata
+
+
+@dataclass
+class PrepareReport:
+    """What prepare did: counts per split, skipped items, where the arrays are, and how long it took."""
+
+    out: str
+    source: str
+    counts: dict[str, int]
+    shape: tuple[int, int, int]                                    # (H, W, C)
+    skipped: list[tuple[str, str]] = field(default_factory=list)   # (path or item, reason)
+    paths: dict[str, str] = field(default_factory=dict)            # split -> images .npy
+    reused: bool = False
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        verb = "reused the existing cache (input unchanged)" if self.reused else "prepared"
+        h, w, c = self.shape
+        lines = [f"{verb}: {self.out}", f"  source: {self.source}",
+                 "  images: " + ", ".join(f"{s} {n:,}" for s, n in self.counts.items()) + f" of {h}x{w}x{c}",
+                 f"  skipped: {len(self.skipped)}"]
+        lines += [f"    {item}: {reason}" for item, reason in self.skipped[:SHOWN_SKIPPED]]
+        if len(self.skipped) > SHOWN_SKIPPED:
+            lines.append(f"    ... and {len(self.skipped) - SHOWN_SKIPPED} more (all in {cache.CACHE_METADATA})")
+        lines.append(f"  time: {self.seconds:.1f} s")
+        return "\n".join(lines)
+
+    __str__ = summary
+
+
+def prepare(spec: str, out: str, *, size: int = 256, workers: int | None = None, strict: bool = False,
+            channels: int | None = None, seed: int = 0, data_root: str | None = None,
+            image_column: str | None = None, label_column: str | None = None, progress: bool = True) -> PrepareReport:
+    """Decode the source ``spec`` once into a cache folder ``out`` (see the module docstring).
+
+    workers: decoding processes (None: one per CPU core). strict: any bad item stops the run
+    (UsageError listing them all) and nothing is left at ``out``.
+    """
+    source = resolve_source(spec, data_root, progress=progress)
+    if source.kind == "cache":
+        raise UsageError(f"{spec} is already a cache made by `alexnet prepare`; use it directly (--data {spec})")
+    return prepare_source(source, out, size=size, workers=workers, strict=strict, channels=channels, seed=seed,
+                          image_column=image_column, label_column=label_column, progress=progress)
+
+
+def check_options(size: int, channels: int | None, workers: int | None) -> None:
+    if size < 1:
+        raise UsageError(f"--size must be a positive number of pixels, got {size}")
+    if channels not in (None, 1, 3):
+        raise UsageError(f"--channels must be 1 or 3, got {channels}")
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers must be >= 0, got {workers}")
+
+
+def check_strict(skipped: list, strict: bool, where: str, note: str = "nothing was written") -> None:
+    """With strict, any skipped item is an error listing them all."""
+    if strict and skipped:
+        listed = "\n".join(f"  {item}: {reason}" for item, reason in skipped)
+        raise UsageError(f"{where}: {len(skipped)} bad item(s), and --strict is set ({note}):\n{listed}\n"
+                         f"Fix or remove them, or run without --strict to skip them.")
+
+
+def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | None = None, strict: bool = False,
+                   channels: int | None = None, seed: int = 0, image_column: str | None = None,
+                   label_column: str | None = None, progress: bool = True) -> PrepareReport:
+    """``prepare`` for an already resolved source (open_dataset uses this for folders and CSV files)."""
+    check_options(size, channels, workers)
+    start = time.perf_counter()
+    out = os.path.abspath(out)
+    data: Listing | Arrays | None = None
+    if source.kind == "folder":
+        data = list_image_folder(source.path)
+    elif source.kind == "csv":
+        data = list_csv(source.path, image_column, label_column)
+    photos = data is not None
+    files = ([p for items in data.splits.values() for p, _ in items] + data.extra_files) if photos \
+        else source_files(source)
+    if source.kind == "folder" and _inside(out, source.path):
+        raise UsageError(f"--out {out} is inside the data folder {source.path}; it would be read as a class "
+                         f"folder next time. Choose a folder outside it")
+    options = {"size": size, "channels": channels, "seed": seed,
+               "image_column": image_column, "label_column": label_column}
+    input_fingerprint = fingerprint(files)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with cache.locked(out):
+        meta = cache.read_metadata(out, required=False)
+        if meta and meta["fingerprint"] == input_fingerprint and _same_result(meta, options):
+            report = report_from_metadata(out, meta, reused=True, seconds=time.perf_counter() - start)
+            check_strict(report.skipped, strict, out, "the existing cache was made without --strict")
+            return report
+        with cache.staging(out) as tmp:
+            if photos:
+                written = _write_photos(data, tmp, size=size, channels=channels, seed=seed,
+                                        workers=(os.cpu_count() or 1) if workers is None else workers,
+                                        progress=progress)
+            else:
+                data = load_arrays(source)
+                written = _write_arrays(data, tmp, size=size, channels=channels, seed=seed)
+            check_strict(written["skipped"], strict, source.path)
+            stats = compute_stats(np.load(cache.images_path(tmp, "train"), mmap_mode="r"))
+            meta = cache.write_metadata(tmp, {"source": data.description, "kind": source.kind, "path": source.path,
+                                              "classes": list(data.classes), **written,
+                                              "fingerprint": input_fingerprint, "options": options,
+                                              "seconds": round(time.perf_counter() - start, 3)},
+                                        stats.to_dict())
+    return report_from_metadata(out, meta, reused=False, seconds=time.perf_counter() - start)
+
+
+def _same_result(meta: dict, options: dict) -> bool:
+    """Whether the cache described by ``meta`` is what ``options`` would produce from the same input.
+
+    Compared by outcome: a 28x28 dataset prepared with size 256 or 28 is the same cache, and so is
+    channels=None (auto) and channels=1 when every image is grey.
+    """
+    stored = meta["options"]
+    if any(stored.get(k) != options[k] for k in ("seed", "image_column", "label_column")):
+        return False
+    channels = options["channels"] or (1 if meta["grey"] else 3)
+    (height, width), _ = shape_rule(meta["native_shape"], options["size"])
+    return [height, width, channels] == list(meta["shape"])
+
+
+def report_from_metadata(out: str, meta: dict, *, reused: bool, seconds: float) -> PrepareReport:
+    return PrepareReport(out, meta["source"], dict(meta["splits"]), tuple(meta["shape"]),
+                         [tuple(s) for s in meta["skipped"]],
+                         {s: cache.images_path(out, s) for s in meta["splits"]}, reused, seconds)
+
+
+def _write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int) -> dict:
+    native = list(data.splits["train"][0].shape[1:3])
+    splits = {s: (fit_arrays(convert_channels(images, channels or images.shape[-1]), size), labels)
+              for s, (images, labels) in data.splits.items()}
+    holdout = "val" not in splits
+    if holdout:
+        images, labels = splits["train"]
+        order = stored_order(labels, seed)
+        splits["train"] = (images[order], labels[order])
+    for split, (images, labels) in splits.items():
+        cache.save_split(tmp, split, images, labels)
+    shape = splits["train"][0].shape[1:]
+    return {"splits": {s: len(v[1]) for s, v in splits.items()}, "shape": list(shape), "skipped": [],
+            "holdout": {"seed": seed} if holdout else None, "grey": data.splits["train"][0].shape[-1] == 1,
+            "native_shape": native}
+
+
+def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, seed: int, workers: int,
+                  progress: bool) -> dict:
+    skipped = list(data.skipped)
+    entries = [(split, path, label) for split, items in data.splits.items() for path, label in items]
+    probes = run_chunks(probe_chunk, [path for _, path, _ in entries], (), workers, "checking", progress)
+    usable: dict[str, list[tuple[str, int]]] = {split: [] for split in data.splits}
+    shapes, all_grey = set(), True
+    with contextlib.closing(probes):
+        for (split, path, label), probe in zip(entries, probes):
+            if isinstance(probe, str):
+                skipped.append((path, probe))
+                continue
+            usable[split].append((path, label))
+            shapes.add((probe.height, probe.width))
+            all_grey &= probe.grey
+    if not usable["train"]:
+        raise UsageError(f"{data.description}: no usable training images ({len(skipped)} skipped"
+                         + (f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "") + ")")
+    native = next(iter(shapes)) if len(shapes) == 1 else None
+    (height, width), resize = shape_rule(native, size)
+    shape = (height, width, channels or (1 if all_grey else 3))
+    holdout = "val" not in usable
+    if holdout:
+        order = stored_order(np.array([label for _, label in usable["train"]]), seed)
+        usable["train"] = [usable["train"][i] for i in order]
+    counts = {}
+    for split, items in usable.items():
+        counts[split], bad = _write_split(tmp, split, items, shape, resize, workers, progress)
+        skipped += bad
+    if counts["train"] == 0:
+        raise UsageError(f"{data.description}: none of the training images could be decoded "
+                         f"(e.g. {skipped[-1][0]}: {skipped[-1][1]})")
+    return {"splits": counts, "shape": list(shape), "skipped": [list(s) for s in skipped],
+            "holdout": {"seed": seed} if holdout else None, "grey": all_grey,
+            "native_shape": list(native) if native else None}
+
+
+def _write_split(tmp: str, split: str, items: list[tuple[str, int]], shape: tuple[int, int, int],
+                 resize: int | None, workers: int, progress: bool) -> tuple[int, list[tuple[str, str]]]:
+    """Decode ``items`` in order into the cache's ``split``; returns (rows written, skipped)."""
+    writer = cache.SplitWriter(tmp, split, len(items), shape)
+    bad = []
+    results = run_chunks(decode_chunk, [p for p, _ in items], (shape[2], resize), workers, f"decoding {split}",
+                         progress)
+    with contextlib.closing(results):
+        for (item, label), result in zip(items, results):
+            if isinstance(result, str):
+                bad.append((item, result))
+            elif result.shape != shape:
+                bad.append((item, f"decoded to {result.shape}, expected {shape} (its header size was wrong)"))
+            else:
+                writer.append(result, label)
+    return writer.close(), bad
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([os.path.realpath(path), os.path.realpath(folder)]) == os.path.realpath(folder)

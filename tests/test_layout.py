@@ -1,0 +1,98 @@
+"""The package's layout: no import cycle anywhere in alexnet (function-level imports included), no module over
+MAX_LINES lines (two at about 300 are allowed a little more: see the README's layout section)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = "alexnet.data"
+TOP = Path(__file__).resolve().parent.parent / "alexnet"
+MAX_LINES = 300
+SLACK = 15            # "about 300": train.py and ops/lrn.py sit at ~310
+
+
+def module_names(root: Path = TOP) -> dict[str, Path]:
+    """Dotted name -> file, for every package (its __init__) and module under ``root``."""
+    names = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = ("alexnet", *path.relative_to(root).with_suffix("").parts)
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def imported(module: str, path: Path, known: set[str]) -> set[str]:
+    """The modules of ``known`` that ``module`` imports anywhere: top level, in functions, under TYPE_CHECKING.
+
+    ``from P import name`` imports the module P.name when there is one, else P itself; importing
+    P.x runs P's __init__ too, but a package being initialised is not a cycle, so that is not counted.
+    """
+    package = module if path.stem == "__init__" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base)
+    return (found & known) - {module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = module_names()
+    return {name: imported(name, path, set(modules)) for name, path in modules.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None."""
+    state: dict[str, int] = {}           # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def test_the_graph_sees_imports_of_every_kind():
+    graph = import_graph()
+    assert len(graph) >= 40 and PACKAGE in graph and "alexnet.models" in graph
+    assert "alexnet.models.towers" in graph["alexnet.summary"]                 # inside a function
+    assert f"{PACKAGE}.cache" in graph[f"{PACKAGE}.resolve"]            # from alexnet.data.cache import ...
+    assert f"{PACKAGE}.cache" in graph[f"{PACKAGE}.sources"]            # from alexnet.data import cache
+    assert f"{PACKAGE}.stats" in graph[f"{PACKAGE}.transforms"]         # under TYPE_CHECKING
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+
+
+def test_no_import_cycle_in_the_package():
+    graph = import_graph()
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_no_module_is_over_the_line_limit():
+    lengths = {name: len(path.read_text().splitlines()) for name, path in module_names().items()}
+    assert {name: n for name, n in lengths.items() if n > MAX_LINES + SLACK} == {}
+    assert {name: n for name, n in lengths.items() if n > MAX_LINES and name.startswith(PACKAGE)} == {}
+
+
+def test_no_function_is_over_80_lines():
+    long = {f"{name}.{node.name}": node.end_lineno - node.lineno + 1
+            for name, path in module_names().items() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80}
+    assert long == {}
