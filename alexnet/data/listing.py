@@ -7,6 +7,9 @@ extension and hidden files are ignored, as torchvision does.
 
 An empty class folder is kept as a class (so labels stay the sorted folder order the user sees and
 match the other splits) and reported as a skipped item; with strict, it is an error.
+Symbolic links are followed, but no real folder is visited twice and no real file listed twice (link
+cycles end; duplicates are reported as one skipped item per class folder). GIF files are reported
+as skipped items (so --strict refuses them), never silently ignored.
 
 CSV: one column of image paths (relative to the CSV's folder) or ids (``id`` -> ``images/<id>.<ext>``
 or ``<id>.<ext>`` next to the CSV), one column of labels (names, or non-negative ints used as they are).
@@ -24,6 +27,7 @@ from alexnet.errors import UsageError
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 LABEL_COLUMNS = ("label", "labels", "class", "species", "target", "category")
 ID_FOLDERS = ("images", "")        # where an id without an extension is looked for, next to the CSV
+GIF_EXTENSIONS = (".gif",)         # reported as skipped, never silently ignored
 DETECT_ROWS = 50                    # rows looked at to auto-detect the image column
 
 
@@ -42,12 +46,48 @@ def _subfolders(folder: str) -> list[str]:
     return sorted(d.name for d in os.scandir(folder) if d.is_dir() and not d.name.startswith("."))
 
 
-def _images_below(folder: str) -> list[str]:
-    found = []
-    for top, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [os.path.join(top, f) for f in sorted(files) if is_image_file(f)]
-    return found
+class _Walker:
+    """Lists the image files below class folders, following symbolic links but never visiting a real
+    folder twice (a link cycle, or a link to a folder already listed) nor listing one real file twice.
+
+    Every real class folder counts as visited before any walk, so a link from one class into another
+    lists nothing twice. What was left out is reported per class folder as one skipped item.
+    GIF files are reported as skipped (not listed as images, as torchvision does, but never silently).
+    """
+
+    def __init__(self, class_folders: list[str]) -> None:
+        self.roots = {os.path.realpath(f) for f in class_folders}
+        self.seen_files: set[str] = set()
+
+    def images_below(self, folder: str, skipped: list[tuple[str, str]]) -> list[str]:
+        found, duplicates, visited = [], 0, set()
+        for top, dirs, files in os.walk(folder, followlinks=True):
+            visited.add(os.path.realpath(top))
+            keep = []
+            for d in sorted(d for d in dirs if not d.startswith(".")):
+                real = os.path.realpath(os.path.join(top, d))
+                if real in self.roots or real in visited:
+                    duplicates += 1
+                else:
+                    visited.add(real)
+                    keep.append(d)
+            dirs[:] = keep
+            for name in sorted(files):
+                path = os.path.join(top, name)
+                if name.lower().endswith(GIF_EXTENSIONS) and not name.startswith("."):
+                    skipped.append((path, "GIF files are not read (animated or not); convert it to PNG or JPEG"))
+                elif is_image_file(name):
+                    real = os.path.realpath(path)
+                    if real in self.seen_files:
+                        duplicates += 1
+                    else:
+                        self.seen_files.add(real)
+                        found.append(path)
+        self.roots |= visited
+        if duplicates:
+            skipped.append((folder, f"followed links: {duplicates} duplicate paths skipped (symbolic links to "
+                                    f"folders or files already listed, or link cycles)"))
+        return found
 
 
 def list_image_folder(root: str) -> Listing:
@@ -75,13 +115,14 @@ def list_image_folder(root: str) -> Listing:
                          f"(e.g. cat/ dog/) holding its images ({', '.join(IMG_EXTENSIONS)})")
     index = {name: i for i, name in enumerate(classes)}
     splits: dict[str, list[tuple[str, int]]] = {}
+    walker = _Walker([os.path.join(f, n) for f in class_root.values() for n in _subfolders(f)])
     for split, folder in class_root.items():
         items: list[tuple[str, int]] = []
         for name in _subfolders(folder):
             if name not in index:
                 raise UsageError(f"{os.path.join(folder, name)}: class {name!r} has no folder in "
                                  f"{class_root['train']} (the classes come from the train folders)")
-            paths = _images_below(os.path.join(folder, name))
+            paths = walker.images_below(os.path.join(folder, name), skipped)
             if not paths and split == "train":
                 skipped.append((os.path.join(folder, name), f"empty class folder: no image files; class "
                                 f"{name!r} is kept as label {index[name]} with no training images"))
