@@ -64,3 +64,41 @@ def test_a_link_to_another_folder_outside_is_followed(tmp_path):
     os.symlink(str(tmp_path / "more"), root / "cat" / "more")
     listing = list_image_folder(str(root))
     assert len(listing.splits["train"]) == 5 and listing.skipped == []
+
+
+def test_gif_in_a_class_folder_is_a_reported_skip_and_refused_by_strict(tmp_path, capsys):
+    root = photo_folder(tmp_path / "photos", per_class=3, classes=("cat", "dog"))
+    from PIL import Image
+    frames = [Image.new("RGB", (10, 10), c) for c in ("red", "blue")]
+    frames[0].save(root / "cat" / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    listing = list_image_folder(str(root))
+    assert len(listing.splits["train"]) == 6
+    assert [(os.path.basename(p), "GIF" in r) for p, r in listing.skipped] == [("anim.gif", True)]
+    args = ["prepare", str(root), "--out", str(tmp_path / "c"), "--size", "16", "--workers", "0"]
+    assert main(args + ["--strict"]) == 2
+    assert "anim.gif" in capsys.readouterr().err and not (tmp_path / "c").exists()
+    assert main(args) == 0 and "anim.gif: GIF" in capsys.readouterr().out
+
+
+def _csv_folder(tmp_path, rows: str):
+    for i in range(3):
+        save(tmp_path / "images" / f"{i}.png", np.full((8, 8, 3), i * 40, np.uint8))
+    (tmp_path / "labels.csv").write_text("image,label\n" + rows)
+    return tmp_path / "labels.csv"
+
+
+def test_csv_exact_duplicate_rows_are_dropped_and_counted(tmp_path):
+    path = _csv_folder(tmp_path, "0,cat\n1,dog\n0,cat\nimages/0.png,cat\n2,dog\n")
+    listing = list_csv(str(path))
+    assert sorted(os.path.basename(p) for p, _ in listing.splits["train"]) == ["0.png", "1.png", "2.png"]
+    assert listing.skipped == [(str(path), "2 duplicate row(s) dropped (same image and label as an earlier row): "
+                                           "lines 4, 5")]
+
+
+def test_csv_same_image_with_two_labels_is_refused_naming_the_lines(tmp_path, capsys):
+    path = _csv_folder(tmp_path, "0,cat\n1,dog\n2,dog\n0,dog\n")
+    with pytest.raises(UsageError, match=r"labels.csv: 1 image\(s\) listed with two different labels"):
+        list_csv(str(path))
+    assert main(["prepare", str(path), "--out", str(tmp_path / "c"), "--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "0.png has label 'cat' on line 2 and 'dog' on line 5" in err and "Traceback" not in err

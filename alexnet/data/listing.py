@@ -14,6 +14,8 @@ as skipped items (so --strict refuses them), never silently ignored.
 CSV: one column of image paths (relative to the CSV's folder) or ids (``id`` -> ``images/<id>.<ext>``
 or ``<id>.<ext>`` next to the CSV), one column of labels (names, or non-negative ints used as they are).
 Rows whose file is missing or whose label is blank are skipped and reported as ``file.csv:LINE``.
+Repeated rows (same image file, same label) are dropped and reported with their count; one image
+file with two different labels is a UsageError naming the lines.
 """
 from __future__ import annotations
 
@@ -165,6 +167,34 @@ def _read_csv(path: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
     return columns, rows
 
 
+def _drop_duplicates(path: str, kept: list[tuple[str, str]], lines: list[int],
+                     skipped: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``kept`` without repeated rows (same image file, same label), reported as one skipped item;
+    UsageError naming the rows when one image file has two different labels."""
+    first: dict[str, tuple[str, int]] = {}
+    unique, repeated, conflicts = [], [], []
+    for (file, label), line in zip(kept, lines):
+        real = os.path.realpath(file)
+        if real not in first:
+            first[real] = (label, line)
+            unique.append((file, label))
+        elif first[real][0] == label:
+            repeated.append(line)
+        else:
+            conflicts.append(f"{file} has label {first[real][0]!r} on line {first[real][1]} and {label!r} "
+                             f"on line {line}")
+    if conflicts:
+        listed = "\n".join(f"  {c}" for c in conflicts[:20])
+        more = f"\n  ... and {len(conflicts) - 20} more" if len(conflicts) > 20 else ""
+        raise UsageError(f"{path}: {len(conflicts)} image(s) listed with two different labels:\n{listed}{more}\n"
+                         f"Keep one label per image.")
+    if repeated:
+        shown = ", ".join(map(str, repeated[:10])) + (", ..." if len(repeated) > 10 else "")
+        skipped.append((path, f"{len(repeated)} duplicate row(s) dropped (same image and label as an earlier "
+                              f"row): lines {shown}"))
+    return unique
+
+
 def list_csv(path: str, image_column: str | None = None, label_column: str | None = None) -> Listing:
     """The items of a labelled CSV file; the columns are auto-detected unless given."""
     columns, rows = _read_csv(path)
@@ -189,6 +219,7 @@ def list_csv(path: str, image_column: str | None = None, label_column: str | Non
                              f"{', '.join(others)}")
     skipped: list[tuple[str, str]] = []
     kept: list[tuple[str, str]] = []
+    lines: list[int] = []
     for line, row in rows:
         where = f"{path}:{line}"
         value, label = (row.get(image_column) or "").strip(), (row.get(label_column) or "").strip()
@@ -201,6 +232,8 @@ def list_csv(path: str, image_column: str | None = None, label_column: str | Non
                                    f"images/{value}.<ext>)"))
         else:
             kept.append((file, label))
+            lines.append(line)
+    kept = _drop_duplicates(path, kept, lines, skipped)
     if all(label.isdigit() for _, label in kept):
         classes = [str(i) for i in range(max((int(lab) for _, lab in kept), default=-1) + 1)]
         items = [(file, int(label)) for file, label in kept]
