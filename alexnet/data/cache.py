@@ -17,6 +17,7 @@ alexnet.data.preparation's business; this module knows only how a cache is laid 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -108,6 +109,7 @@ class SplitWriter:
         self.capacity = capacity
         self.images: np.memmap | None = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8,
                                                                   shape=(capacity, *shape))
+        reserve(self.path)
         self.labels: list[int] = []
 
     def append(self, image: np.ndarray, label: int) -> None:
@@ -121,6 +123,40 @@ class SplitWriter:
             _shrink_npy(self.path, len(self.labels))
         np.save(self.labels_path, np.asarray(self.labels, dtype=np.int64))
         return len(self.labels)
+
+
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def reserve(path: str) -> None:
+    """Allocate the disk blocks of the (sparse) file ``path`` now, so a full disk is an error here
+    (UsageError) rather than a SIGBUS when a memory-mapped write reaches a block that cannot exist."""
+    size = os.path.getsize(path)
+    try:
+        fd = os.open(path, os.O_RDWR)
+        try:
+            os.posix_fallocate(fd, 0, size)
+        finally:
+            os.close(fd)
+    except AttributeError:              # no posix_fallocate on this platform
+        return
+    except OSError as err:
+        if err.errno in NO_SPACE:
+            raise no_space(path, err, size) from None
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+
+
+def no_space(path: str, err: OSError, needed: int | None = None) -> UsageError:
+    """The UsageError for a write to ``path`` that found its disk (or quota) full."""
+    folder = os.path.dirname(path)
+    try:
+        free = f", {shutil.disk_usage(folder).free / 1e6:,.0f} MB free there"
+    except OSError:
+        free = ""
+    need = f": {needed / 1e6:,.0f} MB needed{free}" if needed is not None else free
+    return UsageError(f"no space left on device while writing {path}{need} ({os.strerror(err.errno)}); "
+                      f"free some space or choose --out on another disk (nothing was kept)")
 
 
 def _shrink_npy(path: str, rows: int) -> None:

@@ -119,7 +119,7 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
             report = report_from_metadata(out, meta, reused=True, seconds=time.perf_counter() - start)
             check_strict(report.skipped, strict, out, "the existing cache was made without --strict")
             return report
-        with cache.staging(out) as tmp:
+        with _out_of_space_is_usage(out), cache.staging(out) as tmp:
             if photos:
                 written = _write_photos(data, tmp, size=size, channels=channels, seed=seed,
                                         workers=(os.cpu_count() or 1) if workers is None else workers,
@@ -135,6 +135,17 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
                                               "seconds": round(time.perf_counter() - start, 3)},
                                         stats.to_dict())
     return report_from_metadata(out, meta, reused=False, seconds=time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _out_of_space_is_usage(out: str):
+    """A full disk or quota while writing the cache: a UsageError (the staging folder is already gone)."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno in cache.NO_SPACE:
+            raise cache.no_space(err.filename or out, err) from None
+        raise
 
 
 def _same_result(meta: dict, options: dict) -> bool:
