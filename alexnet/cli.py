@@ -146,9 +146,14 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from alexnet.data import prepare
-    report = prepare(args.data, args.out, size=args.size, workers=args.workers, strict=args.strict,
-                     channels=args.channels, seed=args.seed, data_root=args.data_root,
-                     image_column=args.image_column, label_column=args.label_column)
+    from alexnet.errors import Terminated, terminated_as_exception
+    try:
+        with terminated_as_exception():    # SIGTERM: the staging folder and the decoding processes go
+            report = prepare(args.data, args.out, size=args.size, workers=args.workers, strict=args.strict,
+                             channels=args.channels, seed=args.seed, data_root=args.data_root,
+                             image_column=args.image_column, label_column=args.label_column)
+    except Terminated as err:
+        return err.exit_code
     print(report.summary())
     return 0
 

@@ -1,6 +1,9 @@
 """Running the decoder over many files in a process pool, results in input order, bad files as reasons."""
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import sys
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -12,6 +15,21 @@ from tqdm import tqdm
 from alexnet.data.decode import BadImage, decode_image, probe_image
 
 CHUNK = 32                 # files per task sent to a worker process
+PR_SET_PDEATHSIG = 1       # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker when the process that started it ends (killed included), so no
+    decoder outlives ``prepare`` holding its pipes open; Ctrl-C is the parent's to handle (it stops the pool)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)     # not the parent's handler, inherited by fork
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:                        # the parent ended before prctl took effect
+        os._exit(1)
 
 
 def probe_chunk(paths: list[str]) -> list:
@@ -47,7 +65,8 @@ def run_chunks(func: Callable, paths: list[str], args: tuple, workers: int, desc
                 bar.update(len(chunk))
                 yield from results
             return
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)))
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(chunks)), initializer=die_with_parent,
+                                   initargs=(os.getpid(),))
         try:
             pending, remaining = deque(), iter(chunks)
             for chunk in remaining:

@@ -1,0 +1,91 @@
+"""Issue 11: `alexnet prepare` interrupted: no staging folder left, exit 143/130, no decoder outlives it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_fixtures import save
+
+REPO = str(Path(__file__).resolve().parent.parent)
+# python -m alexnet, with each decode slowed down (inherited by the forked workers) so the run lasts seconds
+SLOW_PREPARE = ("import sys, time, alexnet.data.parallel as p; d = p.decode_image\n"
+                "def slow(*a, **k):\n    time.sleep(0.03)\n    return d(*a, **k)\n"
+                "p.decode_image = slow\nfrom alexnet.cli import main\nsys.exit(main(sys.argv[1:]))")
+
+
+def _jpegs(root: Path, n: int = 200) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        save(root / ("cat", "dog")[i % 2] / f"{i}.jpg", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    return root
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                status = Path(f"/proc/{entry}/status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text().split("\nState:\t")[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _start(tmp_path: Path):
+    root = _jpegs(tmp_path / "photos")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, "prepare", str(root), "--out",
+                             str(tmp_path / "cache"), "--size", "16", "--workers", "2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:   # staging folder there, workers started
+        if any(".tmp-" in n for n in os.listdir(tmp_path)) and len(_children(proc.pid)) >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.2)
+    return proc, _children(proc.pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_interrupted_prepare_removes_its_staging_folder_and_its_workers(tmp_path, signum, code):
+    proc, workers = _start(tmp_path)
+    assert workers
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)             # the pipes reach EOF: no worker holds them open
+    assert proc.returncode == code, err.decode()
+    assert b"Traceback" not in err
+    assert [n for n in os.listdir(tmp_path) if "tmp" in n] == [] and not (tmp_path / "cache").exists()
+    deadline = time.monotonic() + 5
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and uses prctl")
+def test_decoders_die_when_prepare_is_killed_outright(tmp_path):
+    proc, workers = _start(tmp_path)
+    proc.kill()                                          # no cleanup can run; the workers must still end
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers))
