@@ -78,13 +78,40 @@ def probe_image(path: str) -> Probe:
     img = _open(path)
     with img:
         try:
-            orientation = img.getexif().get(ORIENTATION_TAG, 1)
+            orientation = 1 if img.format == "PNG" and _png_without_exif(img) else \
+                img.getexif().get(ORIENTATION_TAG, 1)
         except _DECODE_ERRORS as err:
             raise BadImage(f"corrupt EXIF data ({err})") from None
         width, height = img.size
         if orientation in (5, 6, 7, 8):   # rotated by 90 or 270 degrees
             width, height = height, width
         return Probe(height, width, img.mode in GREY_MODES)
+
+
+def _png_without_exif(img: Image.Image) -> bool:
+    """Whether a PNG has no eXIf chunk, read from the chunk headers only: PIL's getexif decodes the whole
+    image to find one after the pixel data. An eXIf before the pixels is already in ``img.info``."""
+    if "exif" in img.info:
+        return False
+    fp = img.fp
+    try:
+        position = fp.tell()
+        fp.seek(8)                                        # after the signature
+        try:
+            while True:
+                head = fp.read(8)
+                if len(head) < 8:
+                    return True                           # truncated: decode_image reports it
+                length, kind = int.from_bytes(head[:4], "big"), head[4:]
+                if kind == b"eXIf":
+                    return False
+                if kind == b"IEND":
+                    return True
+                fp.seek(length + 4, os.SEEK_CUR)          # data and CRC
+        finally:
+            fp.seek(position)
+    except (OSError, ValueError, AttributeError):
+        return False                                      # let getexif decide
 
 
 def decode_image(path: str, *, channels: int, size: int | None = None) -> np.ndarray:
