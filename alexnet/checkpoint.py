@@ -20,6 +20,8 @@ from alexnet.errors import UsageError
 from alexnet.run import build_model
 
 FORMAT = "alexnet-checkpoint-v1"
+REQUIRED = ("model", "classes", "config", "data", "state_dict")   # what eval, predict and resume read
+MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -58,10 +60,23 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                          f"(loading it would run code from the file). Details: {str(err).splitlines()[0]}") from None
     except (RuntimeError, EOFError, OSError) as err:
         raise UsageError(f"{path} is not a readable checkpoint ({err}); was it truncated or written by another tool?") from None
+    except Exception as err:          # a text or other non-torch file: torch.load fails in its own ways (KeyError 101)
+        raise UsageError(f"{path} is not a checkpoint file (torch.load: {type(err).__name__} {err}); "
+                         "give a .pt written by alexnet train") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{path} is not an alexnet checkpoint (no '{FORMAT}' marker); "
                          "to load plain state dicts use alexnet.checkpoint.load_state_dict_checked")
     return ckpt
+
+
+def check_complete(ckpt: dict, path: str | os.PathLike) -> None:
+    """Every part eval, predict and resume read is there (a UsageError naming the file and the parts, else)."""
+    missing = [key for key in REQUIRED if key not in ckpt]
+    missing += [f"model.{key}" for key in MODEL_KEYS if isinstance(ckpt.get("model"), dict) and key not in ckpt["model"]]
+    if missing or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise UsageError(f"{path} is an alexnet checkpoint with parts missing or malformed: "
+                         f"{', '.join(missing) or 'model/state_dict is not a dict'}; was it written by a broken or "
+                         "edited run?")
 
 
 def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -88,4 +103,5 @@ def model_from_checkpoint(ckpt: dict) -> nn.Module:
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Load ``path`` and return (model in eval mode, checkpoint dict)."""
     ckpt = load_checkpoint(path, map_location)
+    check_complete(ckpt, path)
     return model_from_checkpoint(ckpt), ckpt

@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alexnet import memory
+from alexnet import checks, memory
 from alexnet.errors import UsageError
 
 
@@ -21,8 +21,16 @@ def _models(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from alexnet.summary import summary_text
-    print(summary_text(args.model, input_size=args.input_size, in_channels=args.in_channels,
-                       num_classes=args.num_classes))
+    checks.input_size(args.input_size or 0, args.in_channels or 3)
+    try:
+        text = summary_text(args.model, input_size=args.input_size, in_channels=args.in_channels,
+                            num_classes=args.num_classes)
+    except (RuntimeError, MemoryError) as err:
+        if "alloc" not in str(err) and not isinstance(err, MemoryError):
+            raise
+        raise UsageError(f"--input-size {args.input_size}: {args.model} at this size does not fit in memory "
+                         f"({str(err).splitlines()[0] if str(err) else 'out of memory'})") from None
+    print(text)
     return 0
 
 
@@ -37,6 +45,8 @@ def _train(args: argparse.Namespace) -> int:
         cfg = resume_config(overrides.pop("out", None) or default_out(recipe), overrides)
     else:
         cfg = resolve_config(recipe or "quick", **overrides)
+    checks.writable_folder(cfg.out, "--out")
+    checks.model_kwargs(cfg.model, cfg.model_kwargs)
     return _run_training(cfg, resume=args.resume, force=args.force)
 
 
@@ -110,10 +120,12 @@ def _json_object(text: str, flag: str) -> dict:
 
 def _write_json(obj, target: str) -> None:
     import json
+    import os
     text = json.dumps(obj, indent=2)
     if target == "-":
         print(text)
     else:
+        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
         with open(target, "w") as f:
             f.write(text + "\n")
 
@@ -122,6 +134,9 @@ def _eval(args: argparse.Namespace) -> int:
     import os
     from alexnet.evaluate import evaluate_checkpoints, format_report
     png = args.confusion or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"confusion_{args.split}.png")
+    checks.at_least(args.batch_size, 1, "--batch-size")
+    checks.writable_file(args.json, "--json")       # before evaluating: a finished evaluation is not thrown away
+    checks.writable_file(png, "--confusion")
     report = evaluate_checkpoints([args.checkpoint] + (args.ensemble or []), data=args.data, split=args.split,
                                   ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
                                   data_root=args.data_root, confusion_png=png, progress=args.json != "-")
@@ -134,18 +149,24 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from alexnet.predict import format_predictions, predict
+    checks.at_least(args.topk, 1, "--topk")
+    checks.writable_file(args.json, "--json")
     results, skipped = predict(args.checkpoint, args.inputs, topk=args.topk, ten_crop=args.ten_crop, device=args.device)
     if args.json:
-        _write_json(results, args.json)
+        _write_json(results + [{"path": path, "skipped": reason} for path, reason in skipped], args.json)
     if args.json != "-":
         print(format_predictions(results))
         if skipped:
             print(f"{len(skipped)} file(s) skipped (unreadable); see the messages above")
+    if not results:
+        raise UsageError(f"no image to predict: {len(skipped)} file(s) skipped as unreadable" if skipped else
+                         f"no image files found in {' '.join(args.inputs)}")
     return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from alexnet.data import prepare
+    checks.writable_folder(args.out, "--out")
     from alexnet.errors import Terminated, terminated_as_exception
     try:
         with terminated_as_exception():    # SIGTERM: the staging folder and the decoding processes go
@@ -159,8 +180,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from alexnet import __version__
     parser = argparse.ArgumentParser(prog="alexnet", description="AlexNet (NIPS 2012), reproduced faithfully.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("models", help="list registered models with parameters and input size")
     p.set_defaults(func=_models)
@@ -225,7 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     memory.configure()   # first, before torch's first allocation (this module imports no torch): see alexnet.memory
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:                 # bare `alexnet`: the commands, on stderr, and usage's exit status
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return args.func(args)
     except UsageError as err:

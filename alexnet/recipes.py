@@ -13,6 +13,8 @@ ln K) and stays there; bias 0.1 in fc6/fc7 alone stops this, Caffe's 0.1 in all 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 
 from alexnet.errors import UsageError
@@ -137,9 +139,38 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
         raise UsageError(f"unknown schedule {cfg.schedule!r}; choose plateau, onecycle, cosine or constant")
     if cfg.normalization not in ("mean_image", "channel", "none"):
         raise UsageError(f"unknown normalization {cfg.normalization!r}; choose mean_image, channel or none")
-    for name in ("epochs", "batch_size"):
-        if getattr(cfg, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0:
-        raise UsageError(f"--lr must be > 0, got {cfg.lr}")
+    check_ranges(cfg)
     return cfg
+
+
+# field -> (rule, what the rule says): every numeric TrainConfig field must be listed (tests/test_bad_flags.py)
+RULES = {
+    "positive": (lambda v: v > 0, "> 0"), "non-negative": (lambda v: v >= 0, ">= 0"),
+    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "any": (lambda v: True, "a number"),
+}
+RANGES = {
+    "epochs": "positive", "batch_size": "positive", "lr": "positive", "momentum": "fraction",
+    "weight_decay": "non-negative", "bias_lr_mult": "non-negative", "label_smoothing": "fraction",
+    "warmup_epochs": "non-negative", "plateau_patience": "non-negative", "plateau_max_drops": "non-negative",
+    "image_size": "positive", "crop_size": "non-negative", "resize_to": "non-negative", "padding": "non-negative",
+    "pca_std": "non-negative", "pixel_scale": "positive", "val_fraction": "fraction", "seed": "non-negative",
+    "workers": "non-negative", "max_steps": "non-negative", "train_subset": "non-negative",
+    "eval_batch_size": "positive", "val_subset": "non-negative", "loader_threads": "positive",
+    "diagnose": "non-negative",
+}
+DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Every numeric field finite and within its RANGES rule; --device a device name."""
+    for f in dataclasses.fields(TrainConfig):
+        if f.type not in ("int", "float"):
+            continue
+        value, (ok, says) = getattr(cfg, f.name), RULES[RANGES.get(f.name, "any")]
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"{flag} must be a number, got {value!r}")
+        if not math.isfinite(value) or not ok(value):
+            raise UsageError(f"{flag} must be a finite number {says}, got {value}")
+    if not DEVICE.fullmatch(cfg.device):
+        raise UsageError(f"--device {cfg.device!r} is not a device; use auto, cpu, cuda or cuda:N")

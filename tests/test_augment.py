@@ -242,7 +242,7 @@ def test_misuse_is_a_value_error_and_bad_user_input_a_usage_error(stats):
         with pytest.raises(ValueError) as err:
             build()
         assert not isinstance(err.value, UsageError)
-    with pytest.raises(UsageError, match="crop size 32 is larger than the 20x20 images"):
+    with pytest.raises(UsageError, match="--crop-size 32 is larger than the 20x20 images"):
         EvalTransform(32, stats=stats)(x)                   # the recipe's crop does not fit the user's images
     grey = compute_stats(batch(4, 20, channels=1)[0])
     with pytest.raises(UsageError, match="mean image does not match"):

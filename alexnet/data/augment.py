@@ -33,7 +33,7 @@ def as_tensor(a: Any, like: torch.Tensor) -> torch.Tensor:
 def check_crop(x: torch.Tensor, size: int) -> None:
     if size > x.shape[-2] or size > x.shape[-1]:
         raise ValueError(f"crop size {size} is larger than the {x.shape[-2]}x{x.shape[-1]} images; "
-                         f"resize first (resize_to) or pad (padding)")
+                         f"resize first (--resize-to) or pad (--padding)")
 
 
 def draw_offsets(batch: int, height: int, width: int, size: int, generator: torch.Generator) -> torch.Tensor:

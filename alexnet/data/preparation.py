@@ -76,7 +76,7 @@ def prepare(spec: str, out: str, *, size: int = 256, workers: int | None = None,
 
 def check_options(size: int, channels: int | None, workers: int | None) -> None:
     if size < 1:
-        raise UsageError(f"--size must be a positive number of pixels, got {size}")
+        raise UsageError(f"--image-size must be a positive number of pixels, got {size}")
     if channels not in (None, 1, 3):
         raise UsageError(f"--channels must be 1 or 3, got {channels}")
     if workers is not None and workers < 0:

@@ -112,8 +112,8 @@ class TrainTransform(_Normalizer):
             height, width = resized_shape(height, width, self.resize_to)
         pad = 2 * self.padding
         if self.crop_size > min(height, width) + pad:
-            raise UsageError(f"crop size {self.crop_size} is larger than the {height}x{width} images "
-                             f"(+{self.padding} padding); set resize_to or padding")
+            raise UsageError(f"--crop-size {self.crop_size} is larger than the {height}x{width} images "
+                             f"(+{self.padding} padding); set --resize-to or --padding")
         offsets = draw_offsets(batch, height + pad, width + pad, self.crop_size, generator)
         flips = draw_flips(batch, generator) if self.flip else None
         alphas = draw_alphas(batch, len(self.stats.eigvals), self.pca_std, generator) if self.pca_std > 0 else None
@@ -179,8 +179,8 @@ class EvalTransform(_Normalizer):
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = to_float(self._prepare(x))
         if self.crop_size > min(x.shape[-2], x.shape[-1]):
-            raise UsageError(f"crop size {self.crop_size} is larger than the {x.shape[-2]}x{x.shape[-1]} images; "
-                             f"resize first (resize_to) or pad (padding)")
+            raise UsageError(f"--crop-size {self.crop_size} is larger than the {x.shape[-2]}x{x.shape[-1]} images; "
+                             f"resize first (--resize-to) or pad (--padding)")
         if self.normalization == "mean_image":
             x = x - self._mean_image(x)
         elif self.normalization == "channel":
