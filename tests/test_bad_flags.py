@@ -144,3 +144,11 @@ def test_checkpoint_that_is_text_or_incomplete_names_file_and_problem(tmp_path):
     torch.save({"format": FORMAT, "model": {"name": "alexnet_small"}, "classes": ["a"]}, tmp_path / "part.pt")
     with pytest.raises(UsageError, match=r"part.pt .*missing.*config, data, state_dict, model.num_classes"):
         load_model(tmp_path / "part.pt")
+
+
+def test_messages_name_the_real_flags(tmp_path, capsys):
+    assert main(["summary", "alexnet_small", "--input-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "--input-size" in err and "Traceback" not in err
+    assert main(["prepare", "fashion-mnist", "--out", str(tmp_path / "c"), "--size", "0"]) == 2
+    assert "--image-size" in capsys.readouterr().err

@@ -57,8 +57,8 @@ def select(images: np.ndarray, labels: np.ndarray, split: str, spec: str, val_fr
     n = len(labels)
     k = holdout_count(n, val_fraction)
     if split == "val" and k == 0:
-        raise UsageError(f"{spec} has no validation split and the validation fraction is {val_fraction}; "
-                         f"hold some of train out with a fraction > 0")
+        raise UsageError(f"{spec} has no validation split and --val-fraction is {val_fraction}; "
+                         f"hold some of train out with --val-fraction > 0")
     if order is None:
         part = slice(n - k, n) if split == "val" else slice(0, n - k)
     else:

@@ -59,7 +59,7 @@ def open_dataset(spec: str, split: str = "train", *, data_root: str | None = Non
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     if not 0 <= val_fraction < 1:
-        raise UsageError(f"the validation fraction must be in [0, 1), got {val_fraction}")
+        raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     check_options(size, channels, workers)
     source = resolve_source(spec, data_root, progress=progress)
     if source.kind in ("folder", "csv"):

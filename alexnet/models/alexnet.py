@@ -90,7 +90,8 @@ class AlexNet(nn.Module):
             layers.update(blocks)
             channels = width
         if size < 1:
-            raise UsageError(f"input size {input_size} is too small for this network (feature map vanishes)")
+            raise UsageError(f"input size {input_size} is too small for this network (feature map vanishes); "
+                             "use a larger --input-size (summary) or --crop-size/--resize-to (train)")
         self.features = nn.Sequential(layers)
         self.avgpool = nn.Identity()  # fixed input size: the feature map is already size x size
         self.feature_shape = (channels, size, size)
