@@ -63,6 +63,8 @@ def model_kwargs(model: str, kwargs: dict) -> None:
     taking ``**kw`` passes them to), and the model builds with them (on the meta device: no memory)."""
     if not kwargs:
         return
+    if "towers" in kwargs:
+        raise UsageError("put the towers' devices in --towers DEV0,DEV1, not in --model-kwargs")
     import torch
     from alexnet.models import AlexNet, create_model, model_info
     info = model_info(model)
