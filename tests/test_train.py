@@ -64,7 +64,10 @@ def test_end_to_end_cli_train_eval_predict(fashion, tmp_path, capsys):
     assert main(["predict", str(out / "best.pt"), str(samples), "--topk", "3", "--json", "-"]) == 0
     captured = capsys.readouterr()
     predictions = json.loads(captured.out)
-    assert len(predictions) == 4 and "broken.png" in captured.err
+    skipped = [p for p in predictions if "skipped" in p]          # skipped files are listed with their reason
+    assert [os.path.basename(p["path"]) for p in skipped] == ["broken.png"] and "broken.png" in captured.err
+    predictions = [p for p in predictions if "skipped" not in p]
+    assert len(predictions) == 4
     for p in predictions:
         assert len(p["topk"]) == 3 and p["topk"][0]["prob"] >= p["topk"][1]["prob"]
         assert p["topk"][0]["label"] in test.classes and 0 <= p["topk"][0]["index"] < 10
