@@ -152,3 +152,13 @@ def test_messages_name_the_real_flags(tmp_path, capsys):
     assert "--input-size" in err and "Traceback" not in err
     assert main(["prepare", "fashion-mnist", "--out", str(tmp_path / "c"), "--size", "0"]) == 2
     assert "--image-size" in capsys.readouterr().err
+
+
+def test_unwritable_out_is_refused_before_loading_data(tmp_path, capsys, monkeypatch):
+    import alexnet.checks
+    monkeypatch.setattr(alexnet.checks.os, "access", lambda path, mode: False)   # as root, nothing is unwritable
+    for argv in (["train", "--out", str(tmp_path)], ["prepare", "fashion-mnist", "--out", str(tmp_path / "c")],
+                 ["eval", str(tmp_path / "x.pt"), "--json", str(tmp_path / "r.json")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "permission denied" in err and ("--out" in err or "--json" in err), err
