@@ -171,6 +171,6 @@ def check_ranges(cfg: TrainConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"{flag} must be a number, got {value!r}")
         if not math.isfinite(value) or not ok(value):
-            raise UsageError(f"{flag} must be a finite number {says}, got {value}")
+            raise UsageError(f"{flag} must be {'a finite number' if f.type == 'float' else 'an integer'} {says}, got {value}")
     if not DEVICE.fullmatch(cfg.device):
         raise UsageError(f"--device {cfg.device!r} is not a device; use auto, cpu, cuda or cuda:N")
