@@ -129,8 +129,16 @@ def check_training_set(train_set, loader, cfg: TrainConfig) -> None:
                          "lower --batch-size")
 
 
-def write_config(out: Path, cfg: TrainConfig) -> None:
+def write_config(out: Path, cfg: TrainConfig, resumed_epoch: int | None = None) -> None:
+    """config.json; on a resume from epoch ``resumed_epoch``, metrics.jsonl loses any later line (a run of an
+    earlier version could write an epoch's line and die before its last.pt: that epoch is trained again)."""
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    metrics = out / "metrics.jsonl"
+    if resumed_epoch is not None and metrics.exists():
+        lines = metrics.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", 0) <= resumed_epoch]
+        if kept != lines:
+            metrics.write_text("".join(kept))
 
 
 def append_metrics(out: Path, row: dict, writer) -> None:

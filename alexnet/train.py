@@ -142,7 +142,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
         run.log(f"data: {train_set.source}: {len(train_set.labels)} train / {len(val_set.labels)} val images, "
                 f"{len(classes)} classes, {channels} channel(s), input {input_size}px ({time.perf_counter() - t0:.1f}s)"
                 + (f"; skipped {len(train_set.skipped)}" if train_set.skipped else ""))
-        write_config(out, cfg)
+        write_config(out, cfg, resumed_epoch=ckpt["position"]["epoch"] if ckpt else None)
         from torch.utils.tensorboard import SummaryWriter
         run.writer = SummaryWriter(str(out))
         run.watch = StallWatch(len(classes))                             # loss stuck at ln K, or blown up

@@ -153,3 +153,13 @@ def test_eval_of_a_run_trained_on_a_relative_path_works_from_elsewhere(tmp_path,
     capsys.readouterr()
     assert main(["eval", "work/run/best.pt", "--split", "val", "--json", "-"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] > 0
+
+
+def test_resume_drops_metrics_lines_ahead_of_last_pt(fashion, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--epochs", "2", "--max-steps", "4", "--out", str(out)]) == 0   # epoch 1 saved
+    with open(out / "metrics.jsonl", "a") as f:          # an older version died between this line and last.pt
+        f.write(json.dumps({"epoch": 2, "val_top1": 0.0}) + "\n")
+    assert main(["train", "--out", str(out), "--resume"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[1]["val_top1"] > 0
