@@ -18,10 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet.errors import NoSpace, UsageError
+from alexnet.errors import UsageError
 from alexnet.run import build_model
 
 FORMAT = "alexnet-checkpoint-v1"
+
+
+class NoSpace(OSError):
+    """A checkpoint could not be written: the disk (or quota) is full. The previous file is untouched; exit 1."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
@@ -29,7 +33,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
     A crash at any moment leaves either the old file or the new one under ``path``, never a part; a failure
     removes the temp file. The file's mode follows the umask, like every other output (mkstemp's is 0600).
-    A full disk or quota raises ``errors.NoSpace`` (exit 1) naming the file and the checkpoint still good.
+    A full disk or quota raises ``NoSpace`` (exit 1) naming the file and the checkpoint still good.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

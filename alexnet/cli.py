@@ -57,7 +57,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg, *, resume: bool, force: bool) -> int:
-    from alexnet.errors import NonFiniteLoss, NoSpace, TrainingInterrupted
+    from alexnet.checkpoint import NoSpace
+    from alexnet.errors import NonFiniteLoss, TrainingInterrupted
     from alexnet.train import train
     try:
         result = train(cfg, resume=resume, force=force)

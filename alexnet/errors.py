@@ -15,7 +15,3 @@ class TrainingInterrupted(Exception):
 
 class NonFiniteLoss(Exception):
     """The loss became NaN/inf; the last good checkpoint was left untouched."""
-
-
-class NoSpace(OSError):
-    """A checkpoint could not be written: the disk (or quota) is full. The previous file is untouched; exit 1."""
