@@ -13,7 +13,6 @@ ln K) and stays there; bias 0.1 in fc6/fc7 alone stops this, Caffe's 0.1 in all 
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 
 from alexnet.errors import UsageError
@@ -122,6 +121,7 @@ RECIPES: dict[str, dict] = {
 
 def absolute_data(spec: str) -> str:
     """A --data folder or file as an absolute path (so eval works from any directory); builtin names stay names."""
+    import os
     path = os.path.abspath(os.path.expanduser(spec))
     if not os.path.exists(path):
         return spec
