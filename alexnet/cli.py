@@ -67,6 +67,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg, *, resume: bool, force: bool) -> int:
+    from alexnet.checkpoint import NoSpace
     from alexnet.errors import NonFiniteLoss, TrainingInterrupted
     from alexnet.train import train
     try:
@@ -77,6 +78,9 @@ def _run_training(cfg, *, resume: bool, force: bool) -> int:
     except NonFiniteLoss as err:
         print(f"alexnet train: stopped: {err}. The last good checkpoint (if any) is untouched. "
               "Try a lower --lr, or check the data for broken images or labels.", file=sys.stderr)
+        return 1
+    except NoSpace as err:
+        print(f"alexnet train: error: {err}", file=sys.stderr)
         return 1
     if "stopped_at" not in result:
         print(f"run folder: {result['out']} (config.json, metrics.jsonl, curves.png, last.pt, best.pt, "

@@ -121,6 +121,16 @@ RECIPES: dict[str, dict] = {
 }
 
 
+def absolute_data(spec: str) -> str:
+    """A --data folder or file as an absolute path (so eval works from any directory); builtin names stay names."""
+    import os
+    path = os.path.abspath(os.path.expanduser(spec))
+    if not os.path.exists(path):
+        return spec
+    from alexnet.data.builtin import BUILTINS       # only now: alexnet.data is heavy, the CLI's --help is not
+    return spec if spec in BUILTINS else path
+
+
 def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
     """The recipe's defaults with ``overrides`` (None values ignored) applied on top."""
     if recipe not in RECIPES:
@@ -134,6 +144,7 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
     if "model_kwargs" in overrides:     # the user's model arguments go on top of the recipe's, key by key
         overrides["model_kwargs"] = {**values.get("model_kwargs", {}), **overrides["model_kwargs"]}
     values.update(overrides)
+    values["data"] = absolute_data(values["data"])
     cfg = TrainConfig(**values)
     if cfg.schedule not in ("plateau", "onecycle", "cosine", "constant"):
         raise UsageError(f"unknown schedule {cfg.schedule!r}; choose plateau, onecycle, cosine or constant")

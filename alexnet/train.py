@@ -29,7 +29,8 @@ from alexnet.plots import plot_curves
 from alexnet.progress import Progress
 from alexnet.recipes import TrainConfig
 from alexnet.run import Preprocessing, build_model, model_spec, resolve_device, resolve_towers
-from alexnet.run_folder import append_metrics, epoch_line, prepare_out, stop_on_signals, write_config
+from alexnet.run_folder import (append_metrics, check_training_set, epoch_line, prepare_out, releasing,
+                                stop_on_signals, write_config)
 from alexnet.schedule import LRSchedule, param_groups
 
 # Called before each step's forward with (rank, global step, input batch): the tests' fault injection.
@@ -94,15 +95,16 @@ class Run:
 def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, on_step: StepHook | None = None) -> dict:
     """Train as ``cfg`` says; returns the final summary (best val, paths). ``resume``: continue the run in
     ``cfg.out`` from its ``last.pt`` (``cfg`` is then ``run_folder.resume_config``'s)."""
-    run = setup(cfg, resume=resume, force=force)
-    stop = None
-    with stop_on_signals() as signals:
-        while run.epoch < cfg.epochs and stop is None:
-            stop = train_one_epoch(run, signals, on_step)
-            if stop and run.step < len(run.loader):     # mid-epoch: the position and partial sums are saved
-                break
-            end_of_epoch(run)
-    return finish(run, stop, signals)
+    with releasing(cfg.out):                # the run folder's lock, taken in setup
+        run = setup(cfg, resume=resume, force=force)
+        stop = None
+        with stop_on_signals() as signals:
+            while run.epoch < cfg.epochs and stop is None:
+                stop = train_one_epoch(run, signals, on_step)
+                if stop and run.step < len(run.loader):     # mid-epoch: the position and partial sums are saved
+                    break
+                end_of_epoch(run)
+        return finish(run, stop, signals)
 
 
 def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
@@ -132,9 +134,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
                          transform=prep.train_transform(padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std),
                          shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device,
                          threads=cfg.loader_threads)
-    if len(loader) == 0:
-        raise UsageError(f"{len(train_set.labels)} training images are fewer than one batch of {cfg.batch_size}; "
-                         "lower --batch-size")
+    check_training_set(train_set, loader, cfg)
     classes, channels = train_set.classes, train_set.images.shape[-1]
     run = _build(cfg, out, device, rank, world_size, towers, classes, val_set, loader, prep,
                  ckpt["model"] if ckpt else model_spec(cfg.model, cfg.model_kwargs, len(classes), channels, input_size))
@@ -142,7 +142,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
         run.log(f"data: {train_set.source}: {len(train_set.labels)} train / {len(val_set.labels)} val images, "
                 f"{len(classes)} classes, {channels} channel(s), input {input_size}px ({time.perf_counter() - t0:.1f}s)"
                 + (f"; skipped {len(train_set.skipped)}" if train_set.skipped else ""))
-        write_config(out, cfg)
+        write_config(out, cfg, resumed_epoch=ckpt["position"]["epoch"] if ckpt else None)
         from torch.utils.tensorboard import SummaryWriter
         run.writer = SummaryWriter(str(out))
         run.watch = StallWatch(len(classes))                             # loss stuck at ln K, or blown up
@@ -282,7 +282,6 @@ def end_of_epoch(run: Run) -> None:
     run.epoch, run.step, run.partial = run.epoch + 1, 0, None
     if not run.is_main:
         return
-    append_metrics(run.out, row, run.writer)
     improved = val["top1"] > run.best["val_top1"]
     if improved:
         run.best = {"val_top1": val["top1"], "val_top5": val["top5"], "epoch": run.epoch}
@@ -290,6 +289,7 @@ def end_of_epoch(run: Run) -> None:
     atomic_save(state, run.out / "last.pt")
     if improved:
         atomic_save(dict(state, optimizer={}, rng={}), run.out / "best.pt")
+    append_metrics(run.out, row, run.writer)     # after last.pt: metrics.jsonl never runs ahead of it
     plot_curves(run.history, run.out / "curves.png")
     run.log(epoch_line(row, run.cfg.epochs, run.schedule.drops if dropped else None))
     if run.last_diagnosis:
