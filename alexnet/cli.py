@@ -171,14 +171,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from alexnet.data import prepare
     checks.writable_folder(args.out, "--out")
-    from alexnet.errors import Terminated, terminated_as_exception
-    try:
-        with terminated_as_exception():    # SIGTERM: the staging folder and the decoding processes go
-            report = prepare(args.data, args.out, size=args.size, workers=args.workers, strict=args.strict,
-                             channels=args.channels, seed=args.seed, data_root=args.data_root,
-                             image_column=args.image_column, label_column=args.label_column)
-    except Terminated as err:
-        return err.exit_code
+    # SIGTERM (main's terminated_as_exception): the staging folder and the decoding processes go, exit 143
+    report = prepare(args.data, args.out, size=args.size, workers=args.workers, strict=args.strict,
+                     channels=args.channels, seed=args.seed, data_root=args.data_root,
+                     image_column=args.image_column, label_column=args.label_column)
     print(report.summary())
     return 0
 
@@ -257,10 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:                 # bare `alexnet`: the commands, on stderr, and usage's exit status
         parser.print_help(sys.stderr)
         return 2
+    from alexnet.errors import Terminated, terminated_as_exception
     try:
-        return args.func(args)
+        with terminated_as_exception():   # SIGTERM anywhere (an implicit prepare too): cleanups run, exit 143
+            return args.func(args)        # (training's loop takes SIGTERM over to save a resumable last.pt)
     except UsageError as err:
         print(f"alexnet {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+    except Terminated as err:
+        print(f"alexnet {args.command}: terminated", file=sys.stderr)
+        return err.exit_code

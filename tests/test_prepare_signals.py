@@ -48,15 +48,19 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _start(tmp_path: Path):
+def _start(tmp_path: Path, command: str = "prepare"):
+    """`alexnet prepare` (or `alexnet train`, which prepares the folder implicitly) on 200 slow JPEGs, once
+    its staging folder exists and its decoders run; returns the process and the decoders' pids."""
     root = _jpegs(tmp_path / "photos")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, "prepare", str(root), "--out",
-                             str(tmp_path / "cache"), "--size", "16", "--workers", "2"],
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
+           "ALEXNET_CACHE": str(tmp_path)}
+    args = (["prepare", str(root), "--out", str(tmp_path / "cache"), "--size", "16"] if command == "prepare" else
+            ["train", "--data", str(root), "--out", str(tmp_path / "run"), "--image-size", "16", "--crop-size", "16"])
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, *args, "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:   # staging folder there, workers started
-        if any(".tmp-" in n for n in os.listdir(tmp_path)) and len(_children(proc.pid)) >= 2:
+        if any(".tmp-" in n for _, dirs, _ in os.walk(tmp_path) for n in dirs) and len(_children(proc.pid)) >= 2:
             break
         time.sleep(0.02)
     assert proc.poll() is None, proc.communicate()
@@ -85,6 +89,19 @@ def test_decoders_die_when_prepare_is_killed_outright(tmp_path):
     proc, workers = _start(tmp_path)
     proc.kill()                                          # no cleanup can run; the workers must still end
     proc.communicate(timeout=30)
+    deadline = time.monotonic() + 5
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_during_the_implicit_prepare_of_train_cleans_up_too(tmp_path):
+    proc, workers = _start(tmp_path, "train")
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and b"Traceback" not in err, err.decode()
+    assert [n for _, dirs, _ in os.walk(tmp_path) for n in dirs if ".tmp-" in n] == []
     deadline = time.monotonic() + 5
     while any(map(_alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
