@@ -144,7 +144,8 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
     if "model_kwargs" in overrides:     # the user's model arguments go on top of the recipe's, key by key
         overrides["model_kwargs"] = {**values.get("model_kwargs", {}), **overrides["model_kwargs"]}
     values.update(overrides)
-    values["data"] = absolute_data(values["data"])
+    if "data" in values:                # the paper recipes name no data: the dataclass default stands
+        values["data"] = absolute_data(values["data"])
     cfg = TrainConfig(**values)
     if cfg.schedule not in ("plateau", "onecycle", "cosine", "constant"):
         raise UsageError(f"unknown schedule {cfg.schedule!r}; choose plateau, onecycle, cosine or constant")
