@@ -48,6 +48,14 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _assert_dead(workers: list[int], within_s: float = 5.0) -> None:
+    """Every decoder has ended within ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, workers))
+
+
 def _start(tmp_path: Path, command: str = "prepare"):
     """`alexnet prepare` (or `alexnet train`, which prepares the folder implicitly) on 200 slow JPEGs, once
     its staging folder exists and its decoders run; returns the process and the decoders' pids."""
@@ -78,10 +86,7 @@ def test_interrupted_prepare_removes_its_staging_folder_and_its_workers(tmp_path
     assert proc.returncode == code, err.decode()
     assert b"Traceback" not in err
     assert [n for n in os.listdir(tmp_path) if "tmp" in n] == [] and not (tmp_path / "cache").exists()
-    deadline = time.monotonic() + 5
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(map(_alive, workers))
+    _assert_dead(workers)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and uses prctl")
@@ -89,10 +94,7 @@ def test_decoders_die_when_prepare_is_killed_outright(tmp_path):
     proc, workers = _start(tmp_path)
     proc.kill()                                          # no cleanup can run; the workers must still end
     proc.communicate(timeout=30)
-    deadline = time.monotonic() + 5
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(map(_alive, workers))
+    _assert_dead(workers)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -102,7 +104,4 @@ def test_sigterm_during_the_implicit_prepare_of_train_cleans_up_too(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and b"Traceback" not in err, err.decode()
     assert [n for _, dirs, _ in os.walk(tmp_path) for n in dirs if ".tmp-" in n] == []
-    deadline = time.monotonic() + 5
-    while any(map(_alive, workers)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(map(_alive, workers))
+    _assert_dead(workers)
