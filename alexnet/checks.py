@@ -58,13 +58,18 @@ def input_size(size: int, channels: int, flag: str = "--input-size") -> None:
                          f"feeds) cannot be allocated; use a side of at most {int((MAX_INPUT_ELEMENTS / 3) ** 0.5)}")
 
 
+def no_towers_in(kwargs: dict) -> None:
+    """The towers are placement, set by --towers, never a model argument (their devices are not stored)."""
+    if "towers" in kwargs:
+        raise UsageError("put the towers' devices in --towers DEV0,DEV1, not in --model-kwargs")
+
+
 def model_kwargs(model: str, kwargs: dict) -> None:
     """Every key of ``--model-kwargs`` is an argument of the model's builder (or of AlexNet, which a builder
     taking ``**kw`` passes them to), and the model builds with them (on the meta device: no memory)."""
     if not kwargs:
         return
-    if "towers" in kwargs:
-        raise UsageError("put the towers' devices in --towers DEV0,DEV1, not in --model-kwargs")
+    no_towers_in(kwargs)
     import torch
     from alexnet.models import AlexNet, create_model, model_info
     info = model_info(model)

@@ -26,9 +26,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-STAT_KEYS = ("act_mean", "act_std", "signal", "relu_zero", "dead", "grad_std", "update_ratio")
-
-
 def watched_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The conv and linear layers, by their short names (conv1 .. fc8) where the model has them."""
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from alexnet import distributed
+from alexnet.checks import no_towers_in
 from alexnet.data.transforms import EvalTransform, TrainTransform
 from alexnet.data.stats import DatasetStats, compute_stats
 from alexnet.errors import UsageError
@@ -107,8 +108,7 @@ class Preprocessing:
 def resolve_towers(towers: str, model_kwargs: dict, resumed: dict | None, world_size: int, out) -> tuple | None:
     """[3.2] ``--towers DEV0,DEV1``: the two devices (inputs, loss and fc8 on the first), or None. ``resumed``:
     the config of the run being resumed, which must have used towers alike."""
-    if "towers" in model_kwargs:
-        raise UsageError("put the towers' devices in --towers DEV0,DEV1, not in --model-kwargs")
+    no_towers_in(model_kwargs)
     spec, towers = towers, None
     if spec:
         from alexnet.models.towers import tower_devices
