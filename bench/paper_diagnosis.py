@@ -49,6 +49,9 @@ VARIANTS = {
     "caffe init, bias 0.1": {"model_kwargs": {"init": "caffe", "init_bias": 0.1}},
     "paper": {"recipe": "paper"},
     "paper, fc6/fc7 bias 0.1": {"recipe": "paper", "model_kwargs": {"init_bias": {"fc6": 0.1, "fc7": 0.1}}},
+    "paper, lrn alpha/n": {"recipe": "paper", "model_kwargs": {"lrn": "cuda-convnet2"}},
+    "paper, caffe init": {"recipe": "paper", "model_kwargs": {"init": "caffe"}},
+    "paper, cuda-convnet2 all": {"recipe": "paper", "model_kwargs": CONVNET2},
 }
 
 
