@@ -75,6 +75,9 @@ def plot_compare(result: dict, path: str | os.PathLike) -> None:
                         fmt="o", capsize=3)
             ax.annotate(row["model"], (row[key], row["test_top1"]), textcoords="offset points", xytext=(6, 4),
                         fontsize=9)
+        if result.get("classes"):
+            ax.axhline(1 / result["classes"], color="grey", linestyle="--", linewidth=1, label="chance (1 / classes)")
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())    # only the powers of ten labelled
         ax.set_xlabel(label)

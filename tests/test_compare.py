@@ -149,3 +149,12 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["compare", "lenet5", "--out", str(tmp_path / "file")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_the_command_line_stays_light():
+    """`alexnet --help` builds every parser, compare's included, without importing torch or matplotlib."""
+    import subprocess
+    import sys
+    code = ("import sys; from alexnet.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'alexnet.compare', 'alexnet.data') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
