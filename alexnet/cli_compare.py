@@ -15,7 +15,8 @@ def add_parsers(sub) -> None:
                        description="Train each model with the quick recipe's settings (same epochs, data, seeds) at "
                                    "one input size, score it on the test split, and write DIR/compare.json, "
                                    "DIR/compare.md and DIR/compare.png.")
-    p.add_argument("models", nargs="+", metavar="MODELS", help=f"registered models, comma- or space-separated, e.g. {EXAMPLE}")
+    p.add_argument("models", nargs="+", metavar="MODELS",
+                   help=f"registered models, comma- or space-separated, e.g. {EXAMPLE}")
     p.add_argument("--data", default="fashion-mnist", help="the data set, as for alexnet train (default: fashion-mnist)")
     p.add_argument("--data-root", default=None, help="folder holding builtin datasets (searched first)")
     p.add_argument("--epochs", type=int, default=2, help="epochs per run (default: 2)")
@@ -44,6 +45,8 @@ def _compare(args: argparse.Namespace) -> int:
     checks.at_least(args.seeds, 1, "--seeds")
     checks.at_least(args.epochs, 1, "--epochs")
     checks.writable_folder(args.out, "--out")
+    if args.input_size is not None:
+        checks.input_size(args.input_size, 3)
     budget = Budget(epochs=args.epochs, seeds=args.seeds, train_subset=args.train_subset,
                     val_subset=args.val_subset, batch_size=args.batch_size, lr=args.lr)
     command = shlex.join(["alexnet", "compare", *_argv_after_command(args)])

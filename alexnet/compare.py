@@ -84,8 +84,9 @@ def _needs(name: str) -> str:
 def run_config(model: str, seed: int, *, data: str, data_root: str | None, input_size: int, native: int,
                out: Path, budget: Budget, device: str, quiet: bool) -> TrainConfig:
     """The quick recipe with this model and seed, at ``input_size`` (resized when it is not the stored size)."""
-    return resolve_config("quick", data=data, data_root=data_root, model=model, out=str(out / "runs" / f"{model}-seed{seed}"),
-                          epochs=budget.epochs, seed=seed, train_subset=budget.train_subset, val_subset=budget.val_subset,
+    return resolve_config("quick", data=data, data_root=data_root, model=model,
+                          out=str(out / "runs" / f"{model}-seed{seed}"), epochs=budget.epochs, seed=seed,
+                          train_subset=budget.train_subset, val_subset=budget.val_subset,
                           batch_size=budget.batch_size, lr=budget.lr, device=device, quiet=quiet,
                           crop_size=input_size, resize_to=0 if input_size == native else input_size)
 
@@ -143,10 +144,11 @@ def compare(models: list[str], *, data: str = "fashion-mnist", data_root: str | 
     from alexnet.machine import load_average, machine
     if budget.seeds < 1:
         raise UsageError(f"--seeds must be >= 1 (the number of seeds per model), got {budget.seeds}")
+    # the budget's flags, and a size some model refuses, are checked before any data is opened
     resolve_config("quick", epochs=budget.epochs, train_subset=budget.train_subset, val_subset=budget.val_subset,
-                   batch_size=budget.batch_size, lr=budget.lr, device=device)        # the budget's flags checked before any data is opened
+                   batch_size=budget.batch_size, lr=budget.lr, device=device)
     if input_size is not None:
-        choose_input_size(models, input_size, input_size)      # a size some model refuses: before any data
+        choose_input_size(models, input_size, input_size)
     out_path = Path(out)
     train_set = open_dataset(data, "train", data_root=data_root, progress=not quiet)
     native, channels = train_set.images.shape[1], train_set.images.shape[-1]

@@ -62,7 +62,8 @@ def test_compare_trains_scores_and_reports_both_models(compared):
         assert row["macs"] == sum(r.macs for r in layer_table(model, (1, 28, 28))) > 0
         assert 0 <= run["test_top1"] <= run["test_top5"] <= 1 and row["test_top1"] == run["test_top1"]
         assert row["test_top1_std"] is None                             # one seed: no spread
-        assert run["train_images_per_s"] == pytest.approx(run["history"][0]["images_per_s"]) and run["history"][0]["images_per_s"] > 0
+        speed = run["history"][0]["images_per_s"]
+        assert run["train_images_per_s"] == pytest.approx(speed) and speed > 0
         assert run["wall_seconds"] == pytest.approx(run["train_seconds"] + run["eval_seconds"])
         assert (out / "runs" / f"{row['model']}-seed0" / "best.pt").exists()
     assert result["models"][0]["params"] < result["models"][1]["params"]       # LeNet-5 is the small one
@@ -132,6 +133,7 @@ def test_model_names_comma_or_space_separated():
     (["lenet5,alexnet_big"], r"unknown model 'alexnet_big'; choose from: .*resnet18"),
     (["alexnet_2012,lenet5", "--input-size", "28"], r"alexnet_2012 needs 224 or 227 px; --input-size 224 suits"),
     (["lenet5,vgg11_bn", "--input-size", "28"], r"vgg11_bn needs >= 32 px; --input-size 32 suits all"),
+    (["lenet5", "--input-size", "100000"], r"--input-size 100000 is too large"),
     (["lenet5", "--seeds", "0"], r"--seeds must be >= 1, got 0"),
     (["lenet5", "--epochs", "0"], r"--epochs must be >= 1, got 0"),
     (["lenet5", "--train-subset", "-5"], r"--train-subset must be an integer >= 0"),
