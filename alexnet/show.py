@@ -78,11 +78,11 @@ def kernel_columns(n: int) -> int:
 def plot_kernels(blocks: list[tuple[str, np.ndarray]], path: str | os.PathLike, title: str) -> Figure:
     """One row of axes per block, each a mosaic of its kernels drawn with square, unsmoothed pixels."""
     images = [mosaic(kernels, kernel_columns(len(kernels))) for _, kernels in blocks]
-    zoom = max(4, 48 // (blocks[0][1].shape[1] + 1))           # screen pixels per kernel pixel
+    zoom = max(5, 48 // (blocks[0][1].shape[1] + 1))           # screen pixels per kernel pixel
     width = max(image.shape[1] for image in images) * zoom / DPI
     heights = [image.shape[0] * zoom / DPI for image in images]
-    fig = _figure((max(width, 4.0), sum(heights) + 0.45 * len(images) + 0.4))
-    axes = fig.subplots(len(images), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0]
+    fig = _figure((max(width, 4.0), sum(heights) + 0.35 * len(images) + 0.3))
+    axes = fig.subplots(len(images), 1, gridspec_kw={"height_ratios": heights, "hspace": 0.25}, squeeze=False)[:, 0]
     for ax, (label, _), image in zip(axes, blocks, images):
         ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1,
                   interpolation="nearest")
@@ -115,30 +115,31 @@ def nearest_neighbors(queries: np.ndarray, pool: np.ndarray, k: int) -> tuple[np
     return nearest.indices[:, :k].numpy(), nearest.values[:, :k].numpy()
 
 
-def _tile(ax, image: np.ndarray, title: str, color: str = "black", bold: bool = False) -> None:
+def _tile(ax, image: np.ndarray, title: str, color: str = "black", query: bool = False) -> None:
     ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
-    ax.set_title(title, fontsize=7, color=color, fontweight="bold" if bold else "normal")
+    ax.set_title(title, fontsize=7, color=color, fontweight="bold" if query else "normal")
     ax.set_xticks([])
     ax.set_yticks([])
+    if query:                      # a frame sets the query apart from its neighbours
+        for spine in ax.spines.values():
+            spine.set(color="tab:blue", linewidth=2.5)
 
 
 def plot_neighbors(query_images: np.ndarray, query_labels: np.ndarray, neighbor_images: np.ndarray,
                    neighbor_labels: np.ndarray, distances: np.ndarray, classes: list[str],
                    path: str | os.PathLike, title: str) -> Figure:
-    """Fig. 4's grid: one row per query, the query first, then its neighbours (label green: same class)."""
+    """Fig. 4's grid: one row per query, the query first, then its neighbours nearest first (label in green:
+    the query's class, red: another)."""
     rows, k = neighbor_labels.shape
-    fig = _figure((1.25 * (k + 1) + 0.3, 1.35 * rows + 0.6))
+    fig = _figure((1.25 * (k + 1) + 0.3, 1.35 * rows + 0.4))
     axes = fig.subplots(rows, k + 1, squeeze=False, gridspec_kw={"wspace": 0.15, "hspace": 0.45})
     for r in range(rows):
-        _tile(axes[r, 0], query_images[r], f"query: {classes[query_labels[r]]}", bold=True)
+        _tile(axes[r, 0], query_images[r], f"query: {classes[query_labels[r]]}", query=True)
         for j in range(k):
             label = neighbor_labels[r, j]
-            _tile(axes[r, j + 1], neighbor_images[r, j], f"{classes[label]}\nd={distances[r, j]:.3g}",
+            _tile(axes[r, j + 1], neighbor_images[r, j], f"{j + 1}: {classes[label]}\nd={distances[r, j]:.3g}",
                   "green" if label == query_labels[r] else "red")
-        axes[r, 0].set_ylabel(f"#{r + 1}", fontsize=8)
-    for j in range(k):
-        axes[0, j + 1].annotate(f"neighbour {j + 1}", (0.5, 1.45), xycoords="axes fraction", ha="center", fontsize=7)
-    fig.suptitle(title, fontsize=9)
+    fig.suptitle(title, fontsize=9, y=0.99 + 0.06 / rows, va="bottom")
     _save(fig, path)
     return fig
 
@@ -166,7 +167,7 @@ def show_neighbors(checkpoint: str, data: str | None = None, split: str = "test"
     name = layer_label(model, layer)
     plot_neighbors(query_images, query_labels, np.asarray(train_set.images[found.ravel()]).reshape(
         found.shape + train_set.images.shape[1:]), labels[found], distances, list(query_set.classes), out,
-        f"{os.path.basename(checkpoint)}: {split} images (left) and the {k} training images nearest in "
-        f"{name} ({pool.shape[1]} features, Euclidean)")
+        f"{os.path.basename(checkpoint)}: {split} images (left) and the {k} training images nearest\n"
+        f"in {name} ({pool.shape[1]} features, Euclidean distance d)")
     return {"png": out, "queries": picks.tolist(), "neighbors": found.tolist(), "distances": distances.tolist(),
             "layer": name, "same_class": float((labels[found] == query_labels[:, None]).mean())}
