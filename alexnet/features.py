@@ -54,9 +54,9 @@ def resolve_layer(model: nn.Module, layer: str | None = None) -> tuple[str, str]
 
 
 def layer_label(model: nn.Module, layer: str | None) -> str:
-    """A readable name of the resolved layer, e.g. ``classifier.relu7`` or ``input of classifier.fc8``."""
+    """A readable name of the resolved layer, e.g. ``classifier.relu7`` or ``last hidden layer (input of classifier.fc8)``."""
     name, where = resolve_layer(model, layer)
-    return name if where == "output" else f"input of {name}"
+    return name if where == "output" else f"last hidden layer (input of {name})"
 
 
 @torch.no_grad()

@@ -131,7 +131,9 @@ def plot_neighbors(query_images: np.ndarray, query_labels: np.ndarray, neighbor_
     """Fig. 4's grid: one row per query, the query first, then its neighbours nearest first (label in green:
     the query's class, red: another)."""
     rows, k = neighbor_labels.shape
-    fig = _figure((1.25 * (k + 1) + 0.3, 1.35 * rows + 0.4))
+    height = 1.35 * rows + 0.8
+    fig = _figure((1.25 * (k + 1) + 0.3, height))
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.75 / height)   # room for two title lines
     axes = fig.subplots(rows, k + 1, squeeze=False, gridspec_kw={"wspace": 0.15, "hspace": 0.45})
     for r in range(rows):
         _tile(axes[r, 0], query_images[r], f"query: {classes[query_labels[r]]}", query=True)
@@ -139,7 +141,7 @@ def plot_neighbors(query_images: np.ndarray, query_labels: np.ndarray, neighbor_
             label = neighbor_labels[r, j]
             _tile(axes[r, j + 1], neighbor_images[r, j], f"{j + 1}: {classes[label]}\nd={distances[r, j]:.3g}",
                   "green" if label == query_labels[r] else "red")
-    fig.suptitle(title, fontsize=9, y=0.99 + 0.06 / rows, va="bottom")
+    fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top")
     _save(fig, path)
     return fig
 
@@ -168,6 +170,6 @@ def show_neighbors(checkpoint: str, data: str | None = None, split: str = "test"
     plot_neighbors(query_images, query_labels, np.asarray(train_set.images[found.ravel()]).reshape(
         found.shape + train_set.images.shape[1:]), labels[found], distances, list(query_set.classes), out,
         f"{os.path.basename(checkpoint)}: {split} images (left) and the {k} training images nearest\n"
-        f"in {name} ({pool.shape[1]} features, Euclidean distance d)")
+        f"by {name}: {pool.shape[1]} features, Euclidean distance d")
     return {"png": out, "queries": picks.tolist(), "neighbors": found.tolist(), "distances": distances.tolist(),
             "layer": name, "same_class": float((labels[found] == query_labels[:, None]).mean())}

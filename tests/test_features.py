@@ -109,7 +109,7 @@ def test_cli_features_writes_the_splits_features_labels_and_classes(run, capsys)
         np.testing.assert_array_equal(saved["labels"], test.labels)
         assert saved["classes"].tolist() == test.classes
         np.testing.assert_array_equal(saved["indices"], np.arange(20))
-        assert str(saved["layer"]) == "input of classifier.fc8" and str(saved["split"]) == "test"
+        assert str(saved["layer"]) == "last hidden layer (input of classifier.fc8)" and str(saved["split"]) == "test"
         hidden = saved["features"]
     assert not list(ckpt.parent.glob(".*tmp*")), "no temporary file is left"
 

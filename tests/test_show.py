@@ -112,7 +112,7 @@ def test_cli_show_neighbors_finds_a_training_query_itself_first(run, capsys):
     info = show_neighbors(str(ckpt), split="train", queries=4, k=3, seed=1, progress=False)
     assert [row[0] for row in info["neighbors"]] == info["queries"]
     assert max(row[0] for row in info["distances"]) < 1e-4 and min(row[1] for row in info["distances"]) > 0
-    assert info["layer"] == "input of classifier.fc8"
+    assert info["layer"] == "last hidden layer (input of classifier.fc8)"
     assert show_neighbors(str(ckpt), split="train", queries=4, k=3, seed=1, progress=False)["queries"] == info["queries"]
 
     out = ckpt.parent / "fig4.png"
