@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from alexnet.errors import UsageError
+from alexnet.errors import NonFiniteLoss, UsageError
 from alexnet.models import list_models, model_info
 from alexnet.recipes import TrainConfig, resolve_config
 
@@ -126,7 +126,11 @@ def summarise(runs: list[dict], models: list[str]) -> list[dict]:
     """Per model: the mean of each measure over its seeds, and the standard deviation when there are several."""
     rows = []
     for name in models:
-        mine = [run for run in runs if run["model"] == name]
+        mine = [run for run in runs if run["model"] == name and "failed" not in run]
+        if not mine:                       # every seed diverged: the row says so instead of a number
+            rows.append({"model": name, "seeds": 0, "failed": next(run["failed"] for run in runs
+                                                                   if run["model"] == name)})
+            continue
         row = {"model": name, "seeds": len(mine), "params": mine[0]["params"], "macs": mine[0]["macs"]}
         for key in MEASURES:
             values = [run[key] for run in mine]
@@ -159,9 +163,16 @@ def compare(models: list[str], *, data: str = "fashion-mnist", data_root: str | 
     runs, started = [], time.perf_counter()
     for i, cfg in enumerate(configs, 1):
         log(f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}: training {cfg.epochs} epoch(s) into {cfg.out}")
-        runs.append(run_one(cfg))
+        try:
+            runs.append(run_one(cfg))
+        except NonFiniteLoss as err:   # one model diverging loses neither the other runs nor the report
+            runs.append({"model": cfg.model, "seed": cfg.seed, "out": cfg.out, "failed": f"diverged: {err}"})
+            log(f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}: {runs[-1]['failed']}; going on with the rest")
+            continue
         log(f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}: test top-1 {runs[-1]['test_top1']:.4f} "
             f"({runs[-1]['wall_seconds']:.0f} s)")
+    if all("failed" in run for run in runs):
+        raise NonFiniteLoss("every run diverged; try a lower --lr")
     first = configs[0]
     return {"command": command, "machine": machine(), "load_average_after": load_average(),
             "data": first.data, "classes": len(train_set.classes), "channels": channels,
@@ -169,5 +180,6 @@ def compare(models: list[str], *, data: str = "fashion-mnist", data_root: str | 
             "budget": {**asdict(budget), "recipe": "quick", "batch_size": first.batch_size, "lr": first.lr,
                        "seeds": list(range(budget.seeds)),
                        "train_images": min(budget.train_subset or len(train_set.labels), len(train_set.labels))},
-            "test": {"split": "test", "views": "centre", "images": runs[0]["test_images"]},
+            "test": {"split": "test", "views": "centre",
+                     "images": next(run["test_images"] for run in runs if "failed" not in run)},
             "total_seconds": time.perf_counter() - started, "models": summarise(runs, models), "runs": runs}

@@ -44,7 +44,7 @@ def markdown_table(result: dict) -> str:
     header = ["model", "test top-1", "test top-5", "parameters", "multiply-adds", "train img/s", "wall time"]
     rows = [[f"`{r['model']}`", _mean(r, "test_top1", ".4f"), _mean(r, "test_top5", ".4f"), f"{r['params']:,}",
              _count(r["macs"]), _mean(r, "train_images_per_s", ",.0f"), _mean(r, "wall_seconds", ".0f") + " s"]
-            for r in result["models"]]
+            if "failed" not in r else [f"`{r['model']}`", "diverged"] + [""] * 5 for r in result["models"]]
     widths = [max(len(line[i]) for line in [header] + rows) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -70,7 +70,7 @@ def plot_compare(result: dict, path: str | os.PathLike) -> None:
     axes = fig.subplots(1, 2)
     panels = (("params", "parameters (log scale)"), ("train_images_per_s", "training images per second (log scale)"))
     for ax, (key, label) in zip(axes, panels):
-        for row in result["models"]:
+        for row in (r for r in result["models"] if "failed" not in r):
             ax.errorbar(row[key], row["test_top1"], yerr=row["test_top1_std"], xerr=row.get(f"{key}_std"),
                         fmt="o", capsize=3)
             ax.annotate(row["model"], (row[key], row["test_top1"]), textcoords="offset points", xytext=(6, 4),

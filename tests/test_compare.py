@@ -160,3 +160,30 @@ def test_the_command_line_stays_light():
     code = ("import sys; from alexnet.cli import build_parser; build_parser(); "
             "print(sorted(m for m in ('torch', 'matplotlib', 'alexnet.compare', 'alexnet.data') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
+
+
+def test_a_diverging_model_loses_neither_the_others_nor_the_report(few_fashion, tmp_path, monkeypatch):
+    import alexnet.compare as compare_module
+    from alexnet.compare_report import write_outputs
+    from alexnet.errors import NonFiniteLoss
+
+    def fake_run(cfg):
+        if cfg.model == "lenet5":
+            raise NonFiniteLoss("loss is nan at epoch 1 step 3")
+        return {"model": cfg.model, "seed": cfg.seed, "out": cfg.out, "test_top1": 0.8, "test_top5": 0.99,
+                "test_images": 300, "params": 1000, "macs": 5000, "train_images_per_s": 100.0,
+                "train_seconds": 1.0, "eval_seconds": 1.0, "wall_seconds": 2.0}
+
+    monkeypatch.setattr(compare_module, "run_one", fake_run)
+    budget = Budget(epochs=1, seeds=1)
+    result = compare_module.compare(TWO, data=str(few_fashion), out=str(tmp_path), budget=budget, quiet=True,
+                                    log=lambda *a: None)
+    rows = {row["model"]: row for row in result["models"]}
+    assert rows["lenet5"]["failed"].startswith("diverged: loss is nan") and rows["alexnet_small"]["test_top1"] == 0.8
+    paths = write_outputs(result, tmp_path)
+    table = open(paths["md"]).read()
+    assert re.search(r"`lenet5`\s*\|\s*diverged", table) and "0.8000" in table
+    monkeypatch.setattr(compare_module, "run_one", lambda cfg: fake_run(cfg.__class__(**{**cfg.to_dict(), "model": "lenet5"})))
+    with pytest.raises(NonFiniteLoss, match="every run diverged"):
+        compare_module.compare(TWO, data=str(few_fashion), out=str(tmp_path), budget=budget, quiet=True,
+                               log=lambda *a: None)
