@@ -156,6 +156,7 @@ class StallWatch:
     patience: int = 5
     tolerance: float = 0.03
     blowup: float = 3.0
+    fixes: str = ""                  # the stall's likely fixes (``stall_fixes``); "" = the AlexNet init advice
     flat: int = 0
     said: set = field(default_factory=set)
 
@@ -172,7 +173,7 @@ class StallWatch:
             self.said.add("stall")
             return (f"the training loss has stayed at {mean:.3f}, within {self.tolerance:.0%} of ln {self.num_classes} "
                     f"= {self.chance:.3f} (chance), for the last {self.flat * self.window} steps (to step {step}): "
-                    "the network predicts the class frequencies and ignores the image. " + STALL_FIXES)
+                    "the network predicts the class frequencies and ignores the image. " + (self.fixes or STALL_FIXES))
         if mean > self.blowup * self.chance and "blowup" not in self.said:
             self.said.add("blowup")
             return (f"the training loss averaged {mean:.3f} over steps {step - self.window + 1}-{step}, "
@@ -185,4 +186,13 @@ STALL_FIXES = ("Likely fixes: the paper's literal init (bias 1, N(0, 0.01) weigh
                "this; use --recipe paper (Krizhevsky's own conventions) rather than paper-literal, or "
                "--model-kwargs '{\"init_bias\": 0.1}' (Caffe's fix); a lower --lr; and "
                "--diagnose to see which layer carries no signal.")
+GENERIC_STALL_FIXES = ("Likely fixes: a different --lr (too high saturates, too low never leaves the start; sigmoid "
+                       "and tanh nets often need a larger one or more epochs), a different init, and --diagnose to see "
+                       "which layer carries no signal.")
 BLOWUP_FIXES = "Likely fixes: a lower --lr (e.g. divide it by 10), a smaller init, or --diagnose to see which layer."
+
+
+def stall_fixes(model) -> str:
+    """The stall warning's advice: the paper-init fixes for the AlexNet family, general ones for other nets."""
+    from alexnet.models import AlexNet, TwoTowerAlexNet
+    return STALL_FIXES if isinstance(model, (AlexNet, TwoTowerAlexNet)) else GENERIC_STALL_FIXES

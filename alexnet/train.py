@@ -21,7 +21,7 @@ from alexnet import distributed
 from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
 from alexnet.data import open_dataset
 from alexnet.data.loader import BatchLoader
-from alexnet.diagnose import LayerStats, StallWatch, format_report, record_diagnosis
+from alexnet.diagnose import LayerStats, StallWatch, format_report, record_diagnosis, stall_fixes
 from alexnet.errors import NonFiniteLoss, TrainingInterrupted, UsageError
 from alexnet.evaluate import accuracy_report, predict_probs
 from alexnet.models import model_info
@@ -145,7 +145,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
         write_config(out, cfg, resumed_epoch=ckpt["position"]["epoch"] if ckpt else None)
         from torch.utils.tensorboard import SummaryWriter
         run.writer = SummaryWriter(str(out))
-        run.watch = StallWatch(len(classes))                             # loss stuck at ln K, or blown up
+        run.watch = StallWatch(len(classes), fixes=stall_fixes(run.raw_model))   # loss stuck at ln K, blown up
         run.stats = LayerStats(run.raw_model) if cfg.diagnose else None  # --diagnose N
     if ckpt:
         _restore(run, ckpt)

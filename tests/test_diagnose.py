@@ -223,3 +223,13 @@ def test_train_warns_in_plain_words_when_the_loss_sits_at_chance(fashion, tmp_pa
     train(cfg)
     err = capsys.readouterr().err
     assert "warning: the training loss has stayed at" in err and "ln 10 = 2.303" in err
+
+
+def test_the_stall_advice_fits_the_network():
+    from alexnet.diagnose import GENERIC_STALL_FIXES, STALL_FIXES, stall_fixes
+    from alexnet.models import create_model
+    assert stall_fixes(create_model("alexnet_small", num_classes=3)) == STALL_FIXES
+    assert stall_fixes(create_model("lenet5", num_classes=3)) == GENERIC_STALL_FIXES
+    watch = StallWatch(3, window=1, patience=1, fixes=GENERIC_STALL_FIXES)
+    message = watch.check(math.log(3), 1)
+    assert "init_bias" not in message and "sigmoid" in message
