@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alexnet import checks, cli_compare, memory
+from alexnet import checks, cli_compare, cli_convert, memory
 from alexnet.errors import UsageError
 
 
@@ -243,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_predict)
     cli_compare.add_parsers(sub)
+    cli_convert.add_parsers(sub)
     return parser
 
 
