@@ -5,7 +5,7 @@ Only the fields that carry weights are decoded, by their numbers in BVLC Caffe's
 - ``NetParameter``: name = 1, layer = 100 (``LayerParameter``), layers = 2 (the deprecated ``V1LayerParameter``
   of the 2014 model-zoo files such as bvlc_alexnet.caffemodel);
 - ``LayerParameter``: name = 1, type = 2 (a string), blobs = 7;
-- ``V1LayerParameter``: name = 4, type = 5 (an enum: CONVOLUTION = 4, INNER_PRODUCT = 14), blobs = 6, and
+- ``V1LayerParameter``: name = 4, type = 5 (an enum: CONVOLUTION = 4, INNER_PRODUCT = 14, ...), blobs = 6, and
   layer = 1, a nested ``V0LayerParameter`` (name = 1, type = 2 as "conv"/"innerproduct", blobs = 50);
 - ``BlobProto``: shape = 7 (``BlobShape``: dim = 1, packed int64), data = 5 (packed float), double_data = 8,
   and the deprecated 4-D num, channels, height, width = 1, 2, 3, 4 that V1 files use instead of shape.
@@ -20,7 +20,8 @@ from typing import Iterator
 
 import numpy as np
 
-V1_TYPES = {4: "Convolution", 14: "InnerProduct"}       # V1LayerParameter.LayerType values that hold weights
+V1_TYPES = {1: "Accuracy", 4: "Convolution", 5: "Data", 6: "Dropout", 14: "InnerProduct", 15: "LRN",  # AlexNet's
+            17: "Pooling", 18: "ReLU", 20: "Softmax", 21: "SoftmaxWithLoss"}      # V1LayerParameter.LayerType values
 V0_TYPES = {"conv": "Convolution", "innerproduct": "InnerProduct"}
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 

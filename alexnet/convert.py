@@ -21,15 +21,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from alexnet.caffe_proto import ProtoError, parse_blob, parse_net
-from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint
-from alexnet.data.stats import DatasetStats
+from alexnet.caffe_proto import ProtoError, parse_net
+from alexnet.checkpoint import FORMAT, atomic_save
 from alexnet.errors import UsageError
 from alexnet.models import create_model
-from alexnet.run import Preprocessing, model_spec
+from alexnet.convert_preprocessing import caffe_preprocessing, leading_ones_dropped, torchvision_preprocessing
+from alexnet.run import model_spec
 
 CAFFE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 CAFFE_TYPES = ("Convolution",) * 5 + ("InnerProduct",) * 3
@@ -37,8 +36,6 @@ TORCHVISION_LAYERS = ("features.0", "features.3", "features.6", "features.8", "f
                       "classifier.1", "classifier.4", "classifier.6")
 CAFFE_NETS = {"alexnet": "alexnet_caffe", "caffenet": "caffenet"}     # NetParameter.name -> our model
 MODELS = ("alexnet_owt", "alexnet_caffe", "caffenet")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)   # torchvision's, RGB in [0, 1]
-CAFFE_BGR_MEAN = (104.0, 117.0, 123.0)          # Caffe's per-channel ImageNet mean, BGR in 0-255
 KNOWN = "a torchvision AlexNet .pth, a Caffe .caffemodel or a .safetensors file of either"
 
 
@@ -119,11 +116,14 @@ def _read_caffemodel(path: Path) -> tuple[dict[str, torch.Tensor], str, dict[str
     return tensors, name, {ours: layer.name for ours, layer in zip(CAFFE_LAYERS, weighted)}
 
 
+def _our_name(caffe_name: str) -> str:
+    return f"{'features' if caffe_name.startswith('conv') else 'classifier'}.{caffe_name}"
+
+
 def _layout(tensors: dict, path: Path) -> str:
     keys = set(tensors)
     for layout, prefixes in (("torchvision", TORCHVISION_LAYERS), ("caffe", CAFFE_LAYERS),
-                             ("ours", [f"{'features' if n.startswith('conv') else 'classifier'}.{n}"
-                                       for n in CAFFE_LAYERS])):
+                             ("ours", [_our_name(n) for n in CAFFE_LAYERS])):
         if keys == {f"{p}.{s}" for p in prefixes for s in ("weight", "bias")}:
             return layout
     raise UsageError(f"{path}: unknown layout: its tensors are {sorted(keys)[:6]}{'...' if len(keys) > 6 else ''}; "
@@ -152,32 +152,26 @@ def choose_model(weights: Weights, model: str | None, path: str) -> str:
     return guess
 
 
-def _leading_ones_dropped(shape) -> tuple[int, ...]:
-    shape = tuple(shape)
-    while len(shape) > 1 and shape[0] == 1:
-        shape = shape[1:]
-    return shape
-
-
 def state_dict_for(weights: Weights, model: str, path: str) -> tuple[dict[str, torch.Tensor], dict, int]:
     """(our state dict, model kwargs, num_classes): every tensor checked against ``model`` built on the meta
     device; legacy 4-D Caffe shapes ((1, 1, out, in) for an inner product) reshaped; conv1 made RGB."""
     names = TORCHVISION_LAYERS if weights.layout == "torchvision" else CAFFE_LAYERS
-    source = {n: (weights.tensors[f"{n}.weight"], weights.tensors[f"{n}.bias"]) for n in names}
+    prefix = {n: n if weights.layout == "torchvision" else _our_name(n) for n in names}
+    file_prefix = {n: prefix[n] if weights.layout == "ours" else n for n in names}
+    source = {n: (weights.tensors[f"{file_prefix[n]}.weight"], weights.tensors[f"{file_prefix[n]}.bias"]) for n in names}
     last, first_fc = source[names[-1]][0], source[names[5]][0]
-    num_classes = _leading_ones_dropped(last.shape)[0]
-    width = _leading_ones_dropped(first_fc.shape)[0]
+    num_classes = leading_ones_dropped(last.shape)[0]
+    width = leading_ones_dropped(first_fc.shape)[0]
     kwargs = {"fc_width": width} if weights.layout != "torchvision" and width != 4096 else {}
     with torch.device("meta"):
         expected = create_model(model, num_classes=num_classes, in_channels=3, **kwargs).state_dict()
     state = {}
     for name in names:
-        prefix = name if weights.layout == "torchvision" else f"{'features' if name < 'f' else 'classifier'}.{name}"
         for part, tensor in zip(("weight", "bias"), source[name]):
-            key = f"{prefix}.{part}"
+            key = f"{prefix[name]}.{part}"
             shape = expected[key].shape
             if tuple(tensor.shape) != tuple(shape):
-                if _leading_ones_dropped(tensor.shape) != _leading_ones_dropped(shape):
+                if leading_ones_dropped(tensor.shape) != leading_ones_dropped(shape):
                     label = f"{name}.{part}"
                     if weights.file_names.get(name, name) != name:
                         label += f" (the file's layer {weights.file_names[name]!r})"
@@ -221,61 +215,6 @@ def read_classes(path: str | None, count: int, source: str) -> list[str]:
     return names
 
 
-def torchvision_preprocessing() -> Preprocessing:
-    """torchvision's AlexNet_Weights.IMAGENET1K_V1.transforms(): resize the short side to 256 (bilinear), the
-    central 224, ImageNet's mean and std. ``decode: torchvision`` makes predict resize as torchvision does."""
-    mean = np.asarray(IMAGENET_MEAN, np.float32)
-    stats = _stats(np.broadcast_to(mean, (256, 256, 3)), mean, np.asarray(IMAGENET_STD, np.float32))
-    return Preprocessing(stats, [256, 256], 3, 224, None, "channel", 1.0,
-                         "torchvision ImageNet: resize 256, centre 224, mean/std", extra={"decode": "torchvision"})
-
-
-def caffe_preprocessing(mean: str | None) -> Preprocessing:
-    """Caffe's: 0-255 pixels minus the mean image (``mean`` a .binaryproto) or a per-channel mean (``mean``
-    "B,G,R", default 104,117,123), 227 crops of 256-pixel images. Stored in RGB, as the converted conv1 reads."""
-    if mean is not None and os.path.isfile(mean):
-        image = _mean_image(mean)                             # (H, W, 3) RGB in [0, 1]
-        channel = image.reshape(-1, 3).mean(0)
-        normalization, side = "mean_image", image.shape[0]
-    else:
-        channel = np.asarray(_bgr_numbers(mean) if mean else CAFFE_BGR_MEAN, np.float32)[::-1] / 255
-        normalization, side = "channel", 256
-        image = np.broadcast_to(channel, (side, side, 3))
-    stats = _stats(image, channel, np.ones(3, np.float32))
-    text = f"Caffe ImageNet: 0-255 RGB minus the {'mean image' if normalization == 'mean_image' else 'channel mean'}" \
-           f", centre 227 of {side}"
-    return Preprocessing(stats, [side, side], 3, 227, None, normalization, 255.0, text)
-
-
-def _stats(image: np.ndarray, mean: np.ndarray, std: np.ndarray) -> DatasetStats:
-    """Statistics for eval: no PCA is published with the weights (eigenvalues 0: fine-tuning computes its own)."""
-    return DatasetStats(np.ascontiguousarray(image, np.float32), np.asarray(mean, np.float32),
-                        np.asarray(std, np.float32), np.zeros(3, np.float32), np.eye(3, dtype=np.float32))
-
-
-def _bgr_numbers(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 3 or not all(np.isfinite(values)):
-        raise UsageError(f"--mean {text}: neither a file nor three numbers B,G,R; give Caffe's mean .binaryproto "
-                         f"(e.g. imagenet_mean.binaryproto) or B,G,R in 0-255, e.g. 104,117,123")
-    return values
-
-
-def _mean_image(path: str) -> np.ndarray:
-    try:
-        blob = parse_blob(Path(path).read_bytes())
-    except (ProtoError, OSError) as err:
-        raise UsageError(f"--mean {path} is not a Caffe mean .binaryproto ({err}); give one, or B,G,R numbers") from None
-    shape = _leading_ones_dropped(blob.shape)
-    if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2] or shape[1] < 227:
-        raise UsageError(f"--mean {path}: a blob of shape {tuple(blob.shape)}, not a square 3-channel mean image of "
-                         f"at least 227 pixels (Caffe's imagenet_mean.binaryproto is 1x3x256x256)")
-    return np.ascontiguousarray(blob.reshape(shape)[::-1].transpose(1, 2, 0)) / np.float32(255)   # BGR CHW -> RGB HWC
-
-
 def convert(weights_path: str, out: str, *, model: str | None = None, mean: str | None = None,
             classes: str | None = None) -> dict:
     """Write ``out``, a checkpoint of ``weights_path`` (atomically); returns what was converted."""
@@ -301,5 +240,4 @@ def convert(weights_path: str, out: str, *, model: str | None = None, mean: str 
     ckpt = {"format": FORMAT, "model": model_spec(name, kwargs, num_classes, 3, input_size), "classes": names,
             "config": config, "data": pre.to_dict(), "state_dict": state, "source": source}
     atomic_save(ckpt, out)
-    load_checkpoint(out)                     # what eval and predict will read back
     return {"out": out, "model": name, "num_classes": num_classes, **source}
