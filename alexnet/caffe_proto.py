@@ -109,12 +109,12 @@ def parse_blob(buf: bytes | memoryview) -> np.ndarray:
             chunks.append(_floats(value, "<f8").astype(np.float32))
         elif number in (1, 2, 3, 4) and wire == VARINT:
             legacy[number - 1] = value
-    data = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    data = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)  # a copy
     if shape is None:
         shape = legacy if any(legacy) else [data.size]
     if int(np.prod(shape)) != data.size:
         raise ProtoError(f"a blob of shape {tuple(shape)} holds {data.size} values")
-    return data.astype(np.float32).reshape(shape)     # a copy: the file's bytes can be freed
+    return data.reshape(shape)
 
 
 def _text(value: int | memoryview) -> str:

@@ -54,7 +54,7 @@ def read_weights(path: str | os.PathLike) -> Weights:
     """The tensors of ``path`` and their layout; a UsageError naming the file when it is none of ``KNOWN``."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path} does not exist; give {KNOWN}")
+        raise UsageError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; give {KNOWN}")
     with open(path, "rb") as f:
         head = f.read(16)
     net_name, file_names = "", {}

@@ -71,7 +71,7 @@ def test_torchvision_predict_equals_torchvision_transforms(torchvision_files, tm
     reference = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths])
     data = load_checkpoint(folder / "owt.pt")["data"]
     ours = Preprocessing.from_dict(data).eval_transform()(torch.stack([
-        torch.from_numpy(decode_image(p, channels=3, size=256, rule=data["decode"])).permute(2, 0, 1)
+        torch.from_numpy(decode_image(p, channels=3, size=256, rule=data["decode"]).copy()).permute(2, 0, 1)
         for p in paths]))
     torch.testing.assert_close(ours, reference, rtol=0, atol=2e-6)
     with torch.no_grad():
@@ -126,7 +126,7 @@ def write_classes(folder) -> str:
 
 def caffe_input(paths, mean_bgr: np.ndarray) -> torch.Tensor:
     """What Caffe feeds the net: BGR, 0-255, minus the mean (image or per channel), the centre 227 of 256."""
-    images = torch.stack([torch.from_numpy(decode_image(p, channels=3, size=256)) for p in paths])
+    images = torch.stack([torch.from_numpy(decode_image(p, channels=3, size=256).copy()) for p in paths])
     bgr = images.permute(0, 3, 1, 2).flip(1).to(torch.float32)
     return (bgr - torch.from_numpy(mean_bgr))[:, :, 14:241, 14:241]
 
@@ -175,8 +175,9 @@ def test_caffe_predict_equals_caffe_preprocessing(tmp_path, mean_kind):
     assert expected.max() > 0.2
 
 
-def test_caffe_safetensors_layouts(tmp_path):
-    """Caffe's names (conv1.weight: BGR, reversed here) and ours (features.conv1.weight: RGB, kept)."""
+def test_caffe_safetensors_and_pth_layouts(tmp_path):
+    """Caffe's names (conv1.weight: BGR, reversed here) and ours (features.conv1.weight: RGB, kept), in
+    .safetensors and in a .pth of torch's legacy (pre-zip) format, as torchvision's 2017 file is."""
     reference = caffe_reference(seed=3)
     state = reference.state_dict()
     save_file({k.split(".", 1)[1]: v for k, v in state.items()}, str(tmp_path / "caffe.safetensors"),
@@ -187,10 +188,15 @@ def test_caffe_safetensors_layouts(tmp_path):
                  "--classes", classes]) == 0
     assert main(["convert", str(tmp_path / "ours.safetensors"), "--out", str(tmp_path / "b.pt"),
                  "--classes", classes, "--model", "alexnet_caffe"]) == 0
-    a, b = load_checkpoint(tmp_path / "a.pt")["state_dict"], load_checkpoint(tmp_path / "b.pt")["state_dict"]
+    torch.save(dict(state), tmp_path / "ours.pth", _use_new_zipfile_serialization=False)
+    assert main(["convert", str(tmp_path / "ours.pth"), "--out", str(tmp_path / "c.pt"),
+                 "--classes", classes, "--model", "alexnet_caffe"]) == 0
+    a, b, c = (load_checkpoint(tmp_path / f"{n}.pt") for n in "abc")
+    assert (a["source"]["format"], c["source"]["format"], c["source"]["layout"]) == ("safetensors", "pth", "ours")
+    a, b, c = a["state_dict"], b["state_dict"], c["state_dict"]
     assert torch.equal(a["features.conv1.weight"], state["features.conv1.weight"].flip(1))
     assert torch.equal(b["features.conv1.weight"], state["features.conv1.weight"])
-    assert all(torch.equal(a[k], b[k]) for k in state if k != "features.conv1.weight")
+    assert all(torch.equal(a[k], b[k]) and torch.equal(b[k], c[k]) for k in state if k != "features.conv1.weight")
 
 
 def test_renamed_fc8_and_model_flag(tmp_path, capsys):
@@ -239,6 +245,9 @@ def test_bad_files_exit_2_and_write_nothing(tmp_path, capsys):
         assert message in capsys.readouterr().err, args
     assert main(["convert", str(tmp_path / "ok.caffemodel"), "--out", str(tmp_path / "ok.caffemodel")]) == 2
     assert "the weights file itself" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        main(["convert", str(tmp_path / "ok.caffemodel"), "--out", str(tmp_path / "out.pt"), "--model", "vgg11"])
+    assert stop.value.code == 2 and "invalid choice: 'vgg11'" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["classes.txt", "cut.caffemodel", "notes.txt", "ok.caffemodel",
                                            "other.safetensors"]
 
