@@ -146,9 +146,10 @@ def choose_model(weights: Weights, model: str | None, path: str) -> str:
     guess = weights.net_name.lower().replace("bvlc_", "").replace("reference_", "")
     guess = CAFFE_NETS.get(guess, guess if guess in CAFFE_NETS.values() else None)
     if guess is None:
-        raise UsageError(f"{path}: the net is named {weights.net_name!r}, neither bvlc_alexnet's 'AlexNet' nor "
-                         f"'CaffeNet'; their weights have the same shapes (they differ in the order of pooling "
-                         f"and LRN): pass --model alexnet_caffe or --model caffenet")
+        named = f"the net is named {weights.net_name!r}, neither" if weights.net_name else "the file names neither"
+        raise UsageError(f"{path}: {named} bvlc_alexnet's 'AlexNet' nor 'CaffeNet'; their weights have the same "
+                         f"shapes (they differ in the order of pooling and LRN): pass --model alexnet_caffe or "
+                         f"--model caffenet")
     return guess
 
 

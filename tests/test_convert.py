@@ -273,6 +273,7 @@ def test_eval_needs_data_and_runs_on_a_folder(tmp_path, capsys, monkeypatch):
 # ------------------------------------------------------------------------------------------- the wire format
 def caffe_schema():
     """caffe.proto's messages, restricted to the fields convert reads, built with protobuf itself."""
+    pytest.importorskip("google.protobuf")          # installed with tensorboard
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     T = descriptor_pb2.FieldDescriptorProto
     proto = descriptor_pb2.FileDescriptorProto(name="caffe_subset.proto", package="caffe", syntax="proto2")
