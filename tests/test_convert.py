@@ -324,3 +324,26 @@ def test_wire_format_agrees_with_protobuf():
     assert name == "CaffeNet" and [(p.name, p.type) for p in parsed] == [("fc8", "InnerProduct"), ("conv1", "Convolution")]
     assert np.array_equal(parsed[1].blobs[0], weight) and np.array_equal(parsed[0].blobs[0], weight.reshape(1, 1, 4, 12))
     assert np.array_equal(parse_blob(new.blobs[0].SerializeToString()), weight)
+
+
+@pytest.mark.slow
+def test_full_size_v1_caffemodel_like_bvlc_alexnet(tmp_path):
+    """bvlc_alexnet's real sizes (61M parameters, 1000 classes, V1 `layers` with legacy 4-D blobs, a 256x256 mean
+    image): ImageNet's names, and the converted logits equal the Caffe weights' on the BGR input."""
+    torch.manual_seed(8)
+    reference = create_model("alexnet_caffe", num_classes=1000, init="xavier").eval()
+    (tmp_path / "bvlc_alexnet.caffemodel").write_bytes(net_bytes("AlexNet", caffe_layers(reference), v1=True))
+    mean = np.random.default_rng(1).uniform(60, 180, (1, 3, 256, 256)).astype(np.float32)
+    (tmp_path / "imagenet_mean.binaryproto").write_bytes(blob_bytes(mean, legacy=True))
+    assert main(["convert", str(tmp_path / "bvlc_alexnet.caffemodel"), "--mean", str(tmp_path / "imagenet_mean.binaryproto"),
+                 "--out", str(tmp_path / "bvlc_alexnet.pt")]) == 0
+    model, ckpt = load_model(tmp_path / "bvlc_alexnet.pt")
+    assert ckpt["classes"][0] == "tench" and ckpt["model"]["kwargs"] == {} and ckpt["data"]["image_size"] == [256, 256]
+    paths = photos(tmp_path / "photos")
+    with torch.no_grad():
+        expected = F.softmax(reference(caffe_input(paths, mean[0])), dim=1)
+    results, _ = predict(str(tmp_path / "bvlc_alexnet.pt"), paths, topk=1000, device="cpu")
+    for result, probs in zip(results, expected):
+        got = torch.zeros(1000)
+        got[[t["index"] for t in result["topk"]]] = torch.tensor([t["prob"] for t in result["topk"]])
+        torch.testing.assert_close(got, probs, rtol=0, atol=1e-5)
