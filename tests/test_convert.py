@@ -245,6 +245,12 @@ def test_bad_files_exit_2_and_write_nothing(tmp_path, capsys):
         assert message in capsys.readouterr().err, args
     assert main(["convert", str(tmp_path / "ok.caffemodel"), "--out", str(tmp_path / "ok.caffemodel")]) == 2
     assert "the weights file itself" in capsys.readouterr().err
+    for out in (tmp_path, tmp_path / "notes.txt" / "x.pt"):         # checked before the weights are read
+        assert main(["convert", str(tmp_path / "ok.caffemodel"), "--classes", classes, "--out", str(out)]) == 2
+        assert "--out" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path / "ok.caffemodel"), "--classes", str(tmp_path / "none.txt"),
+                 "--out", str(tmp_path / "out.pt")]) == 2
+    assert "--classes" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:
         main(["convert", str(tmp_path / "ok.caffemodel"), "--out", str(tmp_path / "out.pt"), "--model", "vgg11"])
     assert stop.value.code == 2 and "invalid choice: 'vgg11'" in capsys.readouterr().err
