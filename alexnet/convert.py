@@ -159,7 +159,7 @@ def state_dict_for(weights: Weights, model: str, path: str) -> tuple[dict[str, t
     names = TORCHVISION_LAYERS if weights.layout == "torchvision" else CAFFE_LAYERS
     prefix = {n: n if weights.layout == "torchvision" else _our_name(n) for n in names}
     file_prefix = {n: prefix[n] if weights.layout == "ours" else n for n in names}
-    source = {n: (weights.tensors[f"{file_prefix[n]}.weight"], weights.tensors[f"{file_prefix[n]}.bias"]) for n in names}
+    source = {n: tuple(weights.tensors[f"{file_prefix[n]}.{part}"] for part in ("weight", "bias")) for n in names}
     last, first_fc = source[names[-1]][0], source[names[5]][0]
     num_classes = leading_ones_dropped(last.shape)[0]
     width = leading_ones_dropped(first_fc.shape)[0]

@@ -71,7 +71,8 @@ def _mean_image(path: str) -> np.ndarray:
     try:
         blob = parse_blob(Path(path).read_bytes())
     except (ProtoError, OSError) as err:
-        raise UsageError(f"--mean {path} is not a Caffe mean .binaryproto ({err}); give one, or B,G,R numbers") from None
+        raise UsageError(f"--mean {path} is not a Caffe mean .binaryproto ({err}); give one, or B,G,R "
+                         "numbers") from None
     shape = leading_ones_dropped(blob.shape)
     if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2] or shape[1] < 227:
         raise UsageError(f"--mean {path}: a blob of shape {tuple(blob.shape)}, not a square 3-channel mean image of "

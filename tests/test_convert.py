@@ -327,8 +327,10 @@ def test_wire_format_agrees_with_protobuf():
     old = net.layers.add(name="fc8", type=14)
     old.blobs.add(num=1, channels=1, height=4, width=12, data=weight.ravel().tolist())
     name, parsed = parse_net(net.SerializeToString())       # protobuf writes field 2 (layers) before 100 (layer)
-    assert name == "CaffeNet" and [(p.name, p.type) for p in parsed] == [("fc8", "InnerProduct"), ("conv1", "Convolution")]
-    assert np.array_equal(parsed[1].blobs[0], weight) and np.array_equal(parsed[0].blobs[0], weight.reshape(1, 1, 4, 12))
+    assert name == "CaffeNet"
+    assert [(p.name, p.type) for p in parsed] == [("fc8", "InnerProduct"), ("conv1", "Convolution")]
+    assert np.array_equal(parsed[1].blobs[0], weight)
+    assert np.array_equal(parsed[0].blobs[0], weight.reshape(1, 1, 4, 12))
     assert np.array_equal(parse_blob(new.blobs[0].SerializeToString()), weight)
 
 
@@ -341,8 +343,8 @@ def test_full_size_v1_caffemodel_like_bvlc_alexnet(tmp_path):
     (tmp_path / "bvlc_alexnet.caffemodel").write_bytes(net_bytes("AlexNet", caffe_layers(reference), v1=True))
     mean = np.random.default_rng(1).uniform(60, 180, (1, 3, 256, 256)).astype(np.float32)
     (tmp_path / "imagenet_mean.binaryproto").write_bytes(blob_bytes(mean, legacy=True))
-    assert main(["convert", str(tmp_path / "bvlc_alexnet.caffemodel"), "--mean", str(tmp_path / "imagenet_mean.binaryproto"),
-                 "--out", str(tmp_path / "bvlc_alexnet.pt")]) == 0
+    assert main(["convert", str(tmp_path / "bvlc_alexnet.caffemodel"), "--out", str(tmp_path / "bvlc_alexnet.pt"),
+                 "--mean", str(tmp_path / "imagenet_mean.binaryproto")]) == 0
     model, ckpt = load_model(tmp_path / "bvlc_alexnet.pt")
     assert ckpt["classes"][0] == "tench" and ckpt["model"]["kwargs"] == {} and ckpt["data"]["image_size"] == [256, 256]
     paths = photos(tmp_path / "photos")
