@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alexnet import checks, cli_compare, cli_show, memory
+from alexnet import checks, cli_compare, cli_convert, cli_show, memory
 from alexnet.errors import UsageError
 
 
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_predict)
     cli_compare.add_parsers(sub)
     cli_show.add_parsers(sub)
+    cli_convert.add_parsers(sub)
     return parser
 
 

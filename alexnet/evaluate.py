@@ -98,6 +98,9 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
     if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one centre view
         ten_crop = bool(config.get("ten_crop", False))
     spec = data or config["data"]
+    if not spec:                  # converted published weights: no data set of their own
+        raise UsageError(f"{checkpoints[0]} holds weights converted from {config.get('converted_from', 'a file')} "
+                         "and no data set of its own; pass --data (e.g. an ImageNet validation folder)")
     dataset = open_dataset(spec, split, data_root=data_root or config.get("data_root"),
                            size=first["data"]["image_size"][0], val_fraction=config["val_fraction"],
                            seed=config["seed"], channels=first["data"]["channels"], progress=progress)

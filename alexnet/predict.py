@@ -41,7 +41,7 @@ def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool
     images, kept, skipped = [], [], []
     for path in expand_paths(inputs):
         try:
-            images.append(decode_image(path, channels=data["channels"], size=side))
+            images.append(decode_image(path, channels=data["channels"], size=side, rule=data.get("decode", "square")))
             kept.append(path)
         except BadImage as err:
             skipped.append((path, str(err)))

@@ -8,7 +8,10 @@ callers skip it and report (path, reason), or stop when strict. Rules:
 - 16-bit greyscale ("I;16", "I") is scaled to 8 bits: v8 = round(v16 * 255 / 65535);
 - transparency (RGBA, LA, P with transparency) is composited over white;
 - CMYK, P, YCbCr, 1, L, ... become RGB (3 channels) or L (1 channel, ITU-R 601 luma);
-- ``size``: rescale so the SHORT side is ``size`` and take the central size x size square [4].
+- ``size``: rescale so the SHORT side is ``size`` and take the central size x size square [4]; ``rule``
+  "square" (the default) resamples only that square (JPEGs first shrunk in the DCT domain when they are at
+  least twice as large), "torchvision" resizes the whole image as torchvision's ``Resize(size)`` does (the long
+  side rounded down, no DCT shrinking), then crops, so converted torchvision weights see torchvision's pixels.
 """
 from __future__ import annotations
 
@@ -114,23 +117,26 @@ def _png_without_exif(img: Image.Image) -> bool:
         return False                                      # let getexif decide
 
 
-def decode_image(path: str, *, channels: int, size: int | None = None) -> np.ndarray:
-    """Decode ``path`` into uint8 (H, W, channels); with ``size``, the central size x size square [4].
+def decode_image(path: str, *, channels: int, size: int | None = None, rule: str = "square") -> np.ndarray:
+    """Decode ``path`` into uint8 (H, W, channels); with ``size``, the central size x size square [4]
+    (``rule``: "square" or "torchvision", see the module docstring).
 
     Raises BadImage with the reason when the file is not a decodable image.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    if rule not in ("square", "torchvision"):
+        raise ValueError(f"rule must be square or torchvision, got {rule!r}")
     img = _open(path)
     with img:
         try:
-            if size is not None and img.format == "JPEG":
+            if size is not None and img.format == "JPEG" and rule == "square":
                 img.draft(img.mode, (size, size))   # DCT-domain downscale, never below size x size
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
             pixels = _convert(img, channels)
             if size is not None:
-                pixels = center_square(pixels, size)
+                pixels = center_square(pixels, size) if rule == "square" else torchvision_square(pixels, size)
             array = np.asarray(pixels, dtype=np.uint8)
         except BadImage:
             raise
@@ -166,6 +172,19 @@ def center_square(img: Image.Image, size: int) -> Image.Image:
     if width == height == size:
         return img
     return img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+
+
+def torchvision_square(img: Image.Image, size: int) -> Image.Image:
+    """torchvision's ``Resize(size)`` (short side ``size``, long side rounded down, bilinear with PIL), then the
+    central size x size crop at torchvision's ``center_crop`` offsets."""
+    width, height = img.size
+    if width <= height:
+        width, height = size, int(size * height / width)
+    else:
+        width, height = int(size * width / height), size
+    img = img.resize((width, height), Image.Resampling.BILINEAR)
+    top, left = int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
 
 
 def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
