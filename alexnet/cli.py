@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alexnet import checks, memory
+from alexnet import checks, cli_study, memory
 from alexnet.errors import UsageError
 
 
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the predictions as JSON (- for stdout)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_predict)
+    cli_study.add_parsers(sub)
     return parser
 
 
