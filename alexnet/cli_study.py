@@ -26,14 +26,14 @@ def list_text() -> str:
     from alexnet.studies import STUDIES
     rows = [("study", "section", "paper's numbers", "claim")]
     for s in STUDIES.values():
-        numbers = ", ".join(f"{k} {v:+g}" for k, v in s.paper.items()) or "—"
+        numbers = ", ".join(f"{k} {v:+g}" if k.startswith("top") else f"{k} {v:g}x" for k, v in s.paper.items()) or "—"
         rows.append((s.name, f"[{s.section}]", numbers, s.claim))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)
 
 
 def _study(args: argparse.Namespace) -> int:
-    from alexnet.studies import STUDIES
+    from alexnet.studies import ALL_ORDER, STUDIES
     if args.list:
         print(list_text())
         return 0
@@ -50,12 +50,24 @@ def _study(args: argparse.Namespace) -> int:
     checks.writable_folder(root, "--out")
     options = study_options(seeds=args.seeds, budget=args.budget, epochs=args.epochs, data=args.data,
                             model=args.model, out=root)
-    for name in (STUDIES if args.name == "all" else [args.name]):
+    failed = []
+    for name in (ALL_ORDER if args.name == "all" else [args.name]):
         if args.name == "all":
             options["out"] = f"{root}/{name}"
-        results = run_study(name, options)
+        try:
+            results = run_study(name, options)
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as err:          # all: one study's failure does not lose the others
+            if args.name != "all":
+                raise
+            print(f"alexnet study: {name} failed: {type(err).__name__}: {err}", file=sys.stderr)
+            failed.append(name)
+            continue
         print(f"{name}: {results['verdict']} (effect {_effect(results['effect'])}) -> {options['out']}")
-    return 0
+    if failed:
+        print(f"alexnet study: {len(failed)} studies failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _effect(effect: dict) -> str:

@@ -115,9 +115,9 @@ def _fig1_lr(study: Study, arm: Arm, options: dict, log) -> tuple[float, list]:
         settings = dict(arm_settings(study, arm, options), lr=lr)
         cfg = run_config(settings, 0, options["runs"])
         values = run_values(ensure_run(cfg, options["budget"]["curve_block"], log), Path(cfg.out),
-                            ["epochs_to_25"], options, {})
-        sweep.append({"lr": lr, "epochs_to_25": values["epochs_to_25"], "final_train_error": values.get(
-            "final_train_error")})
+                            ["epochs_to_25", "final_train_error"], options, {})
+        sweep.append({"lr": lr, "epochs_to_25": values["epochs_to_25"],
+                      "final_train_error": values["final_train_error"]})
     best = min(sweep, key=lambda s: (s["epochs_to_25"] is None, s["epochs_to_25"] or 0))
     return best["lr"], sweep
 
