@@ -130,6 +130,13 @@ def test_relu_vs_tanh_sweeps_lrs_and_draws_fig1(fashion, tmp_path):
     assert (tmp_path / "relu-vs-tanh.png").exists()
 
 
+def test_every_study_is_run_by_all_and_points_at_one_of_its_arms():
+    from alexnet.studies import ALL_ORDER
+    assert sorted(ALL_ORDER) == sorted(STUDIES)
+    for study in STUDIES.values():
+        assert study.about in [a.name for a in study.arms[1:]] and study.arm(study.about).expected in (-1, 1)
+
+
 def test_study_list_and_bad_usage(capsys, tmp_path):
     assert main(["study", "--list"]) == 0
     listed = capsys.readouterr().out
@@ -139,5 +146,7 @@ def test_study_list_and_bad_usage(capsys, tmp_path):
     assert main(["study"]) == 2
     assert main(["study", "lrn", "--seeds", "0", "--out", str(tmp_path / "x")]) == 2
     assert "--seeds" in capsys.readouterr().err
+    assert main(["study", "lrn", "--model", "resnet18", "--out", str(tmp_path / "x")]) == 2
+    assert "AlexNet-family" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
     assert main(["study", "lrn", "--out", str(tmp_path / "file")]) == 2
