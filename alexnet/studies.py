@@ -32,7 +32,7 @@ BUDGETS = {
     "quick": dict(seeds=2, train=dict(train_subset=1024, epochs=1, val_subset=256, batch_size=64),
                   test_subset=500, train_eval_subset=500, fig1=dict(train_subset=2048, epochs=1, batch_size=64),
                   fig1_lrs=(0.01, 0.05), curve_block=4),
-    "full": dict(seeds=3, train=dict(train_subset=6000, epochs=2, val_subset=500),
+    "full": dict(seeds=3, train=dict(train_subset=10000, epochs=2, val_subset=500),
                  test_subset=0, train_eval_subset=5000, fig1=dict(train_subset=8000, epochs=1),
                  fig1_lrs=(0.01, 0.03, 0.1), curve_block=4),
 }
@@ -68,12 +68,13 @@ class Study:
 
 
 def _remove_layer(index: int) -> Callable[[dict], dict]:
-    """Overrides that drop conv layer ``index`` (1-based), keeping the norms and pools where they were."""
+    """Overrides that drop conv layer ``index`` (1-based, a middle one), keeping the norms and pools where they
+    were in the sequence: the removed layer's own norm and pool follow the layer after it."""
     def overrides(layers: dict) -> dict:
         kw = {key: [v for i, v in enumerate(layers[key], start=1) if i != index]
               for key in ("widths", "kernels", "strides", "paddings", "groups")}
         for key in ("norm_layers", "pool_layers"):
-            kw[key] = [i - (i > index) for i in layers[key] if i != index]
+            kw[key] = sorted({i - (i > index) for i in layers[key]})
         return {"model_kwargs": kw}
     overrides.__name__ = f"without_conv{index}"
     return overrides
@@ -82,7 +83,8 @@ def _remove_layer(index: int) -> Callable[[dict], dict]:
 def _one_tower(layers: dict) -> dict:
     """[3.2] the comparison net: half the kernels in every conv layer but the last, one tower."""
     widths = [w // 2 for w in layers["widths"][:-1]] + [layers["widths"][-1]]
-    return {"model_kwargs": {"widths": widths, "groups": [1] * len(widths)}}
+    from alexnet.models.alexnet import PAPER_LRN       # one tower: LRN windows span all maps (alexnet_2012: 2)
+    return {"model_kwargs": {"widths": widths, "groups": [1] * len(widths), "lrn": dict(PAPER_LRN, groups=1)}}
 
 
 def _two_towers(layers: dict) -> dict:
@@ -131,8 +133,11 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
           extra_metrics=("params",), notes="two-towers: the base widths with groups 2 in conv2/4/5; one-tower: "
           "half the kernels except the last conv layer, groups 1, the same fc width"),
     Study("depth", "7", "removing any middle conv layer costs about 2% top-1", {"top1": 2.0},
-          (Arm("full", {}), Arm("without-conv3", _remove_layer(3), expected=1),
-           Arm("without-conv4", _remove_layer(4), expected=1)), about="without-conv3", extra_metrics=("params",)),
+          (Arm("full", {}), Arm("without-conv2", _remove_layer(2), expected=1),
+           Arm("without-conv3", _remove_layer(3), expected=1), Arm("without-conv4", _remove_layer(4), expected=1)),
+          about="without-conv3", extra_metrics=("params",),
+          notes="the removed layer's norm and pool (if any) follow the next layer; in alexnet_small conv3 and conv4 "
+          "are alike (96 maps, 3x3, groups 1), so without-conv3 and without-conv4 are the same net and share runs"),
     Study("ten-crop", "4.1", "averaging 10 views beats the centre view (ILSVRC-2010: 39.0/18.3 -> 37.5/17.0)",
           {"top1": -1.5, "top5": -1.3},
           (Arm("centre", {}), Arm("10-views", {}, expected=-1, evaluation={"ten_crop": True})), about="10-views",

@@ -165,7 +165,8 @@ def _effects(study: Study, arms: list[dict]) -> list[dict]:
                                                [r[metric] for r in reference["runs"]])
             if effect["n"] == 0 and metric != study.metric:   # e.g. LRN's divisor against a net without LRN
                 continue
-            expected = None if metric in DESCRIPTIVE else arm.expected
+            claimed = metric not in DESCRIPTIVE and (study.kind != "fig1" or metric.endswith("_to_25"))
+            expected = arm.expected if claimed else None       # Fig. 1 claims speed, not test error
             paper_key = {"test_top1_error": "top1", "test_top5_error": "top5"}.get(metric)
             rows.append({"arm": entry["name"], "reference": reference["name"], "metric": metric,
                          **{k: effect[k] for k in ("mean", "low", "high", "n", "std")},

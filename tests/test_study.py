@@ -68,9 +68,11 @@ def test_depth_and_tower_arms_rewrite_the_layer_lists():
     assert layers["widths"] == [32, 64, 96, 96, 64] and layers["pool_layers"] == [1, 2, 5]
     kw = _remove_layer(3)(layers)["model_kwargs"]
     assert kw["widths"] == [32, 64, 96, 64] and kw["pool_layers"] == [1, 2, 4] and kw["norm_layers"] == [1, 2]
+    kw = _remove_layer(2)(layers)["model_kwargs"]          # conv2's LRN and pool now follow old conv3
+    assert kw["widths"] == [32, 96, 96, 64] and kw["pool_layers"] == [1, 2, 4] and kw["norm_layers"] == [1, 2]
     one = arm_settings(STUDIES["towers"], STUDIES["towers"].arm("one-tower"), options)["model_kwargs"]
     two = arm_settings(STUDIES["towers"], STUDIES["towers"].arm("two-towers"), options)["model_kwargs"]
-    assert one["widths"] == [16, 32, 48, 48, 64] and one["groups"] == [1] * 5
+    assert one["widths"] == [16, 32, 48, 48, 64] and one["groups"] == [1] * 5 and one["lrn"]["groups"] == 1
     assert two["groups"] == [1, 2, 1, 2, 2] and two["lrn"]["groups"] == 2 and "widths" not in two
     assert one["norm"] == two["norm"] == "lrn"      # the base's choices stay under the arm's change
 
