@@ -45,6 +45,7 @@ def _study(args: argparse.Namespace) -> int:
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     from alexnet import checks
+    from alexnet.errors import Terminated, TrainingInterrupted
     from alexnet.study import run_study, study_options
     root = args.out or ("studies" if args.name == "all" else f"studies/{args.name}")
     checks.writable_folder(root, "--out")
@@ -56,7 +57,11 @@ def _study(args: argparse.Namespace) -> int:
             options["out"] = f"{root}/{name}"
         try:
             results = run_study(name, options)
-        except (UsageError, KeyboardInterrupt):
+        except TrainingInterrupted as stop:   # a signal stops all of them; complete runs are reused next time
+            print(f"alexnet study: interrupted during {name}; complete runs in {options['runs']} are reused by "
+                  "the next call", file=sys.stderr)
+            return stop.exit_code
+        except (UsageError, KeyboardInterrupt, Terminated):
             raise
         except Exception as err:          # all: one study's failure does not lose the others
             if args.name != "all":
