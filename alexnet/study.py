@@ -252,6 +252,9 @@ def study_options(*, seeds: int | None, budget: str, epochs: int | None, data: s
     user = {"epochs": epochs, "data": data, "model": model}
     if data is not None and data not in ("fashion-mnist", "mnist"):   # photos: the paper's 224 of 256 [4]
         user.update(image_size=256, crop_size=224)
+        if budget == "full":                # someone else's data at full budget: all of it
+            spec["train"].update(train_subset=0, val_subset=0)
+            spec["fig1"].update(train_subset=0)
     if model is not None:
         try:
             layer_lists(model, BASE["model_kwargs"])

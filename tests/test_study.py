@@ -61,6 +61,15 @@ def test_crossing_reads_the_first_block_at_or_below_25_percent():
     assert crossing(dict(curve, error=[90.0, 80.0, 70.0]))["epochs_to_25"] is None
 
 
+def test_full_budget_on_other_data_uses_all_of_it_at_the_papers_crop():
+    options = study_options(seeds=None, budget="full", epochs=None, data="photos/", model="alexnet_2012", out="x")
+    settings = arm_settings(STUDIES["lrn"], STUDIES["lrn"].arm("none"), options)
+    assert settings["train_subset"] == 0 and (settings["image_size"], settings["crop_size"]) == (256, 224)
+    assert settings["model"] == "alexnet_2012" and options["seeds"] == 3
+    quick = study_options(seeds=None, budget="quick", epochs=None, data=None, model=None, out="x")
+    assert arm_settings(STUDIES["lrn"], STUDIES["lrn"].arm("none"), quick)["train_subset"] == 1024
+
+
 def test_depth_and_tower_arms_rewrite_the_layer_lists():
     options = study_options(seeds=1, budget="quick", epochs=None, data=None, model=None, out="unused")
     base = arm_settings(STUDIES["depth"], STUDIES["depth"].arm("full"), options)
