@@ -72,14 +72,14 @@ def ensure_run(cfg, block: int, log) -> dict:
     steps_per_epoch = max(cfg.train_subset or 1, cfg.batch_size) // cfg.batch_size
     started = time.perf_counter()
 
-    def after_step(step: int, loss, hits, n: int) -> None:   # the training error of each block of steps
+    def after_step(step: int, loss, hits, n: int) -> None:   # step: steps done; the error of each block of steps
         acc["hits"] += int(hits)
         acc["n"] += n
         acc["loss"] += float(loss)
         acc["steps"] += 1
         if acc["steps"] == block:
-            curve["step"].append(step + 1)
-            curve["epoch"].append((step + 1) / steps_per_epoch)
+            curve["step"].append(step)
+            curve["epoch"].append(step / steps_per_epoch)
             curve["seconds"].append(time.perf_counter() - started)
             curve["error"].append(100 * (1 - acc["hits"] / acc["n"]))
             curve["loss"].append(acc["loss"] / acc["steps"])

@@ -35,7 +35,7 @@ from alexnet.schedule import LRSchedule, param_groups
 
 # Called before each step's forward with (rank, global step, input batch): the tests' fault injection.
 StepHook = Callable[[int, int, torch.Tensor], None]
-AfterStep = Callable[[int, torch.Tensor, torch.Tensor, int], None]   # after each step: global step, loss, hits, n
+AfterStep = Callable[[int, torch.Tensor, torch.Tensor, int], None]   # after each step: steps done, loss, hits, n
 # Under DDP the ranks agree on a stop signal (an all-reduce and a host sync) every this many steps and at
 # each epoch's end, not every step; a single process checks its own flag every step, for free.
 STOP_CHECK_EVERY = 20

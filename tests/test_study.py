@@ -118,6 +118,8 @@ def test_a_planted_difference_is_found_and_identical_arms_are_inconclusive(fashi
         for run in arm["runs"]:
             assert {"test_top1_error", "test_top5_error", "final_train_top1", "train_loss_curve", "seconds"} <= set(run)
             assert len(run["train_loss_curve"]) == 8 and 0 <= run["test_top5_error"] <= run["test_top1_error"] <= 100
+    record = json.loads((tmp_path / "runs" / saved["arms"][1]["runs"][0]["run"] / "study_run.json").read_text())
+    assert record["curve"]["step"] == [4, 8, 12, 16, 20, 24, 28, 32] and record["curve"]["epoch"][-1] == 1.0
     assert saved["arms"][0]["settings"]["lr"] == 1e-9 and saved["arms"][1]["settings"]["lr"] == 0.03
     assert {"low", "high", "mean"} <= set(saved["effect"])
     table = (tmp_path / "planted" / "table.md").read_text()
