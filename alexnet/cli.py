@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alexnet import checks, cli_compare, cli_convert, cli_show, memory
+from alexnet import checks, cli_compare, cli_convert, cli_show, cli_study, memory
 from alexnet.errors import UsageError
 
 
@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_compare.add_parsers(sub)
     cli_show.add_parsers(sub)
     cli_convert.add_parsers(sub)
+    cli_study.add_parsers(sub)
     return parser
 
 

@@ -35,6 +35,7 @@ from alexnet.schedule import LRSchedule, param_groups
 
 # Called before each step's forward with (rank, global step, input batch): the tests' fault injection.
 StepHook = Callable[[int, int, torch.Tensor], None]
+AfterStep = Callable[[int, torch.Tensor, torch.Tensor, int], None]   # after each step: steps done, loss, hits, n
 # Under DDP the ranks agree on a stop signal (an all-reduce and a host sync) every this many steps and at
 # each epoch's end, not every step; a single process checks its own flag every step, for free.
 STOP_CHECK_EVERY = 20
@@ -92,7 +93,8 @@ class Run:
                 "position": position, "history": self.history, "best": self.best, "rng": rng}
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, on_step: StepHook | None = None) -> dict:
+def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, on_step: StepHook | None = None,
+          after_step: AfterStep | None = None) -> dict:
     """Train as ``cfg`` says; returns the final summary (best val, paths). ``resume``: continue the run in
     ``cfg.out`` from its ``last.pt`` (``cfg`` is then ``run_folder.resume_config``'s)."""
     with releasing(cfg.out):                # the run folder's lock, taken in setup
@@ -100,7 +102,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, on_ste
         stop = None
         with stop_on_signals() as signals:
             while run.epoch < cfg.epochs and stop is None:
-                stop = train_one_epoch(run, signals, on_step)
+                stop = train_one_epoch(run, signals, on_step, after_step)
                 if stop and run.step < len(run.loader):     # mid-epoch: the position and partial sums are saved
                     break
                 end_of_epoch(run)
@@ -186,7 +188,7 @@ def _restore(run: Run, ckpt: dict) -> None:
             else f"{run.out / 'last.pt'} is a complete run ({run.epoch}/{run.cfg.epochs} epochs); nothing left to train")
 
 
-def train_one_epoch(run: Run, signals: list, on_step: StepHook | None = None) -> str | None:
+def train_one_epoch(run: Run, signals: list, on_step: StepHook | None, after_step: AfterStep | None) -> str | None:
     """SGD steps from ``run.step`` to the epoch's end or a stop; returns "signal", "max_steps" or None."""
     cfg, device = run.cfg, run.device
     run.model.train()
@@ -204,9 +206,10 @@ def train_one_epoch(run: Run, signals: list, on_step: StepHook | None = None) ->
             on_step(run.rank, run.global_step, x)
         loss, logits = _sgd_step(run, x, y, step)
         _watch(run, loss)
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        seen += len(y)
+        hits = (logits.detach().argmax(1) == y).sum()
+        loss_sum, correct, seen = loss_sum + loss.detach() * len(y), correct + hits, seen + len(y)
+        if after_step:
+            after_step(run.global_step, loss.detach(), hits, len(y))
         show = bar.tty and step % 10 == 0
         bar.update(1, n=len(y) * run.world_size,
                    **({"loss": loss_sum.item() / seen, "acc": correct.item() / seen} if show else {}))

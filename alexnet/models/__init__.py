@@ -6,7 +6,7 @@ import fnmatch
 from torch import nn
 
 from alexnet.errors import UsageError
-from alexnet.models import alexnet, comparison  # noqa: F401  (registers every builder)
+from alexnet.models import alexnet, comparison, fig1  # noqa: F401  (registers every builder)
 from alexnet.models.alexnet import AlexNet
 from alexnet.models.comparison import LeNet5
 from alexnet.models.towers import TwoTowerAlexNet
