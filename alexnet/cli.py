@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alexnet import checks, cli_compare, cli_convert, cli_show, cli_study, memory
+from alexnet import checks, cli_compare, cli_convert, cli_export, cli_show, cli_study, memory
 from alexnet.errors import UsageError
 
 
@@ -143,7 +143,8 @@ def _eval(args: argparse.Namespace) -> int:
     checks.writable_file(png, "--confusion")
     report = evaluate_checkpoints([args.checkpoint] + (args.ensemble or []), data=args.data, split=args.split,
                                   ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
-                                  data_root=args.data_root, confusion_png=png, progress=args.json != "-")
+                                  data_root=args.data_root, confusion_png=png, progress=args.json != "-",
+                                  backend=args.backend)
     if args.json:
         _write_json(report, args.json)
     if args.json != "-":
@@ -155,7 +156,8 @@ def _predict(args: argparse.Namespace) -> int:
     from alexnet.predict import format_predictions, predict
     checks.at_least(args.topk, 1, "--topk")
     checks.writable_file(args.json, "--json")
-    results, skipped = predict(args.checkpoint, args.inputs, topk=args.topk, ten_crop=args.ten_crop, device=args.device)
+    results, skipped = predict(args.checkpoint, args.inputs, topk=args.topk, ten_crop=args.ten_crop, device=args.device,
+                               backend=args.backend)
     if args.json:
         _write_json(results + [{"path": path, "skipped": reason} for path, reason in skipped], args.json)
     if args.json != "-":
@@ -177,6 +179,11 @@ def _prepare(args: argparse.Namespace) -> int:
                      image_column=args.image_column, label_column=args.label_column)
     print(report.summary())
     return 0
+
+
+def _backend_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
+                   help="what runs the network (default: onnxruntime for an .onnx export, torch otherwise)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint, or an .onnx or .safetensors file from alexnet export")
     p.add_argument("--data", help="data to evaluate on (default: the checkpoint's training data)")
     p.add_argument("--data-root")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
@@ -231,21 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confusion", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="auto")
+    _backend_flag(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes for image files or folders")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint, or an .onnx or .safetensors file from alexnet export")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
                    help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
     p.add_argument("--json", metavar="FILE", help="write the predictions as JSON (- for stdout)")
     p.add_argument("--device", default="auto")
+    _backend_flag(p)
     p.set_defaults(func=_predict)
     cli_compare.add_parsers(sub)
     cli_show.add_parsers(sub)
     cli_convert.add_parsers(sub)
     cli_study.add_parsers(sub)
+    cli_export.add_parsers(sub)
     return parser
 
 

@@ -14,12 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.checkpoint import load_model
+from alexnet import backends
 from alexnet.data import open_dataset
 from alexnet.errors import UsageError
 from alexnet.plots import plot_confusion
 from alexnet.progress import Progress
-from alexnet.run import Preprocessing, resolve_device
+from alexnet.run import Preprocessing
 
 
 def _as_nchw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -29,9 +29,9 @@ def _as_nchw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_probs(models: Sequence[nn.Module], images: np.ndarray | torch.Tensor, transform: Callable,
-                  *, batch_size: int = 256, device: str | torch.device = "cpu", autocast: bool = False,
-                  progress: bool = False, desc: str = "eval") -> torch.Tensor:
+def predict_probs(models: Sequence[nn.Module | backends.OnnxModel], images: np.ndarray | torch.Tensor,
+                  transform: Callable, *, batch_size: int = 256, device: str | torch.device = "cpu",
+                  autocast: bool = False, progress: bool = False, desc: str = "eval") -> torch.Tensor:
     """Softmax outputs (N, K) averaged over the transform's views and over ``models``.
 
     ``images`` are uint8 (N, H, W, C); ``transform`` maps a uint8 NCHW batch to (B, C, h, w) or,
@@ -82,17 +82,16 @@ def accuracy_report(probs: torch.Tensor, labels: np.ndarray | torch.Tensor, clas
 def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, split: str = "test",
                          ten_crop: bool | None = None, device: str = "auto", batch_size: int = 256,
                          data_root: str | None = None, confusion_png: str | None = None,
-                         progress: bool = True) -> dict:
+                         progress: bool = True, backend: str | None = None) -> dict:
     """Evaluate one checkpoint, or the softmax average of several (an ensemble [6]), on a split.
 
-    ``ten_crop=None`` uses the checkpoint's recipe setting (``config["ten_crop"]``).
+    ``ten_crop=None`` uses the checkpoint's recipe setting (``config["ten_crop"]``). Checkpoints or exports
+    (``alexnet.backends.load``; ``backend`` None: each file's default).
     """
-
-    device = resolve_device(device)
-    loaded = [load_model(path) for path in checkpoints]
-    first = loaded[0][1]
-    for path, (_, ckpt) in zip(checkpoints[1:], loaded[1:]):
-        if ckpt["classes"] != first["classes"]:
+    loaded = [backends.load(path, backend, device) for path in checkpoints]
+    first = loaded[0].info
+    for path, item in zip(checkpoints[1:], loaded[1:]):
+        if item.info["classes"] != first["classes"]:
             raise UsageError(f"--ensemble: {path} was trained on other classes than {checkpoints[0]}")
     config = first["config"]
     if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one centre view
@@ -108,14 +107,14 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
         raise UsageError(f"{spec} ({split}) has classes {dataset.classes[:5]}... but the checkpoint was trained on "
                          f"{first['classes'][:5]}...; evaluate on data with the same classes")
     probs = 0
-    for path, (model, ckpt) in zip(checkpoints, loaded):
-        model = model.to(device, memory_format=torch.channels_last)
-        probs = probs + predict_probs([model], dataset.images, Preprocessing.from_dict(ckpt["data"]).eval_transform(ten_crop),
-                                      batch_size=batch_size, device=device, progress=progress,
+    for path, item in zip(checkpoints, loaded):
+        transform = Preprocessing.from_dict(item.info["data"]).eval_transform(ten_crop)
+        probs = probs + predict_probs([item.model], dataset.images, transform,
+                                      batch_size=batch_size, device=item.device, progress=progress,
                                       desc=f"eval {os.path.basename(path)}")
     report = accuracy_report(probs / len(loaded), dataset.labels, dataset.classes)
-    report.update(checkpoints=list(checkpoints), data=spec, split=split, ten_crop=ten_crop,
-                  skipped=len(dataset.skipped), skipped_items=[list(s) for s in dataset.skipped])
+    report.update(checkpoints=list(checkpoints), backends=[item.backend for item in loaded], data=spec, split=split,
+                  ten_crop=ten_crop, skipped=len(dataset.skipped), skipped_items=[list(s) for s in dataset.skipped])
     if confusion_png:
         plot_confusion(np.asarray(report["confusion"]), dataset.classes, confusion_png,
                        f"{os.path.basename(checkpoints[0])} on {split}: top-1 {report['top1']:.4f}")

@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from alexnet.checkpoint import load_model
+from alexnet import backends
 from alexnet.data.decode import BadImage, decode_image, is_image_file
 from alexnet.errors import UsageError
 from alexnet.evaluate import predict_probs
-from alexnet.run import Preprocessing, resolve_device
+from alexnet.run import Preprocessing
 
 
 def expand_paths(inputs: list[str]) -> list[str]:
@@ -29,11 +28,11 @@ def expand_paths(inputs: list[str]) -> list[str]:
 
 
 def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool | None = None, device: str = "auto",
-            batch_size: int = 64) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped])."""
-    device = resolve_device(device)
-    model, ckpt = load_model(checkpoint, map_location="cpu")
-    model = model.to(device, memory_format=torch.channels_last)
+            batch_size: int = 64, backend: str | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped]). ``checkpoint``: a checkpoint
+    or an export (``alexnet.backends.load``; ``backend`` None: the file's default)."""
+    loaded = backends.load(checkpoint, backend, device)
+    ckpt = loaded.info
     data, classes = ckpt["data"], ckpt["classes"]
     if ten_crop is None:          # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)
         ten_crop = bool(ckpt["config"].get("ten_crop", False))
@@ -48,9 +47,8 @@ def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool
             print(f"skipped {path}: {err}", file=sys.stderr)
     results = []
     if images:
-        probs = predict_probs([model], np.stack(images), Preprocessing.from_dict(data).eval_transform(ten_crop),
-                              batch_size=batch_size,
-                              device=device)
+        probs = predict_probs([loaded.model], np.stack(images), Preprocessing.from_dict(data).eval_transform(ten_crop),
+                              batch_size=batch_size, device=loaded.device)
         values, indices = probs.topk(min(topk, len(classes)), dim=1)
         for path, vals, idxs in zip(kept, values.tolist(), indices.tolist()):
             results.append({"path": path, "topk": [{"label": classes[i], "index": i, "prob": v}

@@ -1,0 +1,159 @@
+"""What ``predict`` and ``eval`` run: a checkpoint or an exported file, on PyTorch or onnxruntime.
+
+``load(path, backend, device)`` gives a ``Loaded``: ``model`` maps a preprocessed float32 batch (B, C, H, W) on
+``device`` to logits, and ``info`` holds what the checkpoint holds besides the weights (``model``, ``classes``,
+``config``, ``data``), read from the checkpoint or from the export's metadata (``alexnet.export``). Preprocessing
+is built from ``info["data"]`` by the caller, one code path whatever runs the network.
+
+Backends: ``torch`` (a ``.pt`` checkpoint, or a ``.safetensors`` export rebuilt into the zoo's model) and
+``onnxruntime`` (an ``.onnx`` export, or a checkpoint exported in memory first). The default follows the file:
+onnxruntime for ``.onnx``, torch otherwise.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from alexnet.checkpoint import check_complete, load_checkpoint, load_state_dict_checked, model_from_checkpoint
+from alexnet.errors import UsageError
+from alexnet.export import INPUT, onnx_bytes, read_metadata
+from alexnet.run import build_model, resolve_device
+
+BACKENDS = ("torch", "onnxruntime")
+
+
+@dataclass
+class Loaded:
+    model: Callable[[torch.Tensor], torch.Tensor]   # has .eval(); logits for a batch on ``device``
+    info: dict                                      # model, classes, config, data
+    backend: str
+    device: torch.device                            # where its inputs go
+
+
+class OnnxModel:
+    """An onnxruntime session called like a module: float32 batch in, logits (a CPU tensor) out."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.providers = session.get_providers()
+
+    def eval(self) -> "OnnxModel":
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        batch = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {INPUT: batch})[0])
+
+
+def kind_of(path: str | os.PathLike) -> str:
+    """onnx, safetensors or checkpoint, by the suffix (``alexnet export`` writes these suffixes)."""
+    suffix = Path(path).suffix.lower()
+    return {".onnx": "onnx", ".safetensors": "safetensors"}.get(suffix, "checkpoint")
+
+
+def default_backend(path: str | os.PathLike) -> str:
+    return "onnxruntime" if kind_of(path) == "onnx" else "torch"
+
+
+def load(path: str, backend: str | None = None, device: str = "auto") -> Loaded:
+    """The network in ``path`` ready to run on ``backend`` (None: the file's default) on ``device``."""
+    backend = backend or default_backend(path)
+    if backend not in BACKENDS:
+        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    kind = kind_of(path)
+    if backend == "onnxruntime":
+        return _onnxruntime(path, kind, device)
+    if kind == "onnx":
+        raise UsageError(f"{path} is an ONNX file: run it with --backend onnxruntime (its default)")
+    target = resolve_device(device)          # a bad --device is named before any file is read
+    _exists(path)
+    if kind == "safetensors":
+        model, info = _from_safetensors(path)
+    else:
+        ckpt = _read_checkpoint(path)
+        model, info = model_from_checkpoint(ckpt), _info(ckpt)
+    return Loaded(model.to(target, memory_format=torch.channels_last), info, "torch", target)
+
+
+def _exists(path: str) -> None:
+    if not Path(path).is_file():
+        raise UsageError(f"{path} does not exist" if not Path(path).exists() else f"{path} is not a file")
+
+
+def _read_checkpoint(path: str) -> dict:
+    if _is_torchscript(path):
+        raise UsageError(f"{path} is a TorchScript export; predict and eval read the checkpoint it came from, "
+                         "or an .onnx or .safetensors export (alexnet export --format onnx)")
+    ckpt = load_checkpoint(path, map_location="cpu")
+    check_complete(ckpt, path)
+    return ckpt
+
+
+def _info(ckpt: dict) -> dict:
+    return {key: ckpt[key] for key in ("model", "classes", "config", "data")}
+
+
+def _is_torchscript(path: str) -> bool:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def _from_safetensors(path: str):
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, framework="pt") as f:
+            props = f.metadata() or {}
+            state = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UsageError(f"{path} is not a readable safetensors file ({err}); was it truncated?") from None
+    info = read_metadata(props, path)
+    model = build_model(info["model"])
+    load_state_dict_checked(model, state, source=str(path))
+    return model.eval(), info
+
+
+def _providers(device: str) -> list[str]:
+    """onnxruntime's execution providers for ``--device``: auto takes CUDA when this onnxruntime has it."""
+    import onnxruntime
+    available = onnxruntime.get_available_providers()
+    name = device if device == "auto" else str(resolve_device(device))
+    if name.startswith("cuda"):
+        if "CUDAExecutionProvider" not in available:
+            raise UsageError(f"--device {device}: this onnxruntime has no CUDA provider ({', '.join(available)}); "
+                             "use --device cpu, or install onnxruntime-gpu")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if name == "auto" and "CUDAExecutionProvider" in available and torch.cuda.is_available():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _onnxruntime(path: str, kind: str, device: str) -> Loaded:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("--backend onnxruntime needs the onnxruntime package: pip install 'alexnet[export]'") from None
+    providers = _providers(device)
+    _exists(path)
+    if kind == "onnx":
+        try:
+            session = onnxruntime.InferenceSession(path, providers=providers)
+        except Exception as err:  # noqa: BLE001 - onnxruntime's errors (InvalidProtobuf, Fail, ...) share no base
+            raise UsageError(f"{path} is not a readable ONNX file ({str(err).splitlines()[0]}); was it truncated? "
+                             "Export the checkpoint again with alexnet export --format onnx") from None
+        info = read_metadata(session.get_modelmeta().custom_metadata_map, path)
+    elif kind == "safetensors":
+        raise UsageError(f"{path} holds weights only: run it with --backend torch, or export the checkpoint "
+                         "to .onnx for onnxruntime")
+    else:            # a checkpoint, exported in memory: the same network onnxruntime would run from a file
+        ckpt = _read_checkpoint(path)
+        info = _info(ckpt)
+        session = onnxruntime.InferenceSession(onnx_bytes(ckpt), providers=providers)
+    return Loaded(OnnxModel(session), info, "onnxruntime", torch.device("cpu"))

@@ -1,0 +1,154 @@
+"""Inference speed: alexnet_2012 and alexnet_owt on four engines side by side, in one process on one machine.
+
+    .venv/bin/python bench/inference.py            # batch 1 latency (p50/p99) and batch 64 throughput
+    .venv/bin/python bench/inference.py --quick    # a smoke run: few calls, batch 8 (well under a minute)
+
+Engines: (a) PyTorch eager with torchvision's ``alexnet`` (the baseline every ratio is against); for each of
+``alexnet_2012`` and ``alexnet_owt``: (b) our eager path as predict runs it (channels_last; for alexnet_2012 the
+fused ReLU-LRN-pool kernel and fc6-fc8 on oneDNN; alexnet_owt *is* torchvision's class, so its (b) is (a)'s
+network again), (c) TorchScript (``torch.jit.trace`` as ``alexnet export --format torchscript`` writes it, then
+``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export --format onnx`` writes (CPU provider).
+All run in inference mode with random weights on random 224x224 inputs, the torch thread count and onnxruntime's
+default (one thread per physical core) as they are. Each round times every engine in turn, so load from other
+processes falls on all of them alike; latency percentiles pool every round's batch-1 calls (the latency ratio
+is of p50s), throughput is the median over rounds and its ratio the median of the rounds' own ratios against
+(a). The machine is shared: the load average is printed before and after, and numbers from a loaded machine
+compare only within the run.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+import warnings
+from typing import Callable
+
+from alexnet import memory
+
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+import alexnet  # noqa: E402
+from alexnet.export import INPUT, to_onnx, to_torchscript  # noqa: E402
+from alexnet.ops import linear as linear_ops, lrn as lrn_ops  # noqa: E402
+from machine import load_average, machine  # noqa: E402  (bench/machine.py)
+
+Engine = Callable[[torch.Tensor], object]
+
+
+def eager(model: torch.nn.Module) -> Engine:
+    model = model.eval().to(memory_format=torch.channels_last)
+
+    def run(x: torch.Tensor):
+        with torch.inference_mode():
+            return model(x.contiguous(memory_format=torch.channels_last))
+    return run
+
+
+def torchscript(model: torch.nn.Module, example: torch.Tensor) -> Engine:
+    with warnings.catch_warnings():   # torch.jit's deprecation note
+        warnings.simplefilter("ignore")
+        frozen = torch.jit.freeze(to_torchscript(model, example).eval())
+
+    def run(x: torch.Tensor):
+        with torch.inference_mode():
+            return frozen(x)
+    return run
+
+
+def onnxruntime_engine(model: torch.nn.Module, example: torch.Tensor) -> Engine:
+    import onnxruntime
+    session = onnxruntime.InferenceSession(to_onnx(model, example), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {INPUT: x.numpy()})[0]
+
+
+def engines() -> dict[str, Engine]:
+    torch.manual_seed(0)
+    example = torch.randn(1, 3, 224, 224)
+    built = {"(a) torchvision alexnet, eager [baseline]": eager(torchvision.models.alexnet())}
+    for name in ("alexnet_2012", "alexnet_owt"):
+        model = alexnet.create_model(name)     # one set of weights; each engine gets its own copy (export changes it)
+        label = "fused LRN, oneDNN fc" if name == "alexnet_2012" else "torchvision's class"
+        built[f"(b) {name}, eager ({label})"] = eager(copy.deepcopy(model))
+        built[f"(c) {name}, TorchScript (traced, frozen)"] = torchscript(copy.deepcopy(model), example)
+        built[f"(d) {name}, onnxruntime (CPU)"] = onnxruntime_engine(copy.deepcopy(model), example)
+    return built
+
+
+def check_agreement(built: dict[str, Engine]) -> None:
+    """Each model's engines give the same logits: they time the same computation."""
+    x = torch.randn(2, 3, 224, 224)
+    for name in ("alexnet_2012", "alexnet_owt"):
+        outs = [torch.as_tensor(np.asarray(run(x))).float().numpy() for label, run in built.items() if name in label]
+        spread = max(float(np.abs(o - outs[0]).max()) for o in outs)
+        if not spread <= 1e-3 * max(1.0, float(np.abs(outs[0]).max())):
+            raise SystemExit(f"{name}: the engines disagree (max |logit diff| {spread:.3g}); the benchmark is void")
+
+
+def measure(built: dict[str, Engine], args: argparse.Namespace) -> tuple[dict, dict]:
+    one, batch = torch.randn(1, 3, 224, 224), torch.randn(args.batch_size, 3, 224, 224)
+    for run in built.values():
+        for _ in range(args.warmup):
+            run(one)
+        run(batch)
+    latencies: dict[str, list[float]] = {label: [] for label in built}
+    rates: dict[str, list[float]] = {label: [] for label in built}
+    for _ in range(args.rounds):     # round robin: every engine sees the same background load
+        for label, run in built.items():
+            for _ in range(args.calls):
+                start = time.perf_counter()
+                run(one)
+                latencies[label].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            run(batch)
+            rates[label].append(args.batch_size / (time.perf_counter() - start))
+    return latencies, rates
+
+
+def report(latencies: dict, rates: dict, args: argparse.Namespace) -> None:
+    base = next(iter(latencies))
+    rounds = range(args.rounds)
+
+    def p(values: list[float], q: float) -> float:
+        return 1e3 * float(np.percentile(values, q))
+
+    print(f"{'engine':<52} {'b1 p50 ms':>9} {'p99 ms':>7} {'x base':>7} {f'b{args.batch_size} img/s':>11} "
+          f"{'x base':>7}")
+    for label in latencies:
+        speed = p(latencies[base], 50) / p(latencies[label], 50)
+        throughput = statistics.median(rates[label][r] / rates[base][r] for r in rounds)
+        print(f"{label:<52} {p(latencies[label], 50):>9.2f} {p(latencies[label], 99):>7.2f} {speed:>6.2f}x "
+              f"{statistics.median(rates[label]):>11.1f} {throughput:>6.2f}x")
+    print("x base: (a)'s p50 / the engine's (batch 1); the median over rounds of the engine's img/s / (a)'s "
+          f"(batch {args.batch_size}); > 1 is faster than torchvision eager")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch-size", type=int, default=64, help="the throughput batch (default 64)")
+    parser.add_argument("--calls", type=int, default=20, help="batch-1 calls per engine per round (default 20)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batch-1 calls per engine first (default 3)")
+    parser.add_argument("--quick", action="store_true", help="batch 8, 3 calls x 2 rounds, 1 warm-up: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.batch_size, args.calls, args.rounds, args.warmup = 8, 3, 2, 1
+    print(f"machine: {machine()}")
+    print(f"load average before: {load_average()} (a shared machine: compare numbers within this run only)")
+    built = engines()
+    check_agreement(built)
+    import onnxruntime
+    print(f"LRN: {lrn_ops.implementation()}; fc: {linear_ops.implementation()}; onnxruntime "
+          f"{onnxruntime.__version__}; 224x224 inputs, {args.rounds} rounds x {args.calls} batch-1 calls and one "
+          f"batch-{args.batch_size} call per engine")
+    latencies, rates = measure(built, args)
+    report(latencies, rates, args)
+    print(f"load average after: {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
