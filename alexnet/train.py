@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet import distributed
+from alexnet import distributed, finetune
 from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
 from alexnet.data import open_dataset
 from alexnet.data.loader import BatchLoader
@@ -147,6 +147,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
         run.writer = SummaryWriter(str(out))
         run.watch = StallWatch(len(classes))                             # loss stuck at ln K, or blown up
         run.stats = LayerStats(run.raw_model) if cfg.diagnose else None  # --diagnose N
+    finetune.start(run, ckpt)                 # --init's weights (not its optimizer state), unless resumed
     if ckpt:
         _restore(run, ckpt)
     return run
@@ -155,6 +156,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
 def _build(cfg, out, device, rank, world_size, towers, classes, val_set, loader, prep, spec) -> Run:
     """The model, its optimizer [5] and schedule, on the device(s)."""
     model = build_model(spec, towers=towers)
+    finetune.freeze(model, cfg)               # --freeze: before the optimizer takes the parameters
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format) if towers else model.to(device, memory_format=memory_format)
     # fused: one kernel per parameter for decay + momentum + update (2-5x faster optimizer step on CPU)
