@@ -35,6 +35,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from alexnet import finetune
     from alexnet.recipes import resolve_config
     from alexnet.run_folder import default_out, resume_config
     overrides = {name: getattr(args, name) for name in _config_fields() if getattr(args, name) is not None}
@@ -47,6 +48,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = resolve_config(recipe or "quick", **overrides)
     checks.writable_folder(cfg.out, "--out")
     checks.model_kwargs(cfg.model, cfg.model_kwargs)
+    finetune.check_flags(cfg, resume=args.resume)    # --init exists, --freeze names a layer
     return _run_training(cfg, resume=args.resume, force=args.force)
 
 

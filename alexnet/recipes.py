@@ -63,6 +63,15 @@ class TrainConfig:
     pixel_scale: float = _opt(1.0, "network inputs in these units (255: 0-255 pixels, as the paper's init expects)")
     ten_crop: bool = _opt(True, "10-view evaluation for the eval report [4]")
     val_fraction: float = _opt(0.1, "held-out fraction of train when the data has no val split")
+    # fine-tuning (alexnet/finetune.py)
+    init: str = _opt("", "start from these weights: an alexnet checkpoint, or a state dict (.pt, .safetensors) of the "
+                     "same model; no optimizer state comes along ('' = the model's own init)", metavar="CKPT")
+    freeze: str = _opt("", "stop training 'features' or every layer up to and including LAYER (module order); those "
+                       "layers run in eval mode (BatchNorm keeps its stored statistics)", metavar="features|LAYER")
+    head_lr_mult: float = _opt(1.0, "the last layer (the head: classifier.fc8, fc, ...) learns at this multiple of "
+                               "--lr (Caffe's fine-tuning: 10)")
+    reset_head: bool = _opt(False, "keep the head freshly initialised instead of taking --init's (needed when the "
+                            "class count differs)")
     # execution
     seed: int = _opt(0, "seed of the init, the data order and the held-out split")
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N")
@@ -131,6 +140,11 @@ def absolute_data(spec: str) -> str:
     return spec if spec in BUILTINS else path
 
 
+def absolute_path(path: str) -> str:
+    import os
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
     """The recipe's defaults with ``overrides`` (None values ignored) applied on top."""
     if recipe not in RECIPES:
@@ -146,6 +160,8 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
     values.update(overrides)
     if "data" in values:                # the paper recipes name no data: the dataclass default stands
         values["data"] = absolute_data(values["data"])
+    if values.get("init"):              # recorded as an absolute path: config.json says which weights started the run
+        values["init"] = absolute_path(values["init"])
     cfg = TrainConfig(**values)
     if cfg.schedule not in ("plateau", "onecycle", "cosine", "constant"):
         raise UsageError(f"unknown schedule {cfg.schedule!r}; choose plateau, onecycle, cosine or constant")
@@ -168,7 +184,7 @@ RANGES = {
     "pca_std": "non-negative", "pixel_scale": "positive", "val_fraction": "fraction", "seed": "non-negative",
     "workers": "non-negative", "max_steps": "non-negative", "train_subset": "non-negative",
     "eval_batch_size": "positive", "val_subset": "non-negative", "loader_threads": "positive",
-    "diagnose": "non-negative",
+    "diagnose": "non-negative", "head_lr_mult": "positive",
 }
 DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
 

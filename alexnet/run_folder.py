@@ -17,13 +17,14 @@ from pathlib import Path
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.errors import UsageError
-from alexnet.recipes import RECIPES, TrainConfig, absolute_data, resolve_config
+from alexnet.recipes import RECIPES, TrainConfig, absolute_data, absolute_path, resolve_config
 
 RUN_FILES = ("config.json", "metrics.jsonl", "diagnose.jsonl", "last.pt", "best.pt", "curves.png")
 RETIRED_CONFIG_KEYS = ("optimizer",)     # stored by earlier versions, no longer read
 # What --resume may change: how far to train and how to run it. Everything else (model, data, batch, crops,
 # normalization, seed, optimizer and augmentation settings, ...) is the run's and is refused with exit 2.
 # max_steps is a stop for one invocation: a resume does not inherit it (0 = no limit) unless given again.
+# A fine-tuned run (--init) resumes from its last.pt: --init, --freeze, --reset-head, --head-lr-mult are the run's.
 RESUME_MAY_CHANGE = ("epochs", "max_steps", "quiet", "device", "towers", "amp", "compile", "channels_last",
                      "loader_threads", "eval_batch_size", "diagnose", "workers", "ten_crop", "data_root")
 LOCK_FILE = ".lock"
@@ -58,6 +59,8 @@ def _same(key: str, given, saved) -> bool:
         return {**saved, **given} == saved
     if key == "data":
         return absolute_data(given) == absolute_data(saved)
+    if key == "init":
+        return (absolute_path(given) if given else "") == (saved or "")
     return given == saved
 
 

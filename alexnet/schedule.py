@@ -55,11 +55,24 @@ class LRSchedule:
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """Weights, and biases/norm parameters (1-d) when they decay or learn differently; ``lr_mult`` scales lr."""
+    """Weights, and biases/norm parameters (1-d) when they decay or learn differently; ``lr_mult`` scales lr.
+
+    Frozen parameters (``--freeze``) are left out. With ``--head-lr-mult M`` the head's parameters (the last
+    fully connected layer, ``finetune.head_name``) form their own groups at M times their rate (Caffe's
+    fine-tuning: fc8 at lr_mult 10, its bias at 20 with ``--bias-lr-mult 2``)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.decay_norm_and_bias and cfg.bias_lr_mult == 1.0:      # [5] the paper's text: one rate, all decayed
-        return [{"params": params, "weight_decay": cfg.weight_decay, "lr_mult": 1.0}]
-    weights, biases = [p for p in params if p.dim() > 1], [p for p in params if p.dim() <= 1]
-    return [{"params": weights, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
-            {"params": biases, "weight_decay": cfg.weight_decay if cfg.decay_norm_and_bias else 0.0,
-             "lr_mult": cfg.bias_lr_mult}]
+    head: set[int] = set()
+    if cfg.head_lr_mult != 1.0:
+        from alexnet.finetune import head_parameters
+        head = {id(p) for p in head_parameters(model)}
+    groups = []
+    for part, mult in (([p for p in params if id(p) not in head], 1.0), ([p for p in params if id(p) in head],
+                                                                          cfg.head_lr_mult)):
+        if cfg.decay_norm_and_bias and cfg.bias_lr_mult == 1.0:      # [5] the paper's text: one rate, all decayed
+            groups.append({"params": part, "weight_decay": cfg.weight_decay, "lr_mult": mult})
+            continue
+        weights, biases = [p for p in part if p.dim() > 1], [p for p in part if p.dim() <= 1]
+        groups += [{"params": weights, "weight_decay": cfg.weight_decay, "lr_mult": mult},
+                   {"params": biases, "weight_decay": cfg.weight_decay if cfg.decay_norm_and_bias else 0.0,
+                    "lr_mult": mult * cfg.bias_lr_mult}]
+    return [g for g in groups if g["params"]]

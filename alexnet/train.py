@@ -1,8 +1,8 @@
 """The training loop, top to bottom: ``setup``, then ``train_one_epoch`` and ``end_of_epoch`` until done [5].
 
 Around it: recipes (``recipes.py``), the run contract (``run.py``), the run folder (``run_folder.py``),
-checkpoints (``checkpoint.py``), data (``data/``). Here: precision, DDP, the SGD loop, validation and the
-plateau rule, exact resume (position, an interrupted epoch's sums, RNG), signals, NaN, stall watch, --diagnose.
+checkpoints (``checkpoint.py``), data (``data/``), --init (``finetune.py``). Here: precision, DDP, the SGD loop,
+validation, the plateau rule, exact resume (position, an epoch's sums, RNG), signals, NaN, stall watch, --diagnose.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet import distributed
+from alexnet import distributed, finetune
 from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
 from alexnet.data import open_dataset
 from alexnet.data.loader import BatchLoader
@@ -36,9 +36,7 @@ from alexnet.schedule import LRSchedule, param_groups
 # Called before each step's forward with (rank, global step, input batch): the tests' fault injection.
 StepHook = Callable[[int, int, torch.Tensor], None]
 AfterStep = Callable[[int, torch.Tensor, torch.Tensor, int], None]   # after each step: steps done, loss, hits, n
-# Under DDP the ranks agree on a stop signal (an all-reduce and a host sync) every this many steps and at
-# each epoch's end, not every step; a single process checks its own flag every step, for free.
-STOP_CHECK_EVERY = 20
+STOP_CHECK_EVERY = 20   # DDP ranks agree on a stop every this many steps and at epoch ends; one process: each step
 
 
 @dataclass
@@ -149,6 +147,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
         run.writer = SummaryWriter(str(out))
         run.watch = StallWatch(len(classes), fixes=stall_fixes(run.raw_model))   # loss stuck at ln K, blown up
         run.stats = LayerStats(run.raw_model) if cfg.diagnose else None  # --diagnose N
+    finetune.start(run, ckpt)                 # --init's weights (not its optimizer state), unless resumed
     if ckpt:
         _restore(run, ckpt)
     return run
@@ -157,6 +156,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
 def _build(cfg, out, device, rank, world_size, towers, classes, val_set, loader, prep, spec) -> Run:
     """The model, its optimizer [5] and schedule, on the device(s)."""
     model = build_model(spec, towers=towers)
+    finetune.freeze(model, cfg)               # --freeze: before the optimizer takes the parameters
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format) if towers else model.to(device, memory_format=memory_format)
     # fused: one kernel per parameter for decay + momentum + update (2-5x faster optimizer step on CPU)

@@ -1,4 +1,5 @@
-"""The input-pipeline benchmark runs end to end (tiny: a smoke test, not a measurement)."""
+"""The benchmarks run end to end (tiny: smoke tests, not measurements)."""
+import os
 import re
 import subprocess
 import sys
@@ -17,3 +18,33 @@ def test_input_pipeline_bench_quick(tmp_path):
     assert len(rates) == 2 and min(rates) > 0
     assert re.search(r"ratio \(b\)/\(a\): [\d.]+x", out) and re.search(r"one-off prepare .*: [\d.]+ s", out)
     assert len(list((tmp_path / "photos-48").rglob("*.jpg"))) == 48
+
+
+def test_transfer_bench_runs_end_to_end(tmp_path):
+    """bench/transfer.py on a tiny budget: the digits written and prepared, two arms, the JSON (not a measurement)."""
+    import json
+    import numpy as np
+    import torch
+    from alexnet.checkpoint import atomic_save
+    from alexnet.recipes import resolve_config
+    from data_fixtures import idx_folder
+    from test_bad_flags import tiny_checkpoint
+    source = tiny_checkpoint(tmp_path / "source.pt", classes=tuple("01234"))
+    ckpt = torch.load(source, weights_only=True)       # its own data, for the source's test score
+    own = idx_folder(tmp_path / "own", n_train=10, n_test=10, size=28, classes=5)
+    ckpt["config"] = resolve_config("quick", data=str(own)).to_dict()
+    atomic_save(ckpt, source)
+    report = tmp_path / "transfer.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "transfer.py"), "--pretrained", source, "--seeds", "1",
+                          "--steps", "2", "--arms", "scratch,probe", "--threads", "1", "--work", str(tmp_path / "w"),
+                          "--json", str(report)], capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")])))
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["target"]["sizes"] == {"test": 400, "val": 100, "train-all": 1297, "train-100": 100}
+    assert [(r["arm"], r["labels"], r["steps"]) for r in result["runs"]] == [
+        ("scratch", "100", 3), ("probe", "100", 3), ("scratch", "all", 40), ("probe", "all", 40)]
+    assert all(0 <= r["test_top1"] <= 1 for r in result["runs"]) and "--freeze fc7" in result["runs"][1]["command"]
+    from PIL import Image
+    digit = np.asarray(Image.open(next((tmp_path / "w" / "digits-100" / "train" / "0").glob("*.png"))))
+    assert digit.shape == (28, 28) and digit.dtype == np.uint8 and digit.max() > 200
