@@ -27,33 +27,57 @@ def expand_paths(inputs: list[str]) -> list[str]:
     return paths
 
 
+class Predictor:
+    """A network loaded once with its own evaluation preprocessing: what ``alexnet predict`` runs for files
+    and ``alexnet serve`` for uploads, one code path. ``checkpoint``: a checkpoint or an export
+    (``alexnet.backends.load``; ``backend`` None: the file's default)."""
+
+    def __init__(self, checkpoint: str, *, ten_crop: bool | None = None, device: str = "auto",
+                 batch_size: int = 64, backend: str | None = None) -> None:
+        self.loaded = backends.load(checkpoint, backend, device)
+        self.info = self.loaded.info
+        self.data, self.classes = self.info["data"], self.info["classes"]
+        if ten_crop is None:      # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)
+            ten_crop = bool(self.info["config"].get("ten_crop", False))
+        self.ten_crop, self.batch_size = ten_crop, batch_size
+        self.transform = Preprocessing.from_dict(self.data).eval_transform(ten_crop)
+
+    @property
+    def side(self) -> int:
+        return self.data["image_size"][0]
+
+    def decode(self, path: str) -> np.ndarray:
+        """uint8 (H, W, C) as the model's data was decoded [4]; raises BadImage with the reason."""
+        return decode_image(path, channels=self.data["channels"], size=self.side,
+                            rule=self.data.get("decode", "square"))
+
+    def probabilities(self, images: list[np.ndarray] | np.ndarray):
+        """Softmax (N, K) for decoded images, averaged over the views."""
+        return predict_probs([self.loaded.model], np.stack(images) if isinstance(images, list) else images,
+                             self.transform, batch_size=self.batch_size, device=self.loaded.device)
+
+    def topk(self, images: list[np.ndarray] | np.ndarray, k: int = 5) -> list[list[dict]]:
+        """For each decoded image, its ``k`` most probable classes: [{label, index, prob}], best first."""
+        if len(images) == 0:
+            return []
+        values, indices = self.probabilities(images).topk(min(k, len(self.classes)), dim=1)
+        return [[{"label": self.classes[i], "index": i, "prob": v} for v, i in zip(vals, idxs)]
+                for vals, idxs in zip(values.tolist(), indices.tolist())]
+
+
 def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool | None = None, device: str = "auto",
             batch_size: int = 64, backend: str | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped]). ``checkpoint``: a checkpoint
-    or an export (``alexnet.backends.load``; ``backend`` None: the file's default)."""
-    loaded = backends.load(checkpoint, backend, device)
-    ckpt = loaded.info
-    data, classes = ckpt["data"], ckpt["classes"]
-    if ten_crop is None:          # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)
-        ten_crop = bool(ckpt["config"].get("ten_crop", False))
-    side = data["image_size"][0]
+    """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped])."""
+    predictor = Predictor(checkpoint, ten_crop=ten_crop, device=device, batch_size=batch_size, backend=backend)
     images, kept, skipped = [], [], []
     for path in expand_paths(inputs):
         try:
-            images.append(decode_image(path, channels=data["channels"], size=side, rule=data.get("decode", "square")))
+            images.append(predictor.decode(path))
             kept.append(path)
         except BadImage as err:
             skipped.append((path, str(err)))
             print(f"skipped {path}: {err}", file=sys.stderr)
-    results = []
-    if images:
-        probs = predict_probs([loaded.model], np.stack(images), Preprocessing.from_dict(data).eval_transform(ten_crop),
-                              batch_size=batch_size, device=loaded.device)
-        values, indices = probs.topk(min(topk, len(classes)), dim=1)
-        for path, vals, idxs in zip(kept, values.tolist(), indices.tolist()):
-            results.append({"path": path, "topk": [{"label": classes[i], "index": i, "prob": v}
-                                                   for v, i in zip(vals, idxs)]})
-    return results, skipped
+    return [{"path": path, "topk": top} for path, top in zip(kept, predictor.topk(images, topk))], skipped
 
 
 def format_predictions(results: list[dict]) -> str:
