@@ -9,7 +9,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from alexnet import checks, cli_compare, cli_convert, cli_export, cli_show, cli_study, memory
+from alexnet import checks, cli_compare, cli_convert, cli_export, cli_serve, cli_show, cli_study, memory
 from alexnet.errors import UsageError
 
 
@@ -258,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_convert.add_parsers(sub)
     cli_study.add_parsers(sub)
     cli_export.add_parsers(sub)
+    cli_serve.add_parsers(sub)
     return parser
 
 

@@ -1,6 +1,7 @@
 """``alexnet predict``: top-k classes for image files, preprocessed like training's evaluation."""
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet import backends
-from alexnet.data.decode import BadImage, decode_image, is_image_file
+from alexnet.data.decode import MAX_PIXELS, BadImage, decode_image, is_image_file
 from alexnet.errors import UsageError
 from alexnet.evaluate import predict_probs
 from alexnet.run import Preprocessing
@@ -46,10 +47,14 @@ class Predictor:
     def side(self) -> int:
         return self.data["image_size"][0]
 
-    def decode(self, path: str) -> np.ndarray:
+    def decode(self, path: str | io.BytesIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         """uint8 (H, W, C) as the model's data was decoded [4]; raises BadImage with the reason."""
         return decode_image(path, channels=self.data["channels"], size=self.side,
-                            rule=self.data.get("decode", "square"))
+                            rule=self.data.get("decode", "square"), max_pixels=max_pixels)
+
+    def decode_bytes(self, data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+        """``decode`` for an image file's bytes (an upload): the same decoding, the same BadImage reasons."""
+        return self.decode(io.BytesIO(data), max_pixels)
 
     def probabilities(self, images: list[np.ndarray] | np.ndarray):
         """Softmax (N, K) for decoded images, averaged over the views."""

@@ -3,7 +3,9 @@
 A file that cannot become a correct image raises ``BadImage`` with a reason a person can act on;
 callers skip it and report (path, reason), or stop when strict. Rules:
 - empty, non-image, truncated or corrupt files: BadImage;
-- more than ``MAX_PIXELS`` pixels in the header (decompression bombs): BadImage, before decoding;
+- not in any image format PIL reads: NotAnImage (a BadImage);
+- more than ``max_pixels`` (default ``MAX_PIXELS``) pixels in the header (decompression bombs): TooManyPixels
+  (a BadImage), before any pixel is allocated;
 - EXIF orientation is applied (ImageOps.exif_transpose), so width/height are as a viewer shows them;
 - 16-bit greyscale ("I;16", "I") is scaled to 8 bits: v8 = round(v16 * 255 / 65535);
 - transparency (RGBA, LA, P with transparency) is composited over white;
@@ -15,10 +17,11 @@ callers skip it and report (path, reason), or stop when strict. Rules:
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import BinaryIO, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -36,6 +39,14 @@ class BadImage(Exception):
     """A file that cannot be decoded into a correct image; ``str(err)`` is the reason."""
 
 
+class NotAnImage(BadImage):
+    """The bytes are in no image format PIL reads (a text file, a wrong extension, a wrecked header)."""
+
+
+class TooManyPixels(BadImage):
+    """The header declares more pixels than allowed (a possible decompression bomb); nothing was decoded."""
+
+
 @dataclass(frozen=True)
 class Probe:
     """What the header says, after EXIF orientation: the size as displayed, and whether it is greyscale."""
@@ -49,27 +60,36 @@ def is_image_file(name: str) -> bool:
     return name.lower().endswith(IMG_EXTENSIONS) and not os.path.basename(name).startswith(".")
 
 
-def _open(path: str) -> Image.Image:
+def _size(source: str | os.PathLike | BinaryIO) -> int:
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source)
+    position = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    return position
+
+
+def _open(source: str | os.PathLike | BinaryIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """``source``: a path or a binary file object (read from its start)."""
     try:
-        if os.path.getsize(path) == 0:
+        if _size(source) == 0:
             raise BadImage("empty file (0 bytes)")
     except OSError as err:
         raise BadImage(f"cannot read the file: {err.strerror or err}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(source)
     except Image.DecompressionBombError as err:
-        raise BadImage(f"too many pixels, possible decompression bomb ({err})") from None
+        raise TooManyPixels(f"too many pixels, possible decompression bomb ({err})") from None
     except UnidentifiedImageError:
-        raise BadImage("not an image PIL can read (wrong extension, or a corrupt header)") from None
+        raise NotAnImage("not an image PIL can read (wrong extension, or a corrupt header)") from None
     except _DECODE_ERRORS as err:
         raise BadImage(f"corrupt or truncated image header ({err})") from None
     width, height = img.size
-    if width * height > MAX_PIXELS:
+    if width * height > max_pixels:
         img.close()
-        raise BadImage(f"too many pixels: {width}x{height} = {width * height:,} exceeds the limit of "
-                       f"{MAX_PIXELS:,} (possible decompression bomb); if the image is genuine, shrink it first")
+        raise TooManyPixels(f"too many pixels: {width}x{height} = {width * height:,} exceeds the limit of "
+                            f"{max_pixels:,} (possible decompression bomb); if the image is genuine, shrink it first")
     if width == 0 or height == 0:
         img.close()
         raise BadImage(f"image has no pixels ({width}x{height})")
@@ -117,9 +137,11 @@ def _png_without_exif(img: Image.Image) -> bool:
         return False                                      # let getexif decide
 
 
-def decode_image(path: str, *, channels: int, size: int | None = None, rule: str = "square") -> np.ndarray:
-    """Decode ``path`` into uint8 (H, W, channels); with ``size``, the central size x size square [4]
-    (``rule``: "square" or "torchvision", see the module docstring).
+def decode_image(source: str | os.PathLike | BinaryIO, *, channels: int, size: int | None = None, rule: str = "square",
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``source`` (a path, or a binary file object such as ``io.BytesIO(upload)``) into uint8
+    (H, W, channels); with ``size``, the central size x size square [4] (``rule``: "square" or "torchvision",
+    see the module docstring). Over ``max_pixels`` in the header: TooManyPixels, before decoding.
 
     Raises BadImage with the reason when the file is not a decodable image.
     """
@@ -127,7 +149,7 @@ def decode_image(path: str, *, channels: int, size: int | None = None, rule: str
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if rule not in ("square", "torchvision"):
         raise ValueError(f"rule must be square or torchvision, got {rule!r}")
-    img = _open(path)
+    img = _open(source, max_pixels)
     with img:
         try:
             if size is not None and img.format == "JPEG" and rule == "square":
