@@ -152,7 +152,7 @@ async def load(url: str, requests: list[list[tuple]], answers: list, time_limit:
             except httpx.HTTPError as err:
                 status, body = None, {"transport": repr(err)}
             records.append((kind, time.perf_counter() - started, status, judge(kind, key, status, body, expected,
-                                                                                 answers)))
+                                                                                 answers), key if kind == "bad" else kind))
 
     limits = httpx.Limits(max_connections=len(requests), max_keepalive_connections=len(requests))
     async with httpx.AsyncClient(limits=limits, timeout=time_limit) as session:
@@ -177,7 +177,10 @@ def summarise(records: list[tuple], wall: float, planned: int, *, timed_out: boo
             "transport_errors": sum(1 for r in records if r[2] is None),
             "wrong_answers": sum(1 for r in records if not r[3]),
             "wrong_good": sum(1 for r in records if not r[3] and r[0] == "good"),
-            "wrong_bad": sum(1 for r in records if not r[3] and r[0] == "bad")}
+            "wrong_bad": sum(1 for r in records if not r[3] and r[0] == "bad"),
+            "by_kind": {name: dict(percentiles([r[1] for r in records if r[4] == name]),
+                                   n=sum(1 for r in records if r[4] == name))
+                        for name in sorted({r[4] for r in records})}}
 
 
 def measure(checkpoint: str, flags: list[str], requests, answers, time_limit: float) -> dict:
