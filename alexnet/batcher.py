@@ -23,6 +23,7 @@ class MicroBatcher:
     def __init__(self, topk: TopK, *, k: int, window_s: float, max_batch: int) -> None:
         self.topk, self.k, self.window_s, self.max_batch = topk, k, window_s, max_batch
         self.batches = self.images = self.largest = 0        # what /healthz reports: batching at work
+        self.waiting = 0                                      # submitted, not answered yet
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alexnet-infer")
@@ -50,10 +51,14 @@ class MicroBatcher:
             raise RuntimeError("the batcher is not running")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((image, future))
-        return await future
+        self.waiting += 1
+        try:
+            return await future
+        finally:
+            self.waiting -= 1
 
     def stats(self) -> dict:
-        return {"batches": self.batches, "images": self.images, "largest_batch": self.largest,
+        return {"waiting": self.waiting, "batches": self.batches, "images": self.images, "largest_batch": self.largest,
                 "mean_batch": round(self.images / self.batches, 2) if self.batches else 0.0,
                 "window_ms": self.window_s * 1000, "max_batch": self.max_batch}
 
