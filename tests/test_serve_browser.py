@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from serve_fixtures import fashion_files, quick_checkpoint, start_server
+pytest.importorskip("uvicorn", reason="needs the serve extra (pip install '.[serve]')")
+
+from serve_fixtures import fashion_files, quick_checkpoint, start_server  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PHONE = (412, 860)           # CSS pixels of a common phone
