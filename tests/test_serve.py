@@ -241,3 +241,18 @@ def test_serve_refuses_a_port_in_use(checkpoint, capsys):
     finally:
         holder.close()
     assert code == 2 and f"127.0.0.1:{port} is already in use" in err and "--port" in err
+
+
+def test_an_onnx_export_serves_the_same_answers(checkpoint, client, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from alexnet.export import export_checkpoint
+    onnx_file = str(tmp_path / "model.onnx")
+    export_checkpoint(checkpoint, "onnx", onnx_file)
+    settings = Settings(onnx_file)
+    with TestClient(create_app(load_predictor(settings), settings)) as served:
+        card = served.get("/model").json()
+        assert card["backend"] == "onnxruntime" and card["parameters"] == 544_074      # counted on the meta device
+        got = served.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
+    want = client.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
+    assert [t["index"] for t in got] == [t["index"] for t in want]
+    assert [t["prob"] for t in got] == pytest.approx([t["prob"] for t in want], abs=1e-5)
