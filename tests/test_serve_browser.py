@@ -18,12 +18,12 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 PHONE = (412, 860)           # CSS pixels of a common phone
 
 
-def _browser_or_skip():
+def _browser_or_skip(monkeypatch):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install '.[serve]')")
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
         pytest.skip("needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
                     "apt-get install chromium chromium-driver, or `make test` as root")
-    os.environ["SE_OFFLINE"] = "true"          # Selenium Manager must never try to download a browser or driver
+    monkeypatch.setenv("SE_OFFLINE", "true")     # Selenium Manager must never try to download a browser or driver
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--disable-extensions"):
@@ -34,12 +34,12 @@ def _browser_or_skip():
     return webdriver.Chrome(options=options, service=service)
 
 
-def test_the_page_shows_the_top1_of_an_uploaded_image(fashion, tmp_path_factory, tmp_path):
+def test_the_page_shows_the_top1_of_an_uploaded_image(fashion, tmp_path_factory, tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
     from alexnet.predict import Predictor
-    driver = _browser_or_skip()
+    driver = _browser_or_skip(monkeypatch)
     checkpoint = quick_checkpoint(tmp_path_factory)
     image = fashion_files(tmp_path / "images", n=1)[0]
     predictor = Predictor(checkpoint)
