@@ -29,7 +29,7 @@ def parse_size(text: str, flag: str) -> int:
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("serve", help="predictions over HTTP, with a page to try images (FastAPI's Starlette + uvicorn)",
+    p = sub.add_parser("serve", help="predictions over HTTP, with a page to try images (Starlette + uvicorn)",
                        description="Serve CKPT_OR_ONNX over HTTP: GET / (a page: choose or drop an image), POST /predict "
                                    "(multipart 'file' or the raw image body; the JSON of predict --json), GET /model, "
                                    "GET /healthz. Requests that arrive together are batched. Binds to 127.0.0.1: "
@@ -39,15 +39,15 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; "
                                                        "0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
-    p.add_argument("--topk", type=int, default=5, help="classes in each answer (default: 5)")
-    p.add_argument("--max-bytes", default="10MB", help="largest request body, e.g. 10MB, 512KB (default: 10MB)")
-    p.add_argument("--max-pixels", default=str(_max_pixels()),
+    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes in each answer (default: 5)")
+    p.add_argument("--max-bytes", default="10MB", metavar="SIZE", help="largest request body, e.g. 10MB, 512KB (default: 10MB)")
+    p.add_argument("--max-pixels", default=str(_max_pixels()), metavar="PIXELS",
                    help="largest image, width x height from its header (default: PIL's limit, 89478485)")
-    p.add_argument("--batch-window-ms", type=float, default=5.0,
+    p.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
                    help="how long the first request of a batch waits for others (default: 5; 0: no waiting)")
-    p.add_argument("--max-batch", type=int, default=32, help="most images in one forward pass (default: 32; "
+    p.add_argument("--max-batch", type=int, default=32, metavar="N", help="most images in one forward pass (default: 32; "
                                                              "1 with --batch-window-ms 0: one request at a time)")
-    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own copy of the model")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of the model")
     p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
                    help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
     p.add_argument("--device", default="auto")
