@@ -7,7 +7,10 @@ is built from ``info["data"]`` by the caller, one code path whatever runs the ne
 
 Backends: ``torch`` (a ``.pt`` checkpoint, or a ``.safetensors`` export rebuilt into the zoo's model) and
 ``onnxruntime`` (an ``.onnx`` export, or a checkpoint exported in memory first). The default follows the file:
-onnxruntime for ``.onnx``, torch otherwise.
+onnxruntime for ``.onnx``, torch otherwise. ``auto`` (``alexnet predict``'s default) is the faster of the two as
+measured by ``bench/inference.py`` (docs/inference/): onnxruntime for an ``.onnx`` file, and for a checkpoint of a
+model it runs faster on the CPU when it is installed and there are enough images to pay for the in-memory export;
+torch otherwise, and always on a GPU.
 """
 from __future__ import annotations
 
@@ -25,6 +28,14 @@ from alexnet.export import INPUT, onnx_bytes, read_metadata
 from alexnet.run import build_model, resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
+AUTO = "auto"
+# --backend auto, from bench/inference.py and bench/predict_folder.py (docs/inference/): onnxruntime runs
+# alexnet_owt (torchvision's network) faster than PyTorch eager, but the paper's alexnet_2012 slower than our eager
+# path (fused ReLU-LRN-pool, grouped convolutions), so auto picks it only for the models measured faster on it.
+ONNXRUNTIME_FASTER = frozenset({"alexnet_owt"})
+# A checkpoint is exported to ONNX in memory first (about 3 s for alexnet_owt on the 2-core machine, where
+# loading it for torch takes 0.3 s): worth it only for this many images or more.
+AUTO_ONNX_MIN_IMAGES = 256
 
 
 @dataclass
@@ -60,14 +71,48 @@ def default_backend(path: str | os.PathLike) -> str:
     return "onnxruntime" if kind_of(path) == "onnx" else "torch"
 
 
-def load(path: str, backend: str | None = None, device: str = "auto") -> Loaded:
-    """The network in ``path`` ready to run on ``backend`` (None: the file's default) on ``device``."""
+def onnxruntime_installed() -> bool:
+    try:
+        import onnx  # noqa: F401  (a checkpoint's in-memory export needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def auto_backend(path: str | os.PathLike, device: str = "auto", images: int | None = None,
+                 model: str | None = None) -> str:
+    """What ``--backend auto`` runs ``model`` (a zoo name; None: read from the checkpoint) on for ``images`` images
+    (None: many): onnxruntime for an ``.onnx`` file; for a checkpoint on the CPU, onnxruntime when it is installed,
+    the model is in ONNXRUNTIME_FASTER and ``images`` >= AUTO_ONNX_MIN_IMAGES; torch otherwise (a ``.safetensors``
+    file, a GPU, a few images, a model PyTorch runs faster)."""
+    kind = kind_of(path)
+    if kind == "onnx":
+        return "onnxruntime"
+    if (kind == "safetensors" or resolve_device(device).type != "cpu" or not onnxruntime_installed()
+            or (images is not None and images < AUTO_ONNX_MIN_IMAGES)):
+        return "torch"
+    if model is None:
+        _exists(str(path))
+        model = _read_checkpoint(str(path))["model"]["name"]
+    return "onnxruntime" if model in ONNXRUNTIME_FASTER else "torch"
+
+
+def load(path: str, backend: str | None = None, device: str = "auto", images: int | None = None) -> Loaded:
+    """The network in ``path`` ready to run on ``backend`` (None: the file's default; auto: ``auto_backend`` for
+    ``images`` images) on ``device``."""
+    kind = kind_of(path)
+    ckpt = None
+    if backend == AUTO:
+        if kind == "checkpoint" and resolve_device(device).type == "cpu":
+            _exists(path)
+            ckpt = _read_checkpoint(path)       # read once: it names the model, and it is what runs
+        backend = auto_backend(path, device, images, ckpt["model"]["name"] if ckpt else None)
     backend = backend or default_backend(path)
     if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    kind = kind_of(path)
+        raise UsageError(f"--backend must be one of {', '.join((AUTO, *BACKENDS))}, got {backend!r}")
     if backend == "onnxruntime":
-        return _onnxruntime(path, kind, device)
+        return _onnxruntime(path, kind, device, ckpt)
     if kind == "onnx":
         raise UsageError(f"{path} is an ONNX file: run it with --backend onnxruntime (its default)")
     target = resolve_device(device)          # a bad --device is named before any file is read
@@ -75,7 +120,7 @@ def load(path: str, backend: str | None = None, device: str = "auto") -> Loaded:
     if kind == "safetensors":
         model, info = _from_safetensors(path)
     else:
-        ckpt = _read_checkpoint(path)
+        ckpt = ckpt or _read_checkpoint(path)
         model, info = model_from_checkpoint(ckpt), _info(ckpt)
     return Loaded(model.to(target, memory_format=torch.channels_last), info, "torch", target)
 
@@ -135,7 +180,7 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _onnxruntime(path: str, kind: str, device: str) -> Loaded:
+def _onnxruntime(path: str, kind: str, device: str, ckpt: dict | None = None) -> Loaded:
     try:
         import onnxruntime
     except ImportError:
@@ -153,7 +198,7 @@ def _onnxruntime(path: str, kind: str, device: str) -> Loaded:
         raise UsageError(f"{path} holds weights only: run it with --backend torch, or export the checkpoint "
                          "to .onnx for onnxruntime")
     else:            # a checkpoint, exported in memory: the same network onnxruntime would run from a file
-        ckpt = _read_checkpoint(path)
+        ckpt = ckpt or _read_checkpoint(path)
         info = _info(ckpt)
         session = onnxruntime.InferenceSession(onnx_bytes(ckpt), providers=providers)
     return Loaded(OnnxModel(session), info, "onnxruntime", torch.device("cpu"))

@@ -183,9 +183,12 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="what runs the network (default: onnxruntime for an .onnx export, torch otherwise)")
+def _backend_flag(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default=default,
+                   help="what runs the network (default: " + ("auto: onnxruntime for an .onnx export, and on the CPU "
+                        "for a checkpoint of a model it runs faster (alexnet_owt) given 256+ images, when it is "
+                        "installed (docs/inference/); torch otherwise" if default == "auto" else
+                        "onnxruntime for an .onnx export, torch otherwise") + ")")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
     p.add_argument("--json", metavar="FILE", help="write the predictions as JSON (- for stdout)")
     p.add_argument("--device", default="auto")
-    _backend_flag(p)
+    _backend_flag(p, default="auto")
     p.set_defaults(func=_predict)
     cli_compare.add_parsers(sub)
     cli_show.add_parsers(sub)

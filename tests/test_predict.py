@@ -1,0 +1,108 @@
+"""Issue 13, part 4: predict's parallel decoding (input order, bad files skipped with the reason) and its default
+backend (``--backend auto``: the faster engine, the same top-k as torch)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet import backends
+from alexnet.cli import main
+from alexnet.predict import Predictor, expand_paths, predict
+from data_fixtures import save, truncated_jpeg
+from test_bad_flags import tiny_checkpoint
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """18 grey images with three bad files among them, a checkpoint that reads them."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for i in range(18):
+        save(root / f"{i:02d}.png", rng.integers(0, 256, (int(rng.integers(20, 40)), 30), dtype=np.uint8))
+    (root / "03b.jpg").write_bytes(b"")                               # empty
+    truncated_jpeg(root / "07b.jpg")                                  # truncated
+    (root / "11b.png").write_text("not an image\n")                   # not an image
+    return tmp_path, tiny_checkpoint(tmp_path / "tiny.pt", classes=tuple("abcde"))
+
+
+def serial(ckpt: str, paths: list[str], k: int) -> list:
+    """One file at a time, as predict ran before it decoded in parallel."""
+    predictor, out = Predictor(ckpt, device="cpu", backend="torch"), []
+    for path in paths:
+        image = predictor.decode_or_reason(path)
+        out.append((path, None, image) if isinstance(image, str) else (path, predictor.topk([image], k)[0], None))
+    return out
+
+
+@pytest.mark.parametrize("threads,batch_size,ahead", [(1, 64, 1), (3, 4, 1), (2, 5, 0), (4, 1, 2)])
+def test_parallel_decoding_keeps_input_order_and_skips_bad_files(folder, threads, batch_size, ahead):
+    tmp_path, ckpt = folder
+    paths = expand_paths([str(tmp_path / "images")])
+    want = serial(ckpt, paths, 3)
+    got = list(Predictor(ckpt, device="cpu", backend="torch", batch_size=batch_size)
+               .predict_paths(paths, 3, threads=threads, ahead=ahead))
+    assert [g[0] for g in got] == paths
+    assert [g[2] for g in got] == [w[2] for w in want]
+    assert [r[2] for r in got if r[2]][0] == "empty file (0 bytes)"
+    for (_, top, _), (_, expected, _) in zip(got, want):
+        assert (top is None) == (expected is None)
+        if top is not None:
+            assert [t["index"] for t in top] == [t["index"] for t in expected]
+            np.testing.assert_allclose([t["prob"] for t in top], [t["prob"] for t in expected], atol=1e-6)
+
+
+def test_predict_names_skipped_files_in_input_order(folder, capsys):
+    tmp_path, ckpt = folder
+    results, skipped = predict(ckpt, [str(tmp_path / "images")], topk=2, device="cpu", threads=2, batch_size=4)
+    assert [p.rsplit("/", 1)[1] for p, _ in skipped] == ["03b.jpg", "07b.jpg", "11b.png"]
+    assert len(results) == 18 and [r["path"] for r in results] == sorted(r["path"] for r in results)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("skipped ")]
+    assert [line.split(":")[0].rsplit("/", 1)[1] for line in lines] == ["03b.jpg", "07b.jpg", "11b.png"]
+
+
+def test_auto_backend_rules(tmp_path, monkeypatch):
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
+    assert backends.auto_backend(tmp_path / "m.onnx") == "onnxruntime"
+    assert backends.auto_backend(tmp_path / "m.safetensors", "cpu") == "torch"
+    assert backends.auto_backend(ckpt, "cpu") == "torch"                       # alexnet_small: not measured faster
+    assert backends.auto_backend("any.pt", "cpu", model="alexnet_2012") == "torch"   # our eager path is faster
+    monkeypatch.setattr(backends, "onnxruntime_installed", lambda: True)
+    assert backends.auto_backend("any.pt", "cpu", model="alexnet_owt") == "onnxruntime"
+    assert backends.auto_backend("any.pt", "cpu", backends.AUTO_ONNX_MIN_IMAGES - 1, model="alexnet_owt") == "torch"
+    monkeypatch.setattr(backends, "onnxruntime_installed", lambda: False)
+    assert backends.auto_backend("any.pt", "cpu", model="alexnet_owt") == "torch"   # not installed: torch
+
+
+def test_auto_on_onnxruntime_gives_torch_topk(folder, monkeypatch, capsys):
+    """When auto picks onnxruntime (here for the tiny model), predictions are torch's top-k, probabilities to 1e-5;
+    --backend torch and onnxruntime still work as before."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    tmp_path, ckpt = folder
+    monkeypatch.setattr(backends, "ONNXRUNTIME_FASTER", frozenset({"alexnet_small"}))
+    monkeypatch.setattr(backends, "AUTO_ONNX_MIN_IMAGES", 10)
+    assert Predictor(ckpt, device="cpu", backend="auto", images=10).loaded.backend == "onnxruntime"
+    assert Predictor(ckpt, device="cpu", backend="auto", images=9).loaded.backend == "torch"
+    images = str(tmp_path / "images")
+    runs = {}
+    for name, extra in (("auto", []), ("torch", ["--backend", "torch"]), ("onnxruntime", ["--backend", "onnxruntime"])):
+        assert main(["predict", ckpt, images, "--topk", "5", "--json", "-", *extra]) == 0
+        runs[name] = json.loads(capsys.readouterr().out)
+    for name in ("auto", "onnxruntime"):
+        assert [r["path"] for r in runs[name]] == [r["path"] for r in runs["torch"]]
+        for a, b in zip(runs[name], runs["torch"]):
+            if "skipped" in b:
+                assert a == b
+                continue
+            assert [t["index"] for t in a["topk"]] == [t["index"] for t in b["topk"]]
+            torch.testing.assert_close(torch.tensor([t["prob"] for t in a["topk"]]),
+                                       torch.tensor([t["prob"] for t in b["topk"]]), rtol=0, atol=1e-5)
+
+
+def test_predict_progress_for_large_folders(folder, capsys):
+    tmp_path, ckpt = folder
+    predict(ckpt, [str(tmp_path / "images")], device="cpu", batch_size=4, progress=True)
+    assert "predict 6/6" in capsys.readouterr().err
