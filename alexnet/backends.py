@@ -7,10 +7,10 @@ is built from ``info["data"]`` by the caller, one code path whatever runs the ne
 
 Backends: ``torch`` (a ``.pt`` checkpoint, or a ``.safetensors`` export rebuilt into the zoo's model) and
 ``onnxruntime`` (an ``.onnx`` export, or a checkpoint exported in memory first). The default follows the file:
-onnxruntime for ``.onnx``, torch otherwise. ``auto`` (``alexnet predict``'s default) is the faster of the two as
-measured by ``bench/inference.py`` (docs/inference/): onnxruntime for an ``.onnx`` file, and for a checkpoint of a
-model it runs faster on the CPU when it is installed and there are enough images to pay for the in-memory export;
-torch otherwise, and always on a GPU.
+onnxruntime for ``.onnx``, torch otherwise. ``auto`` (``alexnet predict``'s default) is the faster engine as
+measured by ``bench/inference.py`` and ``bench/predict_folder.py`` (docs/inference/): onnxruntime for an ``.onnx``
+file; for a checkpoint, PyTorch (our eager path), except onnxruntime for a model it runs faster one image at a time
+when the caller streams images (``images`` None); always PyTorch on a GPU.
 """
 from __future__ import annotations
 
@@ -29,14 +29,13 @@ from alexnet.run import build_model, resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
 AUTO = "auto"
-# --backend auto, from bench/inference.py and bench/predict_folder.py (docs/inference/): onnxruntime runs
-# alexnet_owt (torchvision's network) faster than PyTorch eager, but the paper's alexnet_2012 slower than our eager
-# path (fused ReLU-LRN-pool, grouped convolutions), so auto picks it only for the models measured faster on it.
+# --backend auto, from bench/inference.py and bench/predict_folder.py (docs/inference/). onnxruntime runs
+# alexnet_owt (torchvision's network) 1.39x as fast as PyTorch eager at batch 1, but not faster at batch 64 (1.01x,
+# and 0.9x end to end in predict, where decoding threads share the cores); the paper's alexnet_2012 runs at half
+# speed there (its grouped LRN and convolutions). A checkpoint must also be exported in memory first (0.8 s against
+# 0.2 s to load it for torch). So auto picks onnxruntime for a checkpoint only for these models and only for an
+# open-ended stream of images (``images`` None: a server answering one at a time), never for a known list of files.
 ONNXRUNTIME_FASTER = frozenset({"alexnet_owt"})
-# A checkpoint is exported to ONNX in memory first (about 3 s for alexnet_owt on the 2-core machine, where
-# loading it for torch takes 0.3 s), which batch-64 throughput repays only over many images: onnxruntime ran
-# alexnet_owt 1.02x (idle machine) to 1.17x (loaded) as fast as eager, 2 ms an image at best: 3 s / 2 ms ~ 2000.
-AUTO_ONNX_MIN_IMAGES = 2000
 
 
 @dataclass
@@ -83,15 +82,14 @@ def onnxruntime_installed() -> bool:
 
 def auto_backend(path: str | os.PathLike, device: str = "auto", images: int | None = None,
                  model: str | None = None) -> str:
-    """What ``--backend auto`` runs ``model`` (a zoo name; None: read from the checkpoint) on for ``images`` images
-    (None: many): onnxruntime for an ``.onnx`` file; for a checkpoint on the CPU, onnxruntime when it is installed,
-    the model is in ONNXRUNTIME_FASTER and ``images`` >= AUTO_ONNX_MIN_IMAGES; torch otherwise (a ``.safetensors``
-    file, a GPU, a few images, a model PyTorch runs faster)."""
+    """What ``--backend auto`` runs ``model`` (a zoo name; None: read from the checkpoint) on, for ``images`` images
+    (None: an open-ended stream, one at a time): onnxruntime for an ``.onnx`` file; for a checkpoint on the CPU,
+    onnxruntime when it is installed, the model is in ONNXRUNTIME_FASTER and ``images`` is None; torch otherwise
+    (a ``.safetensors`` file, a GPU, a list of files, a model PyTorch runs faster)."""
     kind = kind_of(path)
     if kind == "onnx":
         return "onnxruntime"
-    if (kind == "safetensors" or resolve_device(device).type != "cpu" or not onnxruntime_installed()
-            or (images is not None and images < AUTO_ONNX_MIN_IMAGES)):
+    if kind == "safetensors" or images is not None or resolve_device(device).type != "cpu" or not onnxruntime_installed():
         return "torch"
     if model is None:
         _exists(str(path))

@@ -185,9 +185,8 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _backend_flag(p: argparse.ArgumentParser, default: str | None = None) -> None:
     p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default=default,
-                   help="what runs the network (default: " + ("auto: onnxruntime for an .onnx export, and on the CPU "
-                        "for a checkpoint of a model it runs faster (alexnet_owt) given 2000+ images, when it is "
-                        "installed (docs/inference/); torch otherwise" if default == "auto" else
+                   help="what runs the network (default: " + ("auto: onnxruntime for an .onnx export, torch (our "
+                        "eager path, the faster for files, docs/inference/) for a checkpoint" if default == "auto" else
                         "onnxruntime for an .onnx export, torch otherwise") + ")")
 
 

@@ -9,7 +9,8 @@ scikit-learn, randomly cropped and rescaled (short side 300-500 px, bench/photos
 AlexNet (``alexnet_owt``) at 224 px with random weights (fc8 scaled up so its softmax is peaked and the two arms'
 top-5 can be compared), its state_dict turned into a checkpoint by ``alexnet convert`` (torchvision's
 preprocessing: resize 256, centre 224, ImageNet mean/std). Arms, each timed from the files and the weights on
-disk to the top-5 of every image (loading the weights included), repeated alternately:
+disk to the top-5 of every image (loading the weights included), repeated alternately (loading alone is timed
+first, per backend):
 
   (a) torchvision: ImageFolder + the weights' own transforms (PIL) + DataLoader(num_workers=2, batch_size=64),
       torchvision's alexnet in eager mode under torch.inference_mode (3 processes: the loop and 2 decoders);
@@ -111,6 +112,9 @@ def main() -> None:
     print(f"load average before: {before} (a shared machine: compare numbers within this run only)")
     print(f"{args.files} JPEGs in {folder}; alexnet_owt 224 px, random weights; predict decodes with "
           f"{decode_threads()} threads; {args.repeats} alternating repeats")
+    loads = load_seconds(ckpt, args.repeats)
+    print("loading the checkpoint (median): " + ", ".join(f"{b} {t:.2f} s" for b, t in loads.items()) +
+          " (onnxruntime: exported to ONNX in memory first)")
     seconds: dict[str, list[float]] = {label: [] for label in arms}
     tops: dict[str, list] = {}
     for _ in range(args.repeats):
@@ -118,10 +122,22 @@ def main() -> None:
             start = time.perf_counter()
             tops[label] = arm()
             seconds[label].append(time.perf_counter() - start)
-    report(args, arms, seconds, tops, before, folder)
+    report(args, arms, seconds, tops, before, folder, loads)
 
 
-def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Path) -> None:
+def load_seconds(ckpt: Path, repeats: int) -> dict[str, float]:
+    """Median seconds of ``backends.load`` per backend: what --backend auto weighs against the images."""
+    names = ["torch", "onnxruntime"] if backends.onnxruntime_installed() else ["torch"]
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(repeats):
+        for name in names:
+            start = time.perf_counter()
+            backends.load(str(ckpt), name, "cpu")
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Path, loads: dict) -> None:
     labels = list(arms)
     base = statistics.median(seconds[labels[0]])
     rows = {}
@@ -138,7 +154,7 @@ def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Pat
     if args.json:
         record = {"command": "python bench/predict_folder.py " + " ".join(sys.argv[1:]), "machine": machine(),
                   "load_average_before": before, "load_average_after": after, "files": args.files,
-                  "folder": str(folder.name), "decode_threads": decode_threads(), "arms": rows,
+                  "folder": str(folder.name), "decode_threads": decode_threads(), "load_s": loads, "arms": rows,
                   "ratio_a_over_b": rows[labels[1]]["speed_vs_a"]}
         tmp = f"{args.json}.tmp"
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -26,9 +26,9 @@ def test_inference_bench_quick(tmp_path):
     assert all(float(r[2]) > 0 and float(r[5]) > 0 for r in rows)
     assert rows[0][4] == "1.00" and rows[0][6] == "1.00"            # the baseline against itself
     assert "Warning" not in run.stderr, run.stderr[-2000:]
-    summary = re.findall(r"^(alexnet_\w+) (b1|b8): fastest \((\w)\); predict's default \((\w)\) is ([\d.]+)x", out, re.M)
+    summary = re.findall(r"^(alexnet_\w+) (b1|b8): fastest \((\w)\); --backend auto \((\w)\) is ([\d.]+)x", out, re.M)
     assert [(m, r, d) for m, r, _, d, _ in summary] == [
-        ("alexnet_2012", "b1", "b"), ("alexnet_2012", "b8", "b"), ("alexnet_owt", "b1", "d"), ("alexnet_owt", "b8", "d")]
+        ("alexnet_2012", "b1", "b"), ("alexnet_2012", "b8", "b"), ("alexnet_owt", "b1", "d"), ("alexnet_owt", "b8", "b")]
     record = json.loads((tmp_path / "out" / "inference.json").read_text())
     assert record["command"] == f"python bench/inference.py --quick --json {tmp_path / 'out' / 'inference.json'}"
     assert len(record["engines"]) == 7 and len(record["raw"]["b1_seconds"]["(a) torchvision alexnet, eager [baseline]"]) == 6

@@ -68,38 +68,42 @@ def test_auto_backend_rules(tmp_path, monkeypatch):
     assert backends.auto_backend(tmp_path / "m.onnx") == "onnxruntime"
     assert backends.auto_backend(tmp_path / "m.safetensors", "cpu") == "torch"
     assert backends.auto_backend(ckpt, "cpu") == "torch"                       # alexnet_small: not measured faster
-    assert backends.auto_backend("any.pt", "cpu", model="alexnet_2012") == "torch"   # our eager path is faster
     monkeypatch.setattr(backends, "onnxruntime_installed", lambda: True)
-    assert backends.auto_backend("any.pt", "cpu", model="alexnet_owt") == "onnxruntime"
-    assert backends.auto_backend("any.pt", "cpu", backends.AUTO_ONNX_MIN_IMAGES - 1, model="alexnet_owt") == "torch"
+    assert backends.auto_backend("any.pt", "cpu", model="alexnet_2012") == "torch"   # our eager path is faster
+    assert backends.auto_backend("any.pt", "cpu", model="alexnet_owt") == "onnxruntime"   # one image at a time
+    assert backends.auto_backend("any.pt", "cpu", 1, model="alexnet_owt") == "torch"      # files: torch, even one
+    assert backends.auto_backend("any.pt", "cpu", 5000, model="alexnet_owt") == "torch"
     monkeypatch.setattr(backends, "onnxruntime_installed", lambda: False)
     assert backends.auto_backend("any.pt", "cpu", model="alexnet_owt") == "torch"   # not installed: torch
 
 
 def test_auto_on_onnxruntime_gives_torch_topk(folder, monkeypatch, capsys):
-    """When auto picks onnxruntime (here for the tiny model), predictions are torch's top-k, probabilities to 1e-5;
-    --backend torch and onnxruntime still work as before."""
+    """Where auto picks onnxruntime (a stream, here for the tiny model), the top-k is torch's, probabilities to 1e-5;
+    predict's default (auto, files: torch), --backend torch and --backend onnxruntime give the same top-k."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     tmp_path, ckpt = folder
     monkeypatch.setattr(backends, "ONNXRUNTIME_FASTER", frozenset({"alexnet_small"}))
-    monkeypatch.setattr(backends, "AUTO_ONNX_MIN_IMAGES", 10)
-    assert Predictor(ckpt, device="cpu", backend="auto", images=10).loaded.backend == "onnxruntime"
-    assert Predictor(ckpt, device="cpu", backend="auto", images=9).loaded.backend == "torch"
+    stream = Predictor(ckpt, device="cpu", backend="auto")
+    assert stream.loaded.backend == "onnxruntime"
+    assert Predictor(ckpt, device="cpu", backend="auto", images=3).loaded.backend == "torch"
+    paths = expand_paths([str(tmp_path / "images")])
+    want = serial(ckpt, paths, 5)
+    got = list(stream.predict_paths(paths, 5, threads=2))
+    assert [(p, r) for p, _, r in got] == [(p, r) for p, _, r in want]
     images = str(tmp_path / "images")
     runs = {}
     for name, extra in (("auto", []), ("torch", ["--backend", "torch"]), ("onnxruntime", ["--backend", "onnxruntime"])):
         assert main(["predict", ckpt, images, "--topk", "5", "--json", "-", *extra]) == 0
-        runs[name] = json.loads(capsys.readouterr().out)
-    for name in ("auto", "onnxruntime"):
-        assert [r["path"] for r in runs[name]] == [r["path"] for r in runs["torch"]]
-        for a, b in zip(runs[name], runs["torch"]):
-            if "skipped" in b:
-                assert a == b
-                continue
-            assert [t["index"] for t in a["topk"]] == [t["index"] for t in b["topk"]]
-            torch.testing.assert_close(torch.tensor([t["prob"] for t in a["topk"]]),
-                                       torch.tensor([t["prob"] for t in b["topk"]]), rtol=0, atol=1e-5)
+        runs[name] = [r["topk"] for r in json.loads(capsys.readouterr().out) if "topk" in r]
+    runs["stream"] = [top for _, top, reason in got if reason is None]
+    runs["serial"] = [top for _, top, reason in want if reason is None]
+    for name, tops in runs.items():
+        assert len(tops) == 18, name
+        for a, b in zip(tops, runs["torch"]):
+            assert [t["index"] for t in a] == [t["index"] for t in b], name
+            torch.testing.assert_close(torch.tensor([t["prob"] for t in a]), torch.tensor([t["prob"] for t in b]),
+                                       rtol=0, atol=1e-5)
 
 
 def test_predict_progress_for_large_folders(folder, capsys):
