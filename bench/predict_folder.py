@@ -9,14 +9,15 @@ scikit-learn, randomly cropped and rescaled (short side 300-500 px, bench/photos
 AlexNet (``alexnet_owt``) at 224 px with random weights (fc8 scaled up so its softmax is peaked and the two arms'
 top-5 can be compared), its state_dict turned into a checkpoint by ``alexnet convert`` (torchvision's
 preprocessing: resize 256, centre 224, ImageNet mean/std). Arms, each timed from the files and the weights on
-disk to the top-5 of every image (loading the weights included), repeated alternately (loading alone is timed
-first, per backend):
+disk to the top-5 of every image (loading the weights included), repeated alternately:
 
   (a) torchvision: ImageFolder + the weights' own transforms (PIL) + DataLoader(num_workers=2, batch_size=64),
       torchvision's alexnet in eager mode under torch.inference_mode (3 processes: the loop and 2 decoders);
   (b) ``alexnet.predict.predict`` as ``alexnet predict CKPT FOLDER`` runs it (one process: decoding threads a
       batch ahead of the network), with its default ``--backend auto``; then with ``--backend torch`` and
-      ``--backend onnxruntime`` forced, for the record.
+      ``--backend onnxruntime`` forced, for the record; (b0) predict's loop with one decoding thread and no overlap
+      with the network (as predict ran before it decoded in parallel).
+Decoding alone (no network) is timed first with 1 and with one thread per core, and loading per backend.
 
 The ratio is (a)'s median seconds over (b)'s (> 1: predict is faster). Load average is printed before and after.
 """
@@ -30,6 +31,7 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alexnet import memory
@@ -41,7 +43,7 @@ import torchvision  # noqa: E402
 
 from alexnet import backends  # noqa: E402
 from alexnet.cli import main as alexnet_main  # noqa: E402
-from alexnet.predict import decode_threads, predict  # noqa: E402
+from alexnet.predict import Predictor, decode_threads, expand_paths, predict  # noqa: E402
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 from photos import make_photo_folder  # noqa: E402  (bench/photos.py)
 
@@ -87,6 +89,25 @@ def ours(folder: Path, ckpt: Path, backend: str) -> list[list[int]]:
     return [[t["index"] for t in r["topk"]] for r in results]
 
 
+def serial_decoding(folder: Path, ckpt: Path) -> list[list[int]]:
+    """(b0): predict as it was before it decoded in parallel: one decoding thread, no overlap with the network."""
+    predictor = Predictor(str(ckpt), device="cpu", backend="torch")
+    tops = predictor.predict_paths(expand_paths([str(folder)]), 5, threads=1, ahead=0)
+    return [[t["index"] for t in top] for _, top, _ in tops]
+
+
+def decode_rates(folder: Path, ckpt: Path) -> dict[int, float]:
+    """Images decoded per second (no network) by 1 and by ``decode_threads()`` threads."""
+    predictor, paths = Predictor(str(ckpt), device="cpu", backend="torch"), expand_paths([str(folder)])
+    rates = {}
+    for threads in sorted({1, decode_threads()}):
+        with ThreadPoolExecutor(threads) as pool:
+            start = time.perf_counter()
+            list(pool.map(predictor.decode_or_reason, paths))
+            rates[threads] = len(paths) / (time.perf_counter() - start)
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=1000, help="JPEGs in the folder (default 1000)")
@@ -104,7 +125,8 @@ def main() -> None:
     arms = {"(a) torchvision ImageFolder + DataLoader(2 workers) + eager": lambda: torchvision_loop(folder, pth, 64, 2),
             f"(b) alexnet predict, default (auto -> {auto})": lambda: ours(folder, ckpt, "auto"),
             "(b') alexnet predict --backend torch": lambda: ours(folder, ckpt, "torch"),
-            "(b'') alexnet predict --backend onnxruntime": lambda: ours(folder, ckpt, "onnxruntime")}
+            "(b'') alexnet predict --backend onnxruntime": lambda: ours(folder, ckpt, "onnxruntime"),
+            "(b0) predict, torch, 1 decoding thread, no overlap (as before)": lambda: serial_decoding(folder, ckpt)}
     if not backends.onnxruntime_installed():
         arms.pop("(b'') alexnet predict --backend onnxruntime")
     print(f"machine: {machine()}")
@@ -112,6 +134,8 @@ def main() -> None:
     print(f"load average before: {before} (a shared machine: compare numbers within this run only)")
     print(f"{args.files} JPEGs in {folder}; alexnet_owt 224 px, random weights; predict decodes with "
           f"{decode_threads()} threads; {args.repeats} alternating repeats")
+    decoding = decode_rates(folder, ckpt)
+    print("decoding alone: " + ", ".join(f"{t} thread(s) {r:.0f} img/s" for t, r in decoding.items()))
     loads = load_seconds(ckpt, args.repeats)
     print("loading the checkpoint (median): " + ", ".join(f"{b} {t:.2f} s" for b, t in loads.items()) +
           " (onnxruntime: exported to ONNX in memory first)")
@@ -122,7 +146,7 @@ def main() -> None:
             start = time.perf_counter()
             tops[label] = arm()
             seconds[label].append(time.perf_counter() - start)
-    report(args, arms, seconds, tops, before, folder, loads)
+    report(args, arms, seconds, tops, before, folder, {"load_s": loads, "decode_img_s": decoding})
 
 
 def load_seconds(ckpt: Path, repeats: int) -> dict[str, float]:
@@ -137,7 +161,7 @@ def load_seconds(ckpt: Path, repeats: int) -> dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Path, loads: dict) -> None:
+def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Path, extra: dict) -> None:
     labels = list(arms)
     base = statistics.median(seconds[labels[0]])
     rows = {}
@@ -146,7 +170,7 @@ def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Pat
         same = sum(a == b for a, b in zip(tops[label], tops[labels[0]])) / max(1, len(tops[labels[0]]))
         rows[label] = {"seconds": seconds[label], "median_s": median, "img_s": args.files / median,
                        "speed_vs_a": base / median, "top5_equal_to_a": same}
-        print(f"{label:<60} {median:7.2f} s  {args.files / median:7.1f} img/s  {base / median:5.2f}x (a)  "
+        print(f"{label:<64} {median:7.2f} s  {args.files / median:7.1f} img/s  {base / median:5.2f}x (a)  "
               f"top-5 as (a): {100 * same:.1f}%")
     after = load_average()
     print(f"ratio (a)/(b) seconds: {rows[labels[1]]['speed_vs_a']:.2f}x (> 1: alexnet predict is faster)")
@@ -154,7 +178,7 @@ def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Pat
     if args.json:
         record = {"command": "python bench/predict_folder.py " + " ".join(sys.argv[1:]), "machine": machine(),
                   "load_average_before": before, "load_average_after": after, "files": args.files,
-                  "folder": str(folder.name), "decode_threads": decode_threads(), "load_s": loads, "arms": rows,
+                  "folder": str(folder.name), "decode_threads": decode_threads(), **extra, "arms": rows,
                   "ratio_a_over_b": rows[labels[1]]["speed_vs_a"]}
         tmp = f"{args.json}.tmp"
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

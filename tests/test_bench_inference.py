@@ -53,7 +53,7 @@ def test_predict_folder_bench_quick(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     assert "load average before" in run.stdout and re.search(r"ratio \(a\)/\(b\) seconds: [\d.]+x", run.stdout)
     record = json.loads(report.read_text())
-    assert record["files"] == 20 and len(record["arms"]) == 4
+    assert record["files"] == 20 and len(record["arms"]) == 5 and min(record["decode_img_s"].values()) > 0
     assert all(arm["top5_equal_to_a"] == 1.0 and arm["median_s"] > 0 for arm in record["arms"].values())
     assert "(auto -> torch)" in next(label for label in record["arms"] if label.startswith("(b)"))   # 20 < 256 images
     assert len(list((tmp_path / "data" / "photos-20").rglob("*.jpg"))) == 20
