@@ -132,8 +132,10 @@ def _write_json(obj, target: str) -> None:
         print(text)
     else:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        with open(target, "w") as f:
+        tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.tmp")
+        with open(tmp, "w") as f:          # whole or not at all: a full disk leaves any earlier file as it was
             f.write(text + "\n")
+        os.replace(tmp, target)
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -118,6 +118,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.files, args.repeats = 20, 1
+    if args.files < 1 or args.repeats < 1:
+        parser.error("--files and --repeats must be at least 1")
+    if args.json:        # named now, not after minutes of measuring
+        folder = os.path.dirname(os.path.abspath(args.json))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            parser.error(f"--json {args.json}: cannot create its folder ({err.strerror})")
+        if not os.access(folder, os.W_OK) or os.path.isdir(args.json):
+            parser.error(f"--json {args.json}: not a writable file path; give a file in a writable folder")
     data = Path(args.data_dir)
     folder = make_photo_folder(data, args.files, workers=2)
     pth, ckpt = make_checkpoint(data / "predict_folder")
@@ -181,7 +191,6 @@ def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Pat
                   "folder": str(folder.name), "decode_threads": decode_threads(), **extra, "arms": rows,
                   "ratio_a_over_b": rows[labels[1]]["speed_vs_a"]}
         tmp = f"{args.json}.tmp"
-        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(tmp, "w") as f:
             f.write(json.dumps(record, indent=1) + "\n")
         os.replace(tmp, args.json)

@@ -35,11 +35,14 @@ def test_inference_bench_quick(tmp_path):
     assert set(record["summary"]) == {"alexnet_2012 b1", "alexnet_2012 bN", "alexnet_owt b1", "alexnet_owt bN"}
 
 
-def test_inference_bench_refuses_a_bad_json_path(tmp_path):
+@pytest.mark.parametrize("bench", ["inference.py", "predict_folder.py"])
+def test_benches_refuse_a_bad_json_path_before_measuring(tmp_path, bench):
     (tmp_path / "file").write_text("")
-    run = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--quick", "--json",
+    data = ["--data-dir", str(tmp_path)] if bench == "predict_folder.py" else []
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--quick", *data, "--json",
                           str(tmp_path / "file" / "x.json")], capture_output=True, text=True, timeout=120, env=ENV)
     assert run.returncode == 2 and "--json" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "photos-20").exists()            # refused before building anything
 
 
 @pytest.mark.slow

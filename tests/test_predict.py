@@ -75,6 +75,9 @@ def test_auto_backend_rules(tmp_path, monkeypatch):
     assert backends.auto_backend("any.pt", "cpu", 5000, model="alexnet_owt") == "torch"
     monkeypatch.setattr(backends, "onnxruntime_installed", lambda: False)
     assert backends.auto_backend("any.pt", "cpu", model="alexnet_owt") == "torch"   # not installed: torch
+    monkeypatch.setattr(backends, "onnxruntime_installed", lambda: True)
+    monkeypatch.setattr(backends, "resolve_device", lambda name: torch.device("cuda"))
+    assert backends.auto_backend("any.pt", "auto", model="alexnet_owt") == "torch"   # a GPU: always torch
 
 
 def test_auto_on_onnxruntime_gives_torch_topk(folder, monkeypatch, capsys):
