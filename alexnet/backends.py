@@ -25,6 +25,7 @@ import torch
 from alexnet.checkpoint import check_complete, load_checkpoint, load_state_dict_checked, model_from_checkpoint
 from alexnet.errors import UsageError
 from alexnet.export import INPUT, onnx_bytes, read_metadata
+from alexnet.ops.linear import Linear
 from alexnet.run import build_model, resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
@@ -121,7 +122,17 @@ def load(path: str, backend: str | None = None, device: str = "auto", images: in
     else:
         ckpt = ckpt or _read_checkpoint(path)
         model, info = model_from_checkpoint(ckpt), _info(ckpt)
-    return Loaded(model.to(target, memory_format=torch.channels_last), info, "torch", target)
+    return Loaded(onednn_linear(model).to(target, memory_format=torch.channels_last), info, "torch", target)
+
+
+def onednn_linear(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every plain ``nn.Linear`` running on oneDNN's matmul (``alexnet.ops.linear.Linear``: same
+    parameters and state dict, F.linear off the CPU): the zoo's own models have it already, torchvision's class
+    (``alexnet_owt``) gains 5% at batch 64 and 18% at batch 1 from it (docs/inference/)."""
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.__class__ = Linear
+    return model
 
 
 def _exists(path: str) -> None:

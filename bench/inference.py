@@ -6,9 +6,9 @@
 
 Engines: (a) PyTorch eager with torchvision's ``alexnet`` (the baseline every ratio is against); for each of
 ``alexnet_2012`` and ``alexnet_owt``: (b) our eager path as predict runs it (channels_last; for alexnet_2012 the
-fused ReLU-LRN-pool kernel and fc6-fc8 on oneDNN; alexnet_owt *is* torchvision's class, so its (b) is (a)'s
-network again), (c) TorchScript (``torch.jit.trace`` as ``alexnet export --format torchscript`` writes it, then
-``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export --format onnx`` writes (CPU provider).
+fused ReLU-LRN-pool kernel; fc6-fc8 on oneDNN for both: alexnet_owt *is* torchvision's class, so its (b) is (a)'s
+network with ``alexnet.backends.onednn_linear``), (c) TorchScript (``torch.jit.trace`` as ``alexnet export
+--format torchscript`` writes it, then ``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export --format onnx`` writes (CPU provider).
 All run in inference mode with random weights on random 224x224 inputs, the torch thread count and onnxruntime's
 default (one thread per physical core) as they are. Each round times every engine in turn, so load from other
 processes falls on all of them alike; latency percentiles pool every round's batch-1 calls (the latency ratio
@@ -79,8 +79,8 @@ def engines() -> dict[str, Engine]:
     built = {"(a) torchvision alexnet, eager [baseline]": eager(torchvision.models.alexnet())}
     for name in ("alexnet_2012", "alexnet_owt"):
         model = alexnet.create_model(name)     # one set of weights; each engine gets its own copy (export changes it)
-        label = "fused LRN, oneDNN fc" if name == "alexnet_2012" else "torchvision's class"
-        built[f"(b) {name}, eager ({label})"] = eager(copy.deepcopy(model))
+        label = "fused LRN, oneDNN fc" if name == "alexnet_2012" else "torchvision's class, oneDNN fc"
+        built[f"(b) {name}, eager ({label})"] = eager(backends.onednn_linear(copy.deepcopy(model)))
         built[f"(c) {name}, TorchScript (traced, frozen)"] = torchscript(copy.deepcopy(model), example)
         built[f"(d) {name}, onnxruntime (CPU)"] = onnxruntime_engine(copy.deepcopy(model), example)
     return built

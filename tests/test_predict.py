@@ -2,6 +2,7 @@
 backend (``--backend auto``: the faster engine, the same top-k as torch)."""
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -113,3 +114,15 @@ def test_predict_progress_for_large_folders(folder, capsys):
     tmp_path, ckpt = folder
     predict(ckpt, [str(tmp_path / "images")], device="cpu", batch_size=4, progress=True)
     assert "predict 6/6" in capsys.readouterr().err
+
+
+def test_torch_backend_runs_plain_linear_layers_on_onednn():
+    """torchvision's class (alexnet_owt) gets fc layers on oneDNN: the same state dict, the same values."""
+    from alexnet.ops.linear import Linear
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 5)).eval()
+    fast = backends.onednn_linear(copy.deepcopy(plain))
+    assert all(type(m) is Linear for m in (fast[0], fast[2])) and fast.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(7, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), plain(x), rtol=1e-5, atol=1e-5)
