@@ -152,10 +152,10 @@ def summary(rows: dict) -> dict:
 
 
 def report(rows: dict, args: argparse.Namespace) -> None:
-    print(f"{'engine':<52} {'b1 p50 ms':>9} {'p99 ms':>7} {'x base':>7} {f'b{args.batch_size} img/s':>11} "
+    print(f"{'engine':<58} {'b1 p50 ms':>9} {'p99 ms':>7} {'x base':>7} {f'b{args.batch_size} img/s':>11} "
           f"{'x base':>7}")
     for label, r in rows.items():
-        print(f"{label:<52} {r['b1_p50_ms']:>9.2f} {r['b1_p99_ms']:>7.2f} {r['b1_x_base']:>6.2f}x "
+        print(f"{label:<58} {r['b1_p50_ms']:>9.2f} {r['b1_p99_ms']:>7.2f} {r['b1_x_base']:>6.2f}x "
               f"{r['bN_img_s']:>11.1f} {r['bN_x_base']:>6.2f}x")
     print("x base: (a)'s p50 / the engine's (batch 1); the median over rounds of the engine's img/s / (a)'s "
           f"(batch {args.batch_size}); > 1 is faster than torchvision eager")
