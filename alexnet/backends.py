@@ -30,12 +30,12 @@ from alexnet.run import build_model, resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
 AUTO = "auto"
-# --backend auto, from bench/inference.py and bench/predict_folder.py (docs/inference/). onnxruntime runs
-# alexnet_owt (torchvision's network) 1.39x as fast as PyTorch eager at batch 1, but not faster at batch 64 (1.01x,
-# and 0.9x end to end in predict, where decoding threads share the cores); the paper's alexnet_2012 runs at half
-# speed there (its grouped LRN and convolutions). A checkpoint must also be exported in memory first (0.8 s against
-# 0.2 s to load it for torch). So auto picks onnxruntime for a checkpoint only for these models and only for an
-# open-ended stream of images (``images`` None: a server answering one at a time), never for a known list of files.
+# --backend auto, from bench/inference.py and bench/predict_folder.py (docs/inference/, run 4). onnxruntime runs
+# alexnet_owt (torchvision's network) 1.25x as fast as our eager path at batch 1, but not at batch 64 (0.96x), nor
+# end to end in predict (0.84x, decoding threads sharing the cores); the paper's alexnet_2012 runs at half speed
+# there (its grouped LRN and convolutions). A checkpoint must also be exported in memory first (0.76 s against
+# 0.22 s to load it for torch). So auto picks onnxruntime for a checkpoint only for these models and only for an
+# open-ended stream of images (``images`` None: a server answering one at a time), never for a list of files.
 ONNXRUNTIME_FASTER = frozenset({"alexnet_owt"})
 
 
@@ -128,7 +128,8 @@ def load(path: str, backend: str | None = None, device: str = "auto", images: in
 def onednn_linear(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` with every plain ``nn.Linear`` running on oneDNN's matmul (``alexnet.ops.linear.Linear``: same
     parameters and state dict, F.linear off the CPU): the zoo's own models have it already, torchvision's class
-    (``alexnet_owt``) gains 5% at batch 64 and 18% at batch 1 from it (docs/inference/)."""
+    (``alexnet_owt``) gains from it (docs/inference/ runs 3 -> 4: 153 -> 158 img/s at batch 64, 18.2 -> 16.0 ms at
+    batch 1)."""
     for module in model.modules():
         if type(module) is torch.nn.Linear:
             module.__class__ = Linear
