@@ -7,7 +7,10 @@ is built from ``info["data"]`` by the caller, one code path whatever runs the ne
 
 Backends: ``torch`` (a ``.pt`` checkpoint, or a ``.safetensors`` export rebuilt into the zoo's model) and
 ``onnxruntime`` (an ``.onnx`` export, or a checkpoint exported in memory first). The default follows the file:
-onnxruntime for ``.onnx``, torch otherwise.
+onnxruntime for ``.onnx``, torch otherwise. ``auto`` (``alexnet predict``'s default) is the faster engine as
+measured by ``bench/inference.py`` and ``bench/predict_folder.py`` (docs/inference/): onnxruntime for an ``.onnx``
+file; for a checkpoint, PyTorch (our eager path), except onnxruntime for a model it runs faster one image at a time
+when the caller streams images (``images`` None); always PyTorch on a GPU.
 """
 from __future__ import annotations
 
@@ -22,9 +25,18 @@ import torch
 from alexnet.checkpoint import check_complete, load_checkpoint, load_state_dict_checked, model_from_checkpoint
 from alexnet.errors import UsageError
 from alexnet.export import INPUT, onnx_bytes, read_metadata
+from alexnet.ops.linear import Linear
 from alexnet.run import build_model, resolve_device
 
 BACKENDS = ("torch", "onnxruntime")
+AUTO = "auto"
+# --backend auto, from bench/inference.py and bench/predict_folder.py (docs/inference/, run 4). onnxruntime runs
+# alexnet_owt (torchvision's network) 1.25x as fast as our eager path at batch 1, but not at batch 64 (0.96x), nor
+# end to end in predict (0.84x, decoding threads sharing the cores); the paper's alexnet_2012 runs at half speed
+# there (its grouped LRN and convolutions). A checkpoint must also be exported in memory first (0.76 s against
+# 0.22 s to load it for torch). So auto picks onnxruntime for a checkpoint only for these models and only for an
+# open-ended stream of images (``images`` None: a server answering one at a time), never for a list of files.
+ONNXRUNTIME_FASTER = frozenset({"alexnet_owt"})
 
 
 @dataclass
@@ -60,14 +72,47 @@ def default_backend(path: str | os.PathLike) -> str:
     return "onnxruntime" if kind_of(path) == "onnx" else "torch"
 
 
-def load(path: str, backend: str | None = None, device: str = "auto") -> Loaded:
-    """The network in ``path`` ready to run on ``backend`` (None: the file's default) on ``device``."""
+def onnxruntime_installed() -> bool:
+    try:
+        import onnx  # noqa: F401  (a checkpoint's in-memory export needs it)
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def auto_backend(path: str | os.PathLike, device: str = "auto", images: int | None = None,
+                 model: str | None = None) -> str:
+    """What ``--backend auto`` runs ``model`` (a zoo name; None: read from the checkpoint) on, for ``images`` images
+    (None: an open-ended stream, one at a time): onnxruntime for an ``.onnx`` file; for a checkpoint on the CPU,
+    onnxruntime when it is installed, the model is in ONNXRUNTIME_FASTER and ``images`` is None; torch otherwise
+    (a ``.safetensors`` file, a GPU, a list of files, a model PyTorch runs faster)."""
+    kind = kind_of(path)
+    if kind == "onnx":
+        return "onnxruntime"
+    if kind == "safetensors" or images is not None or resolve_device(device).type != "cpu" or not onnxruntime_installed():
+        return "torch"
+    if model is None:
+        _exists(str(path))
+        model = _read_checkpoint(str(path))["model"]["name"]
+    return "onnxruntime" if model in ONNXRUNTIME_FASTER else "torch"
+
+
+def load(path: str, backend: str | None = None, device: str = "auto", images: int | None = None) -> Loaded:
+    """The network in ``path`` ready to run on ``backend`` (None: the file's default; auto: ``auto_backend`` for
+    ``images`` images) on ``device``."""
+    kind = kind_of(path)
+    ckpt = None
+    if backend == AUTO:
+        if kind == "checkpoint" and resolve_device(device).type == "cpu":
+            _exists(path)
+            ckpt = _read_checkpoint(path)       # read once: it names the model, and it is what runs
+        backend = auto_backend(path, device, images, ckpt["model"]["name"] if ckpt else None)
     backend = backend or default_backend(path)
     if backend not in BACKENDS:
-        raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    kind = kind_of(path)
+        raise UsageError(f"--backend must be one of {', '.join((AUTO, *BACKENDS))}, got {backend!r}")
     if backend == "onnxruntime":
-        return _onnxruntime(path, kind, device)
+        return _onnxruntime(path, kind, device, ckpt)
     if kind == "onnx":
         raise UsageError(f"{path} is an ONNX file: run it with --backend onnxruntime (its default)")
     target = resolve_device(device)          # a bad --device is named before any file is read
@@ -75,9 +120,20 @@ def load(path: str, backend: str | None = None, device: str = "auto") -> Loaded:
     if kind == "safetensors":
         model, info = _from_safetensors(path)
     else:
-        ckpt = _read_checkpoint(path)
+        ckpt = ckpt or _read_checkpoint(path)
         model, info = model_from_checkpoint(ckpt), _info(ckpt)
-    return Loaded(model.to(target, memory_format=torch.channels_last), info, "torch", target)
+    return Loaded(onednn_linear(model).to(target, memory_format=torch.channels_last), info, "torch", target)
+
+
+def onednn_linear(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with every plain ``nn.Linear`` running on oneDNN's matmul (``alexnet.ops.linear.Linear``: same
+    parameters and state dict, F.linear off the CPU): the zoo's own models have it already, torchvision's class
+    (``alexnet_owt``) gains from it (docs/inference/ runs 3 -> 4: 153 -> 158 img/s at batch 64, 18.2 -> 16.0 ms at
+    batch 1)."""
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.__class__ = Linear
+    return model
 
 
 def _exists(path: str) -> None:
@@ -135,7 +191,7 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _onnxruntime(path: str, kind: str, device: str) -> Loaded:
+def _onnxruntime(path: str, kind: str, device: str, ckpt: dict | None = None) -> Loaded:
     try:
         import onnxruntime
     except ImportError:
@@ -153,7 +209,7 @@ def _onnxruntime(path: str, kind: str, device: str) -> Loaded:
         raise UsageError(f"{path} holds weights only: run it with --backend torch, or export the checkpoint "
                          "to .onnx for onnxruntime")
     else:            # a checkpoint, exported in memory: the same network onnxruntime would run from a file
-        ckpt = _read_checkpoint(path)
+        ckpt = ckpt or _read_checkpoint(path)
         info = _info(ckpt)
         session = onnxruntime.InferenceSession(onnx_bytes(ckpt), providers=providers)
     return Loaded(OnnxModel(session), info, "onnxruntime", torch.device("cpu"))

@@ -132,8 +132,10 @@ def _write_json(obj, target: str) -> None:
         print(text)
     else:
         os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        with open(target, "w") as f:
+        tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.tmp")
+        with open(tmp, "w") as f:          # whole or not at all: a full disk leaves any earlier file as it was
             f.write(text + "\n")
+        os.replace(tmp, target)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -183,9 +185,11 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="what runs the network (default: onnxruntime for an .onnx export, torch otherwise)")
+def _backend_flag(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default=default,
+                   help="what runs the network (default: " + ("auto: onnxruntime for an .onnx export, torch (our "
+                        "eager path, the faster for files, docs/inference/) for a checkpoint" if default == "auto" else
+                        "onnxruntime for an .onnx export, torch otherwise") + ")")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
     p.add_argument("--json", metavar="FILE", help="write the predictions as JSON (- for stdout)")
     p.add_argument("--device", default="auto")
-    _backend_flag(p)
+    _backend_flag(p, default="auto")
     p.set_defaults(func=_predict)
     cli_compare.add_parsers(sub)
     cli_show.add_parsers(sub)

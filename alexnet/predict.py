@@ -1,10 +1,17 @@
-"""``alexnet predict``: top-k classes for image files, preprocessed like training's evaluation."""
+"""``alexnet predict``: top-k classes for image files, preprocessed like training's evaluation.
+
+Files are decoded by a pool of threads (Pillow releases the GIL while it decodes and resizes) a batch or two
+ahead of the network, so decoding overlaps inference; results and skipped files come in input order.
+"""
 from __future__ import annotations
 
 import io
 import os
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -12,7 +19,15 @@ from alexnet import backends
 from alexnet.data.decode import MAX_PIXELS, BadImage, decode_image, is_image_file
 from alexnet.errors import UsageError
 from alexnet.evaluate import predict_probs
+from alexnet.progress import Progress
 from alexnet.run import Preprocessing
+
+PROGRESS_FROM = 512          # images: a progress bar (stderr) for folders at least this large
+
+
+def decode_threads() -> int:
+    """Decoding threads: one per usable core (measured in docs/inference/: more gain nothing on 2 cores)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def expand_paths(inputs: list[str]) -> list[str]:
@@ -34,8 +49,8 @@ class Predictor:
     (``alexnet.backends.load``; ``backend`` None: the file's default)."""
 
     def __init__(self, checkpoint: str, *, ten_crop: bool | None = None, device: str = "auto",
-                 batch_size: int = 64, backend: str | None = None) -> None:
-        self.loaded = backends.load(checkpoint, backend, device)
+                 batch_size: int = 64, backend: str | None = None, images: int | None = None) -> None:
+        self.loaded = backends.load(checkpoint, backend, device, images)   # images: for backend "auto"
         self.info = self.loaded.info
         self.data, self.classes = self.info["data"], self.info["classes"]
         if ten_crop is None:      # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)
@@ -56,6 +71,34 @@ class Predictor:
         """``decode`` for an image file's bytes (an upload): the same decoding, the same BadImage reasons."""
         return self.decode(io.BytesIO(data), max_pixels)
 
+    def decode_or_reason(self, path: str) -> np.ndarray | str:
+        """``decode(path)``, or the reason the file is unusable."""
+        try:
+            return self.decode(path)
+        except BadImage as err:
+            return str(err)
+
+    def predict_paths(self, paths: list[str], k: int = 5, *, threads: int | None = None, ahead: int = 1,
+                      progress: bool = False) -> Iterator[tuple[str, list[dict] | None, str | None]]:
+        """(path, top-k, None) or (path, None, why it was skipped) for each path, in input order. ``threads``
+        decode each batch's files in parallel, up to ``ahead`` batches ahead of the one the network runs."""
+        chunks = [paths[i:i + self.batch_size] for i in range(0, len(paths), self.batch_size)]
+        bar = Progress(len(chunks), desc="predict", enabled=progress)
+        pool = ThreadPoolExecutor(max(1, threads or decode_threads()), thread_name_prefix="decode")
+        pending: deque = deque()
+        try:
+            for index in range(len(chunks)):
+                for upcoming in chunks[index + len(pending):index + ahead + 1]:
+                    pending.append([pool.submit(self.decode_or_reason, path) for path in upcoming])
+                chunk, decoded = chunks[index], [future.result() for future in pending.popleft()]
+                tops = iter(self.topk([d for d in decoded if not isinstance(d, str)], k))
+                for path, d in zip(chunk, decoded):
+                    yield (path, None, d) if isinstance(d, str) else (path, next(tops), None)
+                bar.update(1, n=len(chunk))
+        finally:
+            bar.close()
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def probabilities(self, images: list[np.ndarray] | np.ndarray):
         """Softmax (N, K) for decoded images, averaged over the views."""
         return predict_probs([self.loaded.model], np.stack(images) if isinstance(images, list) else images,
@@ -71,18 +114,23 @@ class Predictor:
 
 
 def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool | None = None, device: str = "auto",
-            batch_size: int = 64, backend: str | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped])."""
-    predictor = Predictor(checkpoint, ten_crop=ten_crop, device=device, batch_size=batch_size, backend=backend)
-    images, kept, skipped = [], [], []
-    for path in expand_paths(inputs):
-        try:
-            images.append(predictor.decode(path))
-            kept.append(path)
-        except BadImage as err:
-            skipped.append((path, str(err)))
-            print(f"skipped {path}: {err}", file=sys.stderr)
-    return [{"path": path, "topk": top} for path, top in zip(kept, predictor.topk(images, topk))], skipped
+            batch_size: int = 64, backend: str | None = backends.AUTO, threads: int | None = None,
+            progress: bool | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped]); each skipped file is named on
+    stderr with the reason. ``backend`` auto: ``backends.auto_backend`` for this many files; ``progress`` None:
+    a bar for PROGRESS_FROM files or more."""
+    paths = expand_paths(inputs)
+    predictor = Predictor(checkpoint, ten_crop=ten_crop, device=device, batch_size=batch_size, backend=backend,
+                          images=len(paths))
+    results, skipped = [], []
+    show = len(paths) >= PROGRESS_FROM if progress is None else progress
+    for path, top, reason in predictor.predict_paths(paths, topk, threads=threads, progress=show):
+        if reason is None:
+            results.append({"path": path, "topk": top})
+        else:
+            skipped.append((path, reason))
+            print(f"skipped {path}: {reason}", file=sys.stderr)
+    return results, skipped
 
 
 def format_predictions(results: list[dict]) -> str:

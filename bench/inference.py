@@ -2,24 +2,30 @@
 
     .venv/bin/python bench/inference.py            # batch 1 latency (p50/p99) and batch 64 throughput
     .venv/bin/python bench/inference.py --quick    # a smoke run: few calls, batch 8 (well under a minute)
+    .venv/bin/python bench/inference.py --json docs/inference/inference.json   # also the numbers as JSON
 
 Engines: (a) PyTorch eager with torchvision's ``alexnet`` (the baseline every ratio is against); for each of
 ``alexnet_2012`` and ``alexnet_owt``: (b) our eager path as predict runs it (channels_last; for alexnet_2012 the
-fused ReLU-LRN-pool kernel and fc6-fc8 on oneDNN; alexnet_owt *is* torchvision's class, so its (b) is (a)'s
-network again), (c) TorchScript (``torch.jit.trace`` as ``alexnet export --format torchscript`` writes it, then
-``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export --format onnx`` writes (CPU provider).
+fused ReLU-LRN-pool kernel; fc6-fc8 on oneDNN for both: alexnet_owt *is* torchvision's class, so its (b) is (a)'s
+network with ``alexnet.backends.onednn_linear``), (c) TorchScript (``torch.jit.trace`` as ``alexnet export
+--format torchscript`` writes it, then ``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export --format onnx`` writes (CPU provider).
 All run in inference mode with random weights on random 224x224 inputs, the torch thread count and onnxruntime's
 default (one thread per physical core) as they are. Each round times every engine in turn, so load from other
 processes falls on all of them alike; latency percentiles pool every round's batch-1 calls (the latency ratio
 is of p50s), throughput is the median over rounds and its ratio the median of the rounds' own ratios against
 (a). The machine is shared: the load average is printed before and after, and numbers from a loaded machine
-compare only within the run.
+compare only within the run. Last, for each model and regime: the fastest engine, and the engine ``--backend
+auto`` picks for a checkpoint (``alexnet.backends.auto_backend``: batch 1 as a stream of single images, batch 64 as
+``alexnet predict`` on files) with its ratio against the fastest of the *other* engines.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import statistics
+import sys
 import time
 import warnings
 from typing import Callable
@@ -33,6 +39,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 import alexnet  # noqa: E402
+from alexnet import backends  # noqa: E402
 from alexnet.export import INPUT, to_onnx, to_torchscript  # noqa: E402
 from alexnet.ops import linear as linear_ops, lrn as lrn_ops  # noqa: E402
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
@@ -72,8 +79,8 @@ def engines() -> dict[str, Engine]:
     built = {"(a) torchvision alexnet, eager [baseline]": eager(torchvision.models.alexnet())}
     for name in ("alexnet_2012", "alexnet_owt"):
         model = alexnet.create_model(name)     # one set of weights; each engine gets its own copy (export changes it)
-        label = "fused LRN, oneDNN fc" if name == "alexnet_2012" else "torchvision's class"
-        built[f"(b) {name}, eager ({label})"] = eager(copy.deepcopy(model))
+        label = "fused LRN, oneDNN fc" if name == "alexnet_2012" else "torchvision's class, oneDNN fc"
+        built[f"(b) {name}, eager ({label})"] = eager(backends.onednn_linear(copy.deepcopy(model)))
         built[f"(c) {name}, TorchScript (traced, frozen)"] = torchscript(copy.deepcopy(model), example)
         built[f"(d) {name}, onnxruntime (CPU)"] = onnxruntime_engine(copy.deepcopy(model), example)
     return built
@@ -109,22 +116,61 @@ def measure(built: dict[str, Engine], args: argparse.Namespace) -> tuple[dict, d
     return latencies, rates
 
 
-def report(latencies: dict, rates: dict, args: argparse.Namespace) -> None:
+def table(latencies: dict, rates: dict, args: argparse.Namespace) -> dict:
+    """Per engine: batch-1 p50/p99 (ms), batch-N img/s (median over rounds) and both ratios against (a)."""
     base = next(iter(latencies))
-    rounds = range(args.rounds)
 
     def p(values: list[float], q: float) -> float:
         return 1e3 * float(np.percentile(values, q))
+    return {label: {"b1_p50_ms": p(latencies[label], 50), "b1_p99_ms": p(latencies[label], 99),
+                    "b1_x_base": p(latencies[base], 50) / p(latencies[label], 50),
+                    "bN_img_s": statistics.median(rates[label]),
+                    "bN_x_base": statistics.median(rates[label][r] / rates[base][r] for r in range(args.rounds))}
+            for label in latencies}
 
-    print(f"{'engine':<52} {'b1 p50 ms':>9} {'p99 ms':>7} {'x base':>7} {f'b{args.batch_size} img/s':>11} "
+
+def auto_choice(name: str, regime: str) -> str:
+    """The engine letter ``--backend auto`` runs a checkpoint of ``name`` on, on the CPU: b1, a stream of single
+    images (``Predictor(backend="auto")``, a server); bN, a list of files (``alexnet predict``)."""
+    images = None if regime == "b1" else 1000
+    return "d" if backends.auto_backend("model.pt", "cpu", images, model=name) == "onnxruntime" else "b"
+
+
+def summary(rows: dict) -> dict:
+    """Per model and regime: the fastest engine, auto's choice, and its speed over the fastest other engine
+    (> 1: faster). Latency compares batch-1 p50s; throughput the median img/s."""
+    out = {}
+    for name in ("alexnet_2012", "alexnet_owt"):
+        engines = {label[1]: row for label, row in rows.items() if name in label or label.startswith("(a)")}
+        for regime, key, better in (("b1", "b1_p50_ms", min), ("bN", "bN_img_s", max)):
+            ours = auto_choice(name, regime)
+            speed = {e: (1 / r[key] if key.endswith("ms") else r[key]) for e, r in engines.items()}
+            other = better((e for e in engines if e != ours), key=lambda e: engines[e][key])
+            out[f"{name} {regime}"] = {"fastest": max(speed, key=speed.get), "auto": ours,
+                                       "fastest_other": other, "auto_x_fastest_other": speed[ours] / speed[other]}
+    return out
+
+
+def report(rows: dict, args: argparse.Namespace) -> None:
+    print(f"{'engine':<58} {'b1 p50 ms':>9} {'p99 ms':>7} {'x base':>7} {f'b{args.batch_size} img/s':>11} "
           f"{'x base':>7}")
-    for label in latencies:
-        speed = p(latencies[base], 50) / p(latencies[label], 50)
-        throughput = statistics.median(rates[label][r] / rates[base][r] for r in rounds)
-        print(f"{label:<52} {p(latencies[label], 50):>9.2f} {p(latencies[label], 99):>7.2f} {speed:>6.2f}x "
-              f"{statistics.median(rates[label]):>11.1f} {throughput:>6.2f}x")
+    for label, r in rows.items():
+        print(f"{label:<58} {r['b1_p50_ms']:>9.2f} {r['b1_p99_ms']:>7.2f} {r['b1_x_base']:>6.2f}x "
+              f"{r['bN_img_s']:>11.1f} {r['bN_x_base']:>6.2f}x")
     print("x base: (a)'s p50 / the engine's (batch 1); the median over rounds of the engine's img/s / (a)'s "
           f"(batch {args.batch_size}); > 1 is faster than torchvision eager")
+    for key, s in summary(rows).items():
+        print(f"{key.replace('bN', f'b{args.batch_size}')}: fastest ({s['fastest']}); --backend auto "
+              f"({s['auto']}) is {s['auto_x_fastest_other']:.2f}x the fastest other ({s['fastest_other']})")
+    print("--backend auto: b1, a stream of single images (a server); b64, files (alexnet predict)")
+
+
+def write_json(path: str, record: dict) -> None:
+    """``record`` at ``path``, atomically: a temporary file next to it, then os.replace."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record, indent=1) + "\n")
+    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -134,11 +180,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batch-1 calls per engine first (default 3)")
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 calls x 2 rounds, 1 warm-up: a smoke run")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
     args = parser.parse_args()
+    if args.json:        # named now, not after minutes of measuring
+        folder = os.path.dirname(os.path.abspath(args.json))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            parser.error(f"--json {args.json}: cannot create its folder ({err.strerror})")
+        if not os.access(folder, os.W_OK) or os.path.isdir(args.json):
+            parser.error(f"--json {args.json}: not a writable file path; give a file in a writable folder")
     if args.quick:
         args.batch_size, args.calls, args.rounds, args.warmup = 8, 3, 2, 1
     print(f"machine: {machine()}")
-    print(f"load average before: {load_average()} (a shared machine: compare numbers within this run only)")
+    before = load_average()
+    print(f"load average before: {before} (a shared machine: compare numbers within this run only)")
     built = engines()
     check_agreement(built)
     import onnxruntime
@@ -146,8 +202,17 @@ def main() -> None:
           f"{onnxruntime.__version__}; 224x224 inputs, {args.rounds} rounds x {args.calls} batch-1 calls and one "
           f"batch-{args.batch_size} call per engine")
     latencies, rates = measure(built, args)
-    report(latencies, rates, args)
-    print(f"load average after: {load_average()}")
+    rows = table(latencies, rates, args)
+    report(rows, args)
+    after = load_average()
+    print(f"load average after: {after}")
+    if args.json:
+        write_json(args.json, {
+            "command": "python bench/inference.py " + " ".join(sys.argv[1:]), "machine": machine(),
+            "load_average_before": before, "load_average_after": after, "onnxruntime": onnxruntime.__version__,
+            "batch_size": args.batch_size, "rounds": args.rounds, "calls": args.calls, "warmup": args.warmup,
+            "engines": rows, "summary": summary(rows),
+            "raw": {"b1_seconds": latencies, "bN_img_s": rates}})
 
 
 if __name__ == "__main__":

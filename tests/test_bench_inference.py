@@ -1,4 +1,5 @@
-"""The inference benchmark runs end to end (--quick: a smoke test, not a measurement; about a minute on 2 cores)."""
+"""The inference benchmarks run end to end (--quick: smoke tests, not measurements; about a minute each on 2 cores)."""
+import json
 import os
 import re
 import subprocess
@@ -8,14 +9,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))  # this checkout
 
 
 @pytest.mark.slow
-def test_inference_bench_quick():
+def test_inference_bench_quick(tmp_path):
     pytest.importorskip("onnxruntime")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    run = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--quick"], capture_output=True,
-                         text=True, timeout=600, env=env)     # this checkout's alexnet, whatever is installed
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--quick", "--json",
+                          str(tmp_path / "out" / "inference.json")], capture_output=True, text=True, timeout=600,
+                         env=ENV)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
     assert "machine:" in out and "load average before" in out and "load average after" in out
@@ -24,3 +26,37 @@ def test_inference_bench_quick():
     assert all(float(r[2]) > 0 and float(r[5]) > 0 for r in rows)
     assert rows[0][4] == "1.00" and rows[0][6] == "1.00"            # the baseline against itself
     assert "Warning" not in run.stderr, run.stderr[-2000:]
+    summary = re.findall(r"^(alexnet_\w+) (b1|b8): fastest \((\w)\); --backend auto \((\w)\) is ([\d.]+)x", out, re.M)
+    assert [(m, r, d) for m, r, _, d, _ in summary] == [
+        ("alexnet_2012", "b1", "b"), ("alexnet_2012", "b8", "b"), ("alexnet_owt", "b1", "d"), ("alexnet_owt", "b8", "b")]
+    record = json.loads((tmp_path / "out" / "inference.json").read_text())
+    assert record["command"] == f"python bench/inference.py --quick --json {tmp_path / 'out' / 'inference.json'}"
+    assert len(record["engines"]) == 7 and len(record["raw"]["b1_seconds"]["(a) torchvision alexnet, eager [baseline]"]) == 6
+    assert set(record["summary"]) == {"alexnet_2012 b1", "alexnet_2012 bN", "alexnet_owt b1", "alexnet_owt bN"}
+
+
+@pytest.mark.parametrize("bench", ["inference.py", "predict_folder.py"])
+def test_benches_refuse_a_bad_json_path_before_measuring(tmp_path, bench):
+    (tmp_path / "file").write_text("")
+    data = ["--data-dir", str(tmp_path)] if bench == "predict_folder.py" else []
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / bench), "--quick", *data, "--json",
+                          str(tmp_path / "file" / "x.json")], capture_output=True, text=True, timeout=120, env=ENV)
+    assert run.returncode == 2 and "--json" in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "photos-20").exists()            # refused before building anything
+
+
+@pytest.mark.slow
+def test_predict_folder_bench_quick(tmp_path):
+    """20 JPEGs: the torchvision loop and alexnet predict (auto, torch, onnxruntime) agree on every top-5."""
+    pytest.importorskip("onnxruntime")
+    report = tmp_path / "predict_folder.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "predict_folder.py"), "--quick", "--data-dir",
+                          str(tmp_path / "data"), "--json", str(report)], capture_output=True, text=True, timeout=600,
+                         env=ENV)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "load average before" in run.stdout and re.search(r"ratio \(a\)/\(b\) seconds: [\d.]+x", run.stdout)
+    record = json.loads(report.read_text())
+    assert record["files"] == 20 and len(record["arms"]) == 5 and min(record["decode_img_s"].values()) > 0
+    assert all(arm["top5_equal_to_a"] == 1.0 and arm["median_s"] > 0 for arm in record["arms"].values())
+    assert "(auto -> torch)" in next(label for label in record["arms"] if label.startswith("(b)"))   # 20 < 256 images
+    assert len(list((tmp_path / "data" / "photos-20").rglob("*.jpg"))) == 20
