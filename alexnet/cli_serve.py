@@ -41,7 +41,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="classes in each answer (default: 5)")
     p.add_argument("--max-bytes", default="10MB", metavar="SIZE", help="largest request body, e.g. 10MB, 512KB (default: 10MB)")
-    p.add_argument("--max-pixels", default=str(_max_pixels()), metavar="PIXELS",
+    p.add_argument("--max-pixels", default=None, metavar="PIXELS",
                    help="largest image, width x height from its header (default: PIL's limit, 89478485)")
     p.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
                    help="how long the first request of a batch waits for others (default: 5; 0: no waiting)")
@@ -58,7 +58,7 @@ def add_parsers(sub) -> None:
 
 
 def _max_pixels() -> int:
-    from alexnet.data.decode import MAX_PIXELS
+    from alexnet.data.decode import MAX_PIXELS     # only when serving: alexnet.data is heavy, --help is not
     return MAX_PIXELS
 
 
@@ -72,8 +72,9 @@ def settings_from(args: argparse.Namespace):
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not 0 <= args.batch_window_ms <= 10_000:
         raise UsageError(f"--batch-window-ms must be in [0, 10000], got {args.batch_window_ms}")
+    max_pixels = _max_pixels() if args.max_pixels is None else parse_size(args.max_pixels, "--max-pixels")
     return Settings(checkpoint=args.checkpoint, topk=args.topk, max_bytes=parse_size(args.max_bytes, "--max-bytes"),
-                    max_pixels=parse_size(args.max_pixels, "--max-pixels"), batch_window_ms=args.batch_window_ms,
+                    max_pixels=max_pixels, batch_window_ms=args.batch_window_ms,
                     max_batch=args.max_batch, device=args.device, backend=args.backend, ten_crop=args.ten_crop)
 
 
