@@ -1,6 +1,7 @@
 """Why the paper's literal recipe stalls, measured: one change at a time from the paper's text (issue 9).
 
     .venv/bin/python bench/paper_diagnosis.py steps                 # every variant, 20 steps, statistics each step
+    .venv/bin/python bench/paper_diagnosis.py steps --steps 48 --epochs 3 --photos grey --variants paper   # across epochs
     .venv/bin/python bench/paper_diagnosis.py epochs --seeds 0 1 2  # chosen variants, 3 epochs, held-out top-1
     .venv/bin/python bench/paper_diagnosis.py epochs --variants paper --data other-folder
 
@@ -52,6 +53,8 @@ VARIANTS = {
     "paper, lrn alpha/n": {"recipe": "paper", "model_kwargs": {"lrn": "cuda-convnet2"}},
     "paper, caffe init": {"recipe": "paper", "model_kwargs": {"init": "caffe"}},
     "paper, cuda-convnet2 all": {"recipe": "paper", "model_kwargs": CONVNET2},
+    # `paper` before Caffe's fc6/fc7 std 0.005 joined it: the text's 0.01 everywhere, bias 0.1
+    "paper, fc6/fc7 std 0.01": {"recipe": "paper", "model_kwargs": {"init": "paper"}},
 }
 
 
@@ -71,7 +74,7 @@ def steps_table(results: list[dict], classes: int) -> str:
     chance = math.log(classes)
     lines = [f"ln K = ln {classes} = {chance:.3f}",
              "| variant | conv5 signal | fc6 signal | fc7 mean/std | logits std, step 0 -> 1 -> 2 | fc8 update, step 0 "
-             "| loss steps 1-5 | loss steps 16-20 |", "|---|---|---|---|---|---|---|---|"]
+             "| loss steps 1-5 | loss, last 5 steps |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         d = r["diagnosis"]
         init = d[0]["layers"]
@@ -116,7 +119,7 @@ def main() -> int:
             for seed in args.seeds:
                 out = Path(tmp) / f"{len(results)}"
                 if args.mode == "steps":
-                    r = run(variant, data, out, seed=seed, epochs=1, max_steps=args.steps, diagnose=1)
+                    r = run(variant, data, out, seed=seed, epochs=args.epochs, max_steps=args.steps, diagnose=1)
                 else:
                     r = run(variant, data, out, seed=seed, epochs=args.epochs)
                 results.append(r)
