@@ -37,7 +37,9 @@ def _probe(action: str, **env_extra: str) -> tuple[str, int]:
 def test_freed_blocks_are_reused_without_page_faults():
     mode, faults = _probe("configure")
     assert mode == "glibc malloc, freed blocks kept for reuse"
-    assert faults < 100            # 100 MB on 4 KiB pages would be ~24,000 faults
+    # 100 MB afresh on 4 KiB pages is ~24,000 faults; reuse gives almost none (0 on a quiet machine, a few hundred
+    # seen once under a loaded CI run), so a tenth of a fresh mapping is the line
+    assert faults < 2_400
     system_mode, system_faults = _probe("configure", ALEXNET_MALLOC="system")
     assert system_mode == "system malloc (ALEXNET_MALLOC=system)"
     assert system_faults > faults  # the opt-out really leaves glibc's behaviour: a fresh mapping each time
