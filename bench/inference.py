@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
 import statistics
 import sys
 import time
@@ -42,6 +40,7 @@ import alexnet  # noqa: E402
 from alexnet import backends  # noqa: E402
 from alexnet.export import INPUT, to_onnx, to_torchscript  # noqa: E402
 from alexnet.ops import linear as linear_ops, lrn as lrn_ops  # noqa: E402
+from jsonout import check_json_path, write_json  # noqa: E402  (bench/jsonout.py)
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 
 Engine = Callable[[torch.Tensor], object]
@@ -165,14 +164,6 @@ def report(rows: dict, args: argparse.Namespace) -> None:
     print("--backend auto: b1, a stream of single images (a server); b64, files (alexnet predict)")
 
 
-def write_json(path: str, record: dict) -> None:
-    """``record`` at ``path``, atomically: a temporary file next to it, then os.replace."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=64, help="the throughput batch (default 64)")
@@ -182,14 +173,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 calls x 2 rounds, 1 warm-up: a smoke run")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
     args = parser.parse_args()
-    if args.json:        # named now, not after minutes of measuring
-        folder = os.path.dirname(os.path.abspath(args.json))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as err:
-            parser.error(f"--json {args.json}: cannot create its folder ({err.strerror})")
-        if not os.access(folder, os.W_OK) or os.path.isdir(args.json):
-            parser.error(f"--json {args.json}: not a writable file path; give a file in a writable folder")
+    check_json_path(parser, args.json)   # named now, not after minutes of measuring
     if args.quick:
         args.batch_size, args.calls, args.rounds, args.warmup = 8, 3, 2, 1
     print(f"machine: {machine()}")

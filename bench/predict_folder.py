@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
-import os
 import statistics
 import sys
 import time
@@ -44,6 +42,7 @@ import torchvision  # noqa: E402
 from alexnet import backends  # noqa: E402
 from alexnet.cli import main as alexnet_main  # noqa: E402
 from alexnet.predict import Predictor, decode_threads, expand_paths, predict  # noqa: E402
+from jsonout import check_json_path, write_json  # noqa: E402  (bench/jsonout.py)
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 from photos import make_photo_folder  # noqa: E402  (bench/photos.py)
 
@@ -120,14 +119,7 @@ def main() -> None:
         args.files, args.repeats = 20, 1
     if args.files < 1 or args.repeats < 1:
         parser.error("--files and --repeats must be at least 1")
-    if args.json:        # named now, not after minutes of measuring
-        folder = os.path.dirname(os.path.abspath(args.json))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except OSError as err:
-            parser.error(f"--json {args.json}: cannot create its folder ({err.strerror})")
-        if not os.access(folder, os.W_OK) or os.path.isdir(args.json):
-            parser.error(f"--json {args.json}: not a writable file path; give a file in a writable folder")
+    check_json_path(parser, args.json)   # named now, not after minutes of measuring
     data = Path(args.data_dir)
     folder = make_photo_folder(data, args.files, workers=2)
     pth, ckpt = make_checkpoint(data / "predict_folder")
@@ -190,10 +182,7 @@ def report(args, arms: dict, seconds: dict, tops: dict, before: str, folder: Pat
                   "load_average_before": before, "load_average_after": after, "files": args.files,
                   "folder": str(folder.name), "decode_threads": decode_threads(), **extra, "arms": rows,
                   "ratio_a_over_b": rows[labels[1]]["speed_vs_a"]}
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            f.write(json.dumps(record, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        write_json(args.json, record)
 
 
 if __name__ == "__main__":
