@@ -19,6 +19,11 @@ def load_average() -> str:
         return "unknown"
 
 
+def usable_cpus() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one), at least 1."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -26,8 +31,7 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return (f"{cpu}, {os.cpu_count()} logical CPUs ({usable} usable), torch {torch.__version__} "
+    return (f"{cpu}, {os.cpu_count()} logical CPUs ({usable_cpus()} usable), torch {torch.__version__} "
             f"({torch.backends.cpu.get_cpu_capability()}), torchvision {torchvision.__version__}, "
             f"{torch.get_num_threads()} torch threads, python {platform.python_version()}, "
             f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, {memory.mode()}")

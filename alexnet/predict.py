@@ -19,6 +19,7 @@ from alexnet import backends
 from alexnet.data.decode import MAX_PIXELS, BadImage, decode_image, is_image_file
 from alexnet.errors import UsageError
 from alexnet.evaluate import predict_probs
+from alexnet.machine import usable_cpus
 from alexnet.progress import Progress
 from alexnet.run import Preprocessing
 
@@ -27,7 +28,7 @@ PROGRESS_FROM = 512          # images: a progress bar (stderr) for folders at le
 
 def decode_threads() -> int:
     """Decoding threads: one per usable core (measured in docs/inference/: more gain nothing on 2 cores)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def expand_paths(inputs: list[str]) -> list[str]:
