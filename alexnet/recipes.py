@@ -49,7 +49,7 @@ class TrainConfig:
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
     schedule: str = _opt("plateau", "lr schedule: plateau [5] (/10 when val error stops improving), onecycle, "
                          "cosine or constant", choices=("plateau", "onecycle", "cosine", "constant"))
-    warmup_epochs: float = _opt(0.0, "linear warm-up (onecycle, cosine), in epochs")
+    warmup_epochs: float = _opt(0.0, "linear warm-up of any schedule, in epochs")
     plateau_patience: int = _opt(4, "epochs without a better val error before lr /= 10")
     plateau_max_drops: int = _opt(3, "at most this many lr drops ([5]: three times)")
     # data and augmentation [4]

@@ -13,7 +13,8 @@ class LRSchedule:
 
     plateau [5]: lr / 10 when the validation error has not improved for ``plateau_patience``
     epochs, at most ``plateau_max_drops`` times. onecycle: linear warm-up to ``lr`` then linear
-    decay to 0. cosine: warm-up then cosine to 0. constant: ``lr`` throughout.
+    decay to 0. cosine: warm-up then cosine to 0. constant: ``lr`` throughout. ``warmup_epochs``
+    ramps every shape linearly up from lr / warm-up steps (plateau and constant then hold ``lr``).
     """
 
     def __init__(self, cfg: TrainConfig, steps_per_epoch: int) -> None:
@@ -24,10 +25,10 @@ class LRSchedule:
         self.scale, self.best, self.bad_epochs, self.drops = 1.0, math.inf, 0, 0
 
     def lr_at(self, step: int) -> float:
+        if step < self.warmup:
+            return self.base_lr * self.scale * (step + 1) / self.warmup
         if self.kind in ("plateau", "constant"):
             return self.base_lr * self.scale
-        if step < self.warmup:
-            return self.base_lr * (step + 1) / self.warmup
         progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         if self.kind == "onecycle":
             return self.base_lr * (1.0 - progress)

@@ -55,6 +55,9 @@ VARIANTS = {
     "paper, cuda-convnet2 all": {"recipe": "paper", "model_kwargs": CONVNET2},
     # `paper` before Caffe's fc6/fc7 std 0.005 joined it: the text's 0.01 everywhere, bias 0.1
     "paper, fc6/fc7 std 0.01": {"recipe": "paper", "model_kwargs": {"init": "paper"}},
+    # the grey set's blow-up (docs/paper_recipe.md): candidates that depart from the text and Krizhevsky's configs
+    "paper, lr 0.005": {"recipe": "paper", "lr": 0.005},
+    "paper, warm-up 1 epoch": {"recipe": "paper", "warmup_epochs": 1.0},
 }
 
 
