@@ -98,9 +98,11 @@ def auto_backend(path: str | os.PathLike, device: str = "auto", images: int | No
     return "onnxruntime" if model in ONNXRUNTIME_FASTER else "torch"
 
 
-def load(path: str, backend: str | None = None, device: str = "auto", images: int | None = None) -> Loaded:
+def load(path: str, backend: str | None = None, device: str = "auto", images: int | None = None,
+         intra_op_threads: int = 0) -> Loaded:
     """The network in ``path`` ready to run on ``backend`` (None: the file's default; auto: ``auto_backend`` for
-    ``images`` images) on ``device``."""
+    ``images`` images) on ``device``. ``intra_op_threads``: onnxruntime's threads per call (0: its default, one per
+    physical core); PyTorch's are process-wide (``torch.set_num_threads``), set by the caller."""
     kind = kind_of(path)
     ckpt = None
     if backend == AUTO:
@@ -112,7 +114,7 @@ def load(path: str, backend: str | None = None, device: str = "auto", images: in
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join((AUTO, *BACKENDS))}, got {backend!r}")
     if backend == "onnxruntime":
-        return _onnxruntime(path, kind, device, ckpt)
+        return _onnxruntime(path, kind, device, ckpt, intra_op_threads)
     if kind == "onnx":
         raise UsageError(f"{path} is an ONNX file: run it with --backend onnxruntime (its default)")
     target = resolve_device(device)          # a bad --device is named before any file is read
@@ -191,16 +193,17 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _onnxruntime(path: str, kind: str, device: str, ckpt: dict | None = None) -> Loaded:
+def _onnxruntime(path: str, kind: str, device: str, ckpt: dict | None = None, threads: int = 0) -> Loaded:
     try:
         import onnxruntime
     except ImportError:
         raise UsageError("--backend onnxruntime needs the onnxruntime package: pip install 'alexnet[export]'") from None
-    providers = _providers(device)
+    providers, options = _providers(device), onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
     _exists(path)
     if kind == "onnx":
         try:
-            session = onnxruntime.InferenceSession(path, providers=providers)
+            session = onnxruntime.InferenceSession(path, options, providers=providers)
         except Exception as err:  # noqa: BLE001 - onnxruntime's errors (InvalidProtobuf, Fail, ...) share no base
             raise UsageError(f"{path} is not a readable ONNX file ({str(err).splitlines()[0]}); was it truncated? "
                              "Export the checkpoint again with alexnet export --format onnx") from None
@@ -211,5 +214,5 @@ def _onnxruntime(path: str, kind: str, device: str, ckpt: dict | None = None) ->
     else:            # a checkpoint, exported in memory: the same network onnxruntime would run from a file
         ckpt = ckpt or _read_checkpoint(path)
         info = _info(ckpt)
-        session = onnxruntime.InferenceSession(onnx_bytes(ckpt), providers=providers)
+        session = onnxruntime.InferenceSession(onnx_bytes(ckpt), options, providers=providers)
     return Loaded(OnnxModel(session), info, "onnxruntime", torch.device("cpu"))

@@ -51,8 +51,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
                    help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--backend", choices=("torch", "onnxruntime"), default=None,
-                   help="what runs the network (default: onnxruntime for an .onnx export, torch otherwise)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
+                   help="what runs the network (default: auto: onnxruntime for an .onnx export and for a checkpoint "
+                        "of a model it runs faster one image at a time (alexnet_owt, docs/inference/), torch otherwise)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="threads per inference call, PyTorch's and onnxruntime's (default 0: one per core); on a "
+                        "machine busy with other work, 1 keeps batch-1 latency steady (docs/inference/)")
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     p.set_defaults(func=_serve)
 
@@ -68,6 +72,7 @@ def settings_from(args: argparse.Namespace):
     checks.at_least(args.topk, 1, "--topk")
     checks.at_least(args.max_batch, 1, "--max-batch")
     checks.at_least(args.workers, 1, "--workers")
+    checks.at_least(args.threads, 0, "--threads")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not 0 <= args.batch_window_ms <= 10_000:
@@ -75,7 +80,8 @@ def settings_from(args: argparse.Namespace):
     max_pixels = _max_pixels() if args.max_pixels is None else parse_size(args.max_pixels, "--max-pixels")
     return Settings(checkpoint=args.checkpoint, topk=args.topk, max_bytes=parse_size(args.max_bytes, "--max-bytes"),
                     max_pixels=max_pixels, batch_window_ms=args.batch_window_ms,
-                    max_batch=args.max_batch, device=args.device, backend=args.backend, ten_crop=args.ten_crop)
+                    max_batch=args.max_batch, device=args.device, backend=args.backend, ten_crop=args.ten_crop,
+                    threads=args.threads)
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -50,8 +50,9 @@ class Predictor:
     (``alexnet.backends.load``; ``backend`` None: the file's default)."""
 
     def __init__(self, checkpoint: str, *, ten_crop: bool | None = None, device: str = "auto",
-                 batch_size: int = 64, backend: str | None = None, images: int | None = None) -> None:
-        self.loaded = backends.load(checkpoint, backend, device, images)   # images: for backend "auto"
+                 batch_size: int = 64, backend: str | None = None, images: int | None = None,
+                 intra_op_threads: int = 0) -> None:
+        self.loaded = backends.load(checkpoint, backend, device, images, intra_op_threads)   # images: for "auto"
         self.info = self.loaded.info
         self.data, self.classes = self.info["data"], self.info["classes"]
         if ten_crop is None:      # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)

@@ -48,8 +48,9 @@ class Settings:
     batch_window_ms: float = 5.0
     max_batch: int = 32
     device: str = "auto"
-    backend: str | None = None
+    backend: str | None = "auto"      # alexnet.backends.auto_backend for a stream of single images
     ten_crop: bool | None = None
+    threads: int = 0                  # threads per inference call, torch and onnxruntime (0: as they are)
 
 
 class Problem(Exception):
@@ -61,8 +62,12 @@ class Problem(Exception):
 
 
 def load_predictor(settings: Settings) -> Predictor:
+    if settings.threads:
+        import torch
+        torch.set_num_threads(settings.threads)       # process-wide: serve's process (or worker) is ours
     return Predictor(settings.checkpoint, ten_crop=settings.ten_crop, device=settings.device,
-                     backend=settings.backend, batch_size=max(settings.max_batch, 1))
+                     backend=settings.backend, batch_size=max(settings.max_batch, 1),
+                     intra_op_threads=settings.threads)
 
 
 def create_app(predictor: Predictor, settings: Settings) -> Starlette:
@@ -183,11 +188,22 @@ def model_card(predictor: Predictor, settings: Settings) -> dict:
     return {"name": info["model"]["name"], "classes": list(predictor.classes), "num_classes": len(predictor.classes),
             "input_size": [data["channels"], data["crop_size"], data["crop_size"]],
             "preprocessing": preprocessing, "parameters": parameter_count(predictor),
-            "backend": predictor.loaded.backend, "device": str(predictor.loaded.device),
+            "backend": predictor.loaded.backend, "device": str(predictor.loaded.device), "threads": threads(predictor),
             "checkpoint": {"file": os.path.basename(settings.checkpoint), "bytes": os.path.getsize(settings.checkpoint),
                            "model": info["model"], "data_source": data.get("source", ""), "config": info["config"]},
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels, "topk": settings.topk,
                        "batch_window_ms": settings.batch_window_ms, "max_batch": settings.max_batch}}
+
+
+def threads(predictor: Predictor) -> int:
+    """Threads each inference call runs on: onnxruntime's session setting, or PyTorch's process-wide count."""
+    model = predictor.loaded.model
+    if predictor.loaded.backend == "onnxruntime":
+        chosen = int(model.session.get_session_options().intra_op_num_threads)
+        from alexnet.machine import usable_cpus
+        return chosen or usable_cpus()      # 0: onnxruntime's default, one per core
+    import torch
+    return torch.get_num_threads()
 
 
 def parameter_count(predictor: Predictor) -> int:

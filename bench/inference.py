@@ -3,20 +3,25 @@
     .venv/bin/python bench/inference.py            # batch 1 latency (p50/p99) and batch 64 throughput
     .venv/bin/python bench/inference.py --quick    # a smoke run: few calls, batch 8 (well under a minute)
     .venv/bin/python bench/inference.py --json docs/inference/inference.json   # also the numbers as JSON
+    .venv/bin/python bench/inference.py --busy 1 [--threads 1]   # with one core kept busy by another process
 
 Engines: (a) PyTorch eager with torchvision's ``alexnet`` (the baseline every ratio is against); for each of
 ``alexnet_2012`` and ``alexnet_owt``: (b) our eager path as predict runs it (channels_last; for alexnet_2012 the
 fused ReLU-LRN-pool kernel; fc6-fc8 on oneDNN for both: alexnet_owt *is* torchvision's class, so its (b) is (a)'s
 network with ``alexnet.backends.onednn_linear``), (c) TorchScript (``torch.jit.trace`` as ``alexnet export
---format torchscript`` writes it, then ``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export --format onnx`` writes (CPU provider).
+--format torchscript`` writes it, then ``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export
+--format onnx`` writes (CPU provider); and (e) alexnet_2012 in stock torch.nn modules, PyTorch eager on the paper's
+own network (torchvision has none: (a) is the 2014 variant, without LRN or towers).
 All run in inference mode with random weights on random 224x224 inputs, the torch thread count and onnxruntime's
-default (one thread per physical core) as they are. Each round times every engine in turn, so load from other
-processes falls on all of them alike; latency percentiles pool every round's batch-1 calls (the latency ratio
-is of p50s), throughput is the median over rounds and its ratio the median of the rounds' own ratios against
-(a). The machine is shared: the load average is printed before and after, and numbers from a loaded machine
-compare only within the run. Last, for each model and regime: the fastest engine, and the engine ``--backend
-auto`` picks for a checkpoint (``alexnet.backends.auto_backend``: batch 1 as a stream of single images, batch 64 as
-``alexnet predict`` on files) with its ratio against the fastest of the *other* engines.
+default (one thread per physical core) as they are, or both set by ``--threads``. Each round times every engine
+in turn, so load from other processes falls on all of them alike; latency percentiles pool every round's batch-1
+calls (the latency ratio is of p50s), throughput is the median over rounds and its ratio the median of the rounds'
+own ratios against (a). The machine is shared: the load average is printed before and after, and numbers from a
+loaded machine compare only within the run; ``--busy N`` loads it on purpose, N spinning processes while every
+engine is timed. Last, for each model and regime: the fastest engine, and the engine ``--backend auto`` picks for
+a checkpoint (``alexnet.backends.auto_backend``: batch 1 as a stream of single images, as ``alexnet serve`` runs
+it; batch 64 as ``alexnet predict`` on files) with its ratio against the fastest other engine running the same
+network, and against (a).
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import sys
 import time
 import warnings
 from typing import Callable
+import multiprocessing
 
 from alexnet import memory
 
@@ -34,7 +40,9 @@ memory.configure()   # the memory settings, explicitly, before torch is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
 
 import alexnet  # noqa: E402
 from alexnet import backends  # noqa: E402
@@ -66,13 +74,42 @@ def torchscript(model: torch.nn.Module, example: torch.Tensor) -> Engine:
     return run
 
 
-def onnxruntime_engine(model: torch.nn.Module, example: torch.Tensor) -> Engine:
+def onnxruntime_engine(model: torch.nn.Module, example: torch.Tensor, threads: int = 0) -> Engine:
     import onnxruntime
-    session = onnxruntime.InferenceSession(to_onnx(model, example), providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads           # 0: onnxruntime's default, one per physical core
+    session = onnxruntime.InferenceSession(to_onnx(model, example), options, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {INPUT: x.numpy()})[0]
 
 
-def engines() -> dict[str, Engine]:
+class StockLRN(nn.Module):
+    """The paper's LRN [3.3] with PyTorch's own ``F.local_response_norm`` (what ``nn.LocalResponseNorm`` runs; it
+    puts alpha on the window mean, so the paper's alpha on the sum becomes alpha x size), once per tower."""
+
+    def __init__(self, norm) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = norm.size, norm.alpha_sum * norm.size, norm.beta, norm.k
+        self.groups = norm.groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.local_response_norm(part, self.size, self.alpha, self.beta, self.k)
+                          for part in x.chunk(self.groups, dim=1)], dim=1)
+
+
+def stock(model: torch.nn.Module) -> torch.nn.Module:
+    """``alexnet_2012`` as one writes it with torch.nn alone: the same weights and logits, but LRN by
+    ``F.local_response_norm`` per tower, fc6-fc8 as plain ``nn.Linear`` (MKL), ReLU, LRN and pool module by module."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, lrn_ops.LocalResponseNorm):
+                setattr(parent, name, StockLRN(child))
+            elif isinstance(child, nn.Linear):
+                child.__class__ = nn.Linear
+    model.fuse = False
+    return model
+
+
+def engines(threads: int = 0) -> dict[str, Engine]:
     torch.manual_seed(0)
     example = torch.randn(1, 3, 224, 224)
     built = {"(a) torchvision alexnet, eager [baseline]": eager(torchvision.models.alexnet())}
@@ -81,7 +118,10 @@ def engines() -> dict[str, Engine]:
         label = "fused LRN, oneDNN fc" if name == "alexnet_2012" else "torchvision's class, oneDNN fc"
         built[f"(b) {name}, eager ({label})"] = eager(backends.onednn_linear(copy.deepcopy(model)))
         built[f"(c) {name}, TorchScript (traced, frozen)"] = torchscript(copy.deepcopy(model), example)
-        built[f"(d) {name}, onnxruntime (CPU)"] = onnxruntime_engine(copy.deepcopy(model), example)
+        built[f"(d) {name}, onnxruntime (CPU)"] = onnxruntime_engine(copy.deepcopy(model), example, threads)
+        if name == "alexnet_2012":    # torchvision has no paper network: the same one in stock torch.nn modules
+            built["(e) alexnet_2012, eager in stock torch.nn (F.local_response_norm per tower)"] = eager(
+                stock(copy.deepcopy(model)))
     return built
 
 
@@ -136,17 +176,22 @@ def auto_choice(name: str, regime: str) -> str:
 
 
 def summary(rows: dict) -> dict:
-    """Per model and regime: the fastest engine, auto's choice, and its speed over the fastest other engine
-    (> 1: faster). Latency compares batch-1 p50s; throughput the median img/s."""
+    """Per model and regime: the fastest engine, auto's choice, and its speed over the fastest other engine running
+    the *same network* (> 1: faster) and over (a), torchvision's eager alexnet. For alexnet_owt (a) is the same
+    network (torchvision's class); for alexnet_2012 it is a different one (the 2014 variant: no LRN, no towers,
+    64 conv1 kernels), so the same-network field leaves it out and ``auto_x_torchvision`` reports it on its own.
+    Latency compares batch-1 p50s; throughput the median img/s."""
     out = {}
     for name in ("alexnet_2012", "alexnet_owt"):
         engines = {label[1]: row for label, row in rows.items() if name in label or label.startswith("(a)")}
-        for regime, key, better in (("b1", "b1_p50_ms", min), ("bN", "bN_img_s", max)):
+        for regime, key in (("b1", "b1_p50_ms"), ("bN", "bN_img_s")):
             ours = auto_choice(name, regime)
             speed = {e: (1 / r[key] if key.endswith("ms") else r[key]) for e, r in engines.items()}
-            other = better((e for e in engines if e != ours), key=lambda e: engines[e][key])
-            out[f"{name} {regime}"] = {"fastest": max(speed, key=speed.get), "auto": ours,
-                                       "fastest_other": other, "auto_x_fastest_other": speed[ours] / speed[other]}
+            same = [e for e in engines if e != ours and (e != "a" or name == "alexnet_owt")]
+            other = max(same, key=speed.get)
+            out[f"{name} {regime}"] = {"fastest": max(speed, key=speed.get), "auto": ours, "fastest_other": other,
+                                       "auto_x_fastest_other": speed[ours] / speed[other],
+                                       "auto_x_torchvision": speed[ours] / speed["a"]}
     return out
 
 
@@ -160,8 +205,15 @@ def report(rows: dict, args: argparse.Namespace) -> None:
           f"(batch {args.batch_size}); > 1 is faster than torchvision eager")
     for key, s in summary(rows).items():
         print(f"{key.replace('bN', f'b{args.batch_size}')}: fastest ({s['fastest']}); --backend auto "
-              f"({s['auto']}) is {s['auto_x_fastest_other']:.2f}x the fastest other ({s['fastest_other']})")
-    print("--backend auto: b1, a stream of single images (a server); b64, files (alexnet predict)")
+              f"({s['auto']}) is {s['auto_x_fastest_other']:.2f}x the fastest other engine of the same network "
+              f"({s['fastest_other']}), {s['auto_x_torchvision']:.2f}x (a)")
+    print("--backend auto: b1, a stream of single images (alexnet serve); b64, files (alexnet predict)")
+
+
+def spin() -> None:
+    """A busy process (``--busy``): it keeps one core's worth of run queue occupied until terminated."""
+    while True:
+        pass
 
 
 def main() -> None:
@@ -172,6 +224,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed batch-1 calls per engine first (default 3)")
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 calls x 2 rounds, 1 warm-up: a smoke run")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON (atomically)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="N processes spinning on the CPU while every engine is timed: a loaded machine, on purpose")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="torch and onnxruntime intra-op threads (0: as they are, torch's count and onnxruntime's "
+                             "default); alexnet serve --threads sets the same")
     args = parser.parse_args()
     check_json_path(parser, args.json)   # named now, not after minutes of measuring
     if args.quick:
@@ -179,13 +236,22 @@ def main() -> None:
     print(f"machine: {machine()}")
     before = load_average()
     print(f"load average before: {before} (a shared machine: compare numbers within this run only)")
-    built = engines()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    built = engines(args.threads)
     check_agreement(built)
     import onnxruntime
     print(f"LRN: {lrn_ops.implementation()}; fc: {linear_ops.implementation()}; onnxruntime "
           f"{onnxruntime.__version__}; 224x224 inputs, {args.rounds} rounds x {args.calls} batch-1 calls and one "
           f"batch-{args.batch_size} call per engine")
-    latencies, rates = measure(built, args)
+    spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
+    for p in spinners:
+        p.start()
+    try:
+        latencies, rates = measure(built, args)
+    finally:
+        for p in spinners:
+            p.terminate()
     rows = table(latencies, rates, args)
     report(rows, args)
     after = load_average()
@@ -194,6 +260,7 @@ def main() -> None:
         write_json(args.json, {
             "command": "python bench/inference.py " + " ".join(sys.argv[1:]), "machine": machine(),
             "load_average_before": before, "load_average_after": after, "onnxruntime": onnxruntime.__version__,
+            "busy": args.busy, "threads": args.threads or torch.get_num_threads(),
             "batch_size": args.batch_size, "rounds": args.rounds, "calls": args.calls, "warmup": args.warmup,
             "engines": rows, "summary": summary(rows),
             "raw": {"b1_seconds": latencies, "bN_img_s": rates}})

@@ -256,3 +256,39 @@ def test_an_onnx_export_serves_the_same_answers(checkpoint, client, tmp_path):
     want = client.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
     assert [t["index"] for t in got] == [t["index"] for t in want]
     assert [t["prob"] for t in got] == pytest.approx([t["prob"] for t in want], abs=1e-5)
+
+
+def test_serve_runs_backend_auto_for_a_stream(checkpoint, client, monkeypatch):
+    """serve's default is --backend auto for a stream of single images: a checkpoint of a model onnxruntime runs
+    faster one at a time (backends.ONNXRUNTIME_FASTER, measured for alexnet_owt) is exported in memory and served
+    on onnxruntime with the same answers; any other stays on torch (test_model_healthz_and_the_page)."""
+    pytest.importorskip("onnxruntime")
+    from alexnet import backends
+    from alexnet.cli import build_parser
+    assert build_parser().parse_args(["serve", checkpoint]).backend == Settings(checkpoint).backend == "auto"
+    monkeypatch.setattr(backends, "ONNXRUNTIME_FASTER", frozenset({"alexnet_small"}))
+    settings = Settings(checkpoint)
+    with TestClient(create_app(load_predictor(settings), settings)) as served:
+        assert served.get("/model").json()["backend"] == "onnxruntime"
+        got = served.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
+    want = client.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
+    assert [t["index"] for t in got] == [t["index"] for t in want]
+    assert [t["prob"] for t in got] == pytest.approx([t["prob"] for t in want], abs=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_threads_sets_the_threads_of_each_inference_call(checkpoint, backend, capsys):
+    """--threads N: PyTorch's (process-wide) and onnxruntime's intra-op threads, shown on /model; bad values exit 2."""
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    import torch
+    before = torch.get_num_threads()
+    try:
+        settings = Settings(checkpoint, backend=backend, threads=1)
+        with TestClient(create_app(load_predictor(settings), settings)) as served:
+            assert served.get("/model").json()["threads"] == 1
+            assert served.post("/predict", content=PNG, headers={"content-type": "image/png"}).status_code == 200
+    finally:
+        torch.set_num_threads(before)
+    code, err = _serve([checkpoint, "--threads", "-1"], capsys)
+    assert code == 2 and "--threads must be >= 0, got -1" in err
