@@ -120,7 +120,7 @@ def engines(threads: int = 0) -> dict[str, Engine]:
         built[f"(c) {name}, TorchScript (traced, frozen)"] = torchscript(copy.deepcopy(model), example)
         built[f"(d) {name}, onnxruntime (CPU)"] = onnxruntime_engine(copy.deepcopy(model), example, threads)
         if name == "alexnet_2012":    # torchvision has no paper network: the same one in stock torch.nn modules
-            built["(e) alexnet_2012, eager in stock torch.nn (F.local_response_norm per tower)"] = eager(
+            built["(e) alexnet_2012, eager, stock torch.nn layers"] = eager(
                 stock(copy.deepcopy(model)))
     return built
 

@@ -58,6 +58,7 @@ VARIANTS = {
     # the grey set's blow-up (docs/paper_recipe.md): candidates that depart from the text and Krizhevsky's configs
     "paper, lr 0.005": {"recipe": "paper", "lr": 0.005},
     "paper, warm-up 1 epoch": {"recipe": "paper", "warmup_epochs": 1.0},
+    "paper, label smoothing 0.1": {"recipe": "paper", "label_smoothing": 0.1},
 }
 
 
