@@ -15,24 +15,29 @@ ENV = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PY
 @pytest.mark.slow
 def test_inference_bench_quick(tmp_path):
     pytest.importorskip("onnxruntime")
-    run = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--quick", "--json",
-                          str(tmp_path / "out" / "inference.json")], capture_output=True, text=True, timeout=600,
-                         env=ENV)
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "inference.py"), "--quick", "--busy", "1", "--threads",
+                          "1", "--json", str(tmp_path / "out" / "inference.json")], capture_output=True, text=True,
+                         timeout=600, env=ENV)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
     assert "machine:" in out and "load average before" in out and "load average after" in out
     rows = re.findall(r"^\((\w)\) (.+?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x\s+([\d.]+)\s+([\d.]+)x$", out, re.M)
-    assert [r[0] for r in rows] == list("abcdbcd"), out
+    assert [r[0] for r in rows] == list("abcdebcd"), out
     assert all(float(r[2]) > 0 and float(r[5]) > 0 for r in rows)
     assert rows[0][4] == "1.00" and rows[0][6] == "1.00"            # the baseline against itself
     assert "Warning" not in run.stderr, run.stderr[-2000:]
-    summary = re.findall(r"^(alexnet_\w+) (b1|b8): fastest \((\w)\); --backend auto \((\w)\) is ([\d.]+)x", out, re.M)
-    assert [(m, r, d) for m, r, _, d, _ in summary] == [
+    summary = re.findall(r"^(alexnet_\w+) (b1|b8): fastest \((\w)\); --backend auto \((\w)\) is ([\d.]+)x the fastest "
+                         r"other engine of the same network \((\w)\), ([\d.]+)x \(a\)$", out, re.M)
+    assert [(m, r, d) for m, r, _, d, *_ in summary] == [
         ("alexnet_2012", "b1", "b"), ("alexnet_2012", "b8", "b"), ("alexnet_owt", "b1", "d"), ("alexnet_owt", "b8", "b")]
+    assert all(other != "a" for m, *_, other, _ in summary if m == "alexnet_2012")   # (a) is another network
     record = json.loads((tmp_path / "out" / "inference.json").read_text())
-    assert record["command"] == f"python bench/inference.py --quick --json {tmp_path / 'out' / 'inference.json'}"
-    assert len(record["engines"]) == 7 and len(record["raw"]["b1_seconds"]["(a) torchvision alexnet, eager [baseline]"]) == 6
+    assert record["command"] == ("python bench/inference.py --quick --busy 1 --threads 1 --json "
+                                 f"{tmp_path / 'out' / 'inference.json'}")
+    assert (record["busy"], record["threads"]) == (1, 1)
+    assert len(record["engines"]) == 8 and len(record["raw"]["b1_seconds"]["(a) torchvision alexnet, eager [baseline]"]) == 6
     assert set(record["summary"]) == {"alexnet_2012 b1", "alexnet_2012 bN", "alexnet_owt b1", "alexnet_owt bN"}
+    assert all(s["auto_x_torchvision"] > 0 for s in record["summary"].values())
 
 
 @pytest.mark.parametrize("bench", ["inference.py", "predict_folder.py"])
