@@ -47,6 +47,8 @@ class TrainConfig:
                                      "cuda-convnet2, Caffe and modern recipes: no)")
     bias_lr_mult: float = _opt(1.0, "biases learn at this multiple of --lr (cuda-convnet2 epsB, Caffe lr_mult: 2)")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    clip_grad_norm: float = _opt(0.0, "scale the gradients down to this global L2 norm when above it (0 = never; "
+                                 "not in the paper)")
     schedule: str = _opt("plateau", "lr schedule: plateau [5] (/10 when val error stops improving), onecycle, "
                          "cosine or constant", choices=("plateau", "onecycle", "cosine", "constant"))
     warmup_epochs: float = _opt(0.0, "linear warm-up of any schedule, in epochs")
@@ -185,6 +187,7 @@ RULES = {
 RANGES = {
     "epochs": "positive", "batch_size": "positive", "lr": "positive", "momentum": "fraction",
     "weight_decay": "non-negative", "bias_lr_mult": "non-negative", "label_smoothing": "fraction",
+    "clip_grad_norm": "non-negative",
     "warmup_epochs": "non-negative", "plateau_patience": "non-negative", "plateau_max_drops": "non-negative",
     "image_size": "positive", "crop_size": "non-negative", "resize_to": "non-negative", "padding": "non-negative",
     "pca_std": "non-negative", "pixel_scale": "positive", "val_fraction": "fraction", "seed": "non-negative",

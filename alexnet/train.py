@@ -70,9 +70,7 @@ class Run:
     last_diagnosis: dict | None = None
     window_loss: torch.Tensor | None = None   # the stall watch's running sum
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    is_main = property(lambda self: self.rank == 0)
 
     def log(self, *parts) -> None:
         if self.is_main and not self.cfg.quiet:
@@ -243,6 +241,8 @@ def _sgd_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[to
         raise NonFiniteLoss(f"loss is {loss.item()} at epoch {run.epoch + 1} step {step}")
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if run.cfg.clip_grad_norm:    # after DDP's all-reduce: every process scales by the same norm
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.clip_grad_norm)
     if run.stats:
         run.stats.before_step()
     run.optimizer.step()

@@ -59,6 +59,7 @@ VARIANTS = {
     "paper, lr 0.005": {"recipe": "paper", "lr": 0.005},
     "paper, warm-up 1 epoch": {"recipe": "paper", "warmup_epochs": 1.0},
     "paper, label smoothing 0.1": {"recipe": "paper", "label_smoothing": 0.1},
+    "paper, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0},   # ~4x the norm of the first steps
 }
 
 

@@ -169,3 +169,20 @@ def test_d2l_recipe_starts_and_loss_falls(fashion, tmp_path):
     assert losses[-1] < losses[0]
     spec = load_checkpoint(tmp_path / "d2l" / "last.pt")["model"]
     assert spec["input_size"] == 224 and spec["in_channels"] == 1
+
+
+def test_clip_grad_norm_scales_the_step_to_the_norm(fashion, tmp_path):
+    """--clip-grad-norm C: a step of plain SGD moves the weights by lr x C (a gradient above C, scaled down to it),
+    in the gradient's own direction. Two clip levels from the same start differ by lr x (C2 - C1) along it."""
+    plain = dict(SMALL, max_steps=1, lr=1.0, momentum=0.0, nesterov=False, weight_decay=0.0, schedule="constant",
+                 warmup_epochs=0.0, label_smoothing=0.0)
+    finals = {}
+    for clip in (0.0, 0.01, 0.02):
+        train(resolve_config("quick", data=fashion, out=str(tmp_path / f"c{clip}"), clip_grad_norm=clip, **plain))
+        w = _weights(tmp_path / f"c{clip}" / "last.pt")
+        finals[clip] = torch.cat([w[k].flatten() for k in sorted(w) if w[k].is_floating_point()
+                                  and "running" not in k])
+    between = finals[0.01] - finals[0.02]
+    assert torch.linalg.vector_norm(between).item() == pytest.approx(0.01, rel=1e-3)
+    unclipped = finals[0.01] - finals[0.0]                 # lr x g x (1 - C/|g|): the same direction
+    assert torch.nn.functional.cosine_similarity(between, unclipped, dim=0).item() == pytest.approx(1.0, abs=1e-4)
