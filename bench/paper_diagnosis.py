@@ -4,6 +4,7 @@
     .venv/bin/python bench/paper_diagnosis.py steps --steps 48 --epochs 3 --photos grey --variants paper   # across epochs
     .venv/bin/python bench/paper_diagnosis.py epochs --seeds 0 1 2  # chosen variants, 3 epochs, held-out top-1
     .venv/bin/python bench/paper_diagnosis.py epochs --variants paper --data other-folder
+    .venv/bin/python bench/paper_diagnosis.py epochs --photos grey --variants "paper, clip grad norm 5" --seeds 0 1 2
 
 Data: the 3000-photo, 9-class folder of bench/photos.py (real JPEGs; 2700 train / 300 held out), unless
 --data names another folder. Every run is ``alexnet.train.train`` with ``--recipe paper-literal`` (the
@@ -11,11 +12,13 @@ paper's text: bias 1, N(0, 0.01), alpha 1e-4 on the LRN sum, one lr, decay on ev
 plus the variant's overrides; ``paper`` is the shipped recipe. ``steps`` records per-layer statistics
 (alexnet.diagnose) at every step: the table printed is the state at initialisation, the loss of each
 step, and the logit scale after the first updates. ``epochs`` trains 3 epochs (batch 128) and reports
-epoch-1 train loss and the held-out top-1 after each epoch. Results go to --json as well.
+epoch-1 train loss and the held-out top-1 after each epoch. Every run also records the global norm of the
+gradient each step applied (``grad_norms``). Results go to --json as well.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -27,6 +30,8 @@ from pathlib import Path
 from alexnet import memory
 
 memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+
+import torch  # noqa: E402
 
 from alexnet.recipes import resolve_config  # noqa: E402
 from alexnet.train import train  # noqa: E402
@@ -69,10 +74,28 @@ def run(variant: str, data: str, out: Path, *, seed: int, epochs: int, max_steps
     cfg = resolve_config(recipe, data=data, out=str(out), epochs=epochs, seed=seed, max_steps=max_steps,
                          diagnose=diagnose, quiet=True, **overrides)
     t0 = time.perf_counter()
-    result = train(cfg, force=True)
+    with recording_grad_norms() as norms:
+        result = train(cfg, force=True)
     rows = [json.loads(line) for line in (out / "diagnose.jsonl").read_text().splitlines()] if diagnose else []
     return {"variant": variant, "seed": seed, "seconds": time.perf_counter() - t0, "history": result["history"],
-            "diagnosis": rows}
+            "diagnosis": rows, "grad_norms": norms}
+
+
+@contextlib.contextmanager
+def recording_grad_norms():
+    """The global L2 norm of the gradients each SGD step applies (after --clip-grad-norm, if set), in a list."""
+    norms: list[float] = []
+    step = torch.optim.SGD.step
+
+    def recorded(self, *args, **kwargs):
+        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(self, *args, **kwargs)
+    torch.optim.SGD.step = recorded
+    try:
+        yield norms
+    finally:
+        torch.optim.SGD.step = step
 
 
 def steps_table(results: list[dict], classes: int) -> str:
@@ -110,12 +133,17 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--data", default=None, help="an image folder (default: bench/_data/photos-3000)")
-    parser.add_argument("--photos", choices=["colour", "grey"], default="colour",
-                        help="without --data: the 9 colour photos (photos-3000) or the 8 grey ones (photos-grey-2400)")
+    parser.add_argument("--photos", choices=["colour", "grey", "grey-rgb"], default="colour",
+                        help="without --data: the 9 colour photos (photos-3000), the 8 grey ones (photos-grey-2400), "
+                             "or the grey ones read as RGB (a cache made with alexnet prepare --channels 3)")
     parser.add_argument("--json", default=None, help="write every run's history and statistics here")
     args = parser.parse_args()
     data = args.data or str(make_photo_folder(HERE / "_data", 3000 if args.photos == "colour" else 2400, workers=2,
-                                              source=args.photos))
+                                              source=args.photos.removesuffix("-rgb")))
+    if args.photos == "grey-rgb" and not args.data:     # each grey pixel copied to R, G and B, as for ImageNet's
+        from alexnet.data import prepare
+        data = str(HERE / "_data" / "photos-grey-2400-rgb")
+        prepare(str(HERE / "_data" / "photos-grey-2400"), data, size=256, workers=2, channels=3)
     variants = args.variants or (list(VARIANTS) if args.mode == "steps" else ["literal", "paper"])
     print(machine(), file=sys.stderr)
     results = []
