@@ -189,7 +189,9 @@ STALL_FIXES = ("Likely fixes: the paper's literal init (bias 1, N(0, 0.01) weigh
 GENERIC_STALL_FIXES = ("Likely fixes: a different --lr (too high saturates, too low never leaves the start; sigmoid "
                        "and tanh nets often need a larger one or more epochs), a different init, and --diagnose to see "
                        "which layer carries no signal.")
-BLOWUP_FIXES = "Likely fixes: a lower --lr (e.g. divide it by 10), a smaller init, or --diagnose to see which layer."
+BLOWUP_FIXES = ("Likely fixes: a lower --lr (e.g. divide it by 10), --clip-grad-norm (e.g. 4x the gradient norm of the "
+                "first steps; it steadied the paper recipe on grey photos, docs/paper_recipe.md), a smaller init, or "
+                "--diagnose to see which layer.")
 
 
 def stall_fixes(model) -> str:

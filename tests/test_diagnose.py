@@ -32,7 +32,7 @@ def test_stall_watch_resets_when_the_loss_moves_and_reports_blowups():
     chance = math.log(1000)
     assert [watch.check(v, 10) for v in (chance, chance, 0.9 * chance, chance, chance)] == [None] * 5
     message = watch.check(3.5 * chance, 60)
-    assert "blowing up" in message and "3.5x chance" in message and "--lr" in message
+    assert "blowing up" in message and "3.5x chance" in message and "--lr" in message and "--clip-grad-norm" in message
     assert watch.check(float("nan"), 70) is None
     assert StallWatch(1).check(0.0, 10) is None      # one class: nothing to learn, nothing to say
 
