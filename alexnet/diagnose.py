@@ -148,7 +148,9 @@ class StallWatch:
 
     The loop feeds it the mean loss of every ``window`` steps. ``check`` returns a message once per kind of
     trouble (None otherwise): "stall" when ``patience`` windows in a row stay within ``tolerance``
-    (relative) of ln K, "blowup" when a window's mean exceeds ``blowup`` x ln K.
+    (relative) of ln K, "blowup" when a window's mean exceeds ``blowup`` x ln K, "diverged" when a window's mean
+    is back above ln K after an earlier one fell below ``diverged`` x ln K (the network had learnt, then lost it:
+    the paper recipe on grey photos, docs/paper_recipe.md, peaks at 19.9 for one step, 2.6x chance over ten).
     """
 
     num_classes: int
@@ -156,8 +158,10 @@ class StallWatch:
     patience: int = 5
     tolerance: float = 0.03
     blowup: float = 3.0
+    diverged: float = 0.9
     fixes: str = ""                  # the stall's likely fixes (``stall_fixes``); "" = the AlexNet init advice
     flat: int = 0
+    lowest: float = math.inf         # the lowest window mean so far
     said: set = field(default_factory=set)
 
     @property
@@ -174,11 +178,17 @@ class StallWatch:
             return (f"the training loss has stayed at {mean:.3f}, within {self.tolerance:.0%} of ln {self.num_classes} "
                     f"= {self.chance:.3f} (chance), for the last {self.flat * self.window} steps (to step {step}): "
                     "the network predicts the class frequencies and ignores the image. " + (self.fixes or STALL_FIXES))
+        lowest, self.lowest = self.lowest, min(self.lowest, mean)
+        steps = f"over steps {step - self.window + 1}-{step}"
         if mean > self.blowup * self.chance and "blowup" not in self.said:
-            self.said.add("blowup")
-            return (f"the training loss averaged {mean:.3f} over steps {step - self.window + 1}-{step}, "
-                    f"{mean / self.chance:.1f}x chance (ln {self.num_classes} = {self.chance:.3f}): the logits are "
-                    "blowing up. " + BLOWUP_FIXES)
+            self.said.update(("blowup", "diverged"))
+            return (f"the training loss averaged {mean:.3f} {steps}, {mean / self.chance:.1f}x chance (ln "
+                    f"{self.num_classes} = {self.chance:.3f}): the logits are blowing up. " + BLOWUP_FIXES)
+        if mean > self.chance > lowest / self.diverged and "diverged" not in self.said:
+            self.said.add("diverged")
+            return (f"the training loss averaged {mean:.3f} {steps}, back above chance (ln {self.num_classes} = "
+                    f"{self.chance:.3f}) after falling to {lowest:.3f}: training diverged and the network is losing "
+                    "what it learnt. " + BLOWUP_FIXES)
         return None
 
 

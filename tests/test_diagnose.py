@@ -2,6 +2,7 @@
 define them, and the paper recipe's departures from the paper's text."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +36,23 @@ def test_stall_watch_resets_when_the_loss_moves_and_reports_blowups():
     assert "blowing up" in message and "3.5x chance" in message and "--lr" in message and "--clip-grad-norm" in message
     assert watch.check(float("nan"), 70) is None
     assert StallWatch(1).check(0.0, 10) is None      # one class: nothing to learn, nothing to say
+
+
+def test_stall_watch_reports_a_run_that_learnt_then_diverged():
+    """The recorded grey-photo run of docs/paper_recipe.md (the paper recipe, seed 1): the loss falls to 0.97, then
+    one step reaches 19.9 and the rest sit at 3-5 (accuracy back to chance). No window's mean is 3x chance, so the
+    blow-up rule is silent; the watch says the loss is back above chance after falling below it. (48 steps were
+    recorded: windows of 8.)"""
+    record = json.loads((Path(__file__).resolve().parents[1] / "docs" / "paper_recipe" /
+                         "steps-grey-seed1-paper.json").read_text())
+    losses = [row["loss"] for row in record["runs"][0]["diagnosis"]]
+    watch = StallWatch(8, window=8, patience=5)
+    said = [(end, watch.check(sum(losses[end - 8:end]) / 8, end)) for end in range(8, len(losses) + 1, 8)]
+    spoken = [(end, message) for end, message in said if message]
+    assert len(spoken) == 1 and spoken[0][0] == 48, said           # steps 41-48, the first window back up
+    assert "back above chance (ln 8 = 2.079) after falling to 1.7" in spoken[0][1] and "--clip-grad-norm" in spoken[0][1]
+    steady = StallWatch(8, window=10)
+    assert all(steady.check(v, 10) is None for v in (2.0, 1.5, 1.0, 0.6, 0.7, 0.65, 0.9))   # noise, not divergence
 
 
 # ---- per-layer statistics --------------------------------------------------------------------------------
