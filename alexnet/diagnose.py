@@ -150,7 +150,8 @@ class StallWatch:
     trouble (None otherwise): "stall" when ``patience`` windows in a row stay within ``tolerance``
     (relative) of ln K, "blowup" when a window's mean exceeds ``blowup`` x ln K, "diverged" when a window's mean
     is back above ln K after an earlier one fell below ``diverged`` x ln K (the network had learnt, then lost it:
-    the paper recipe on grey photos, docs/paper_recipe.md, peaks at 19.9 for one step, 2.6x chance over ten).
+    the paper recipe on grey photos, docs/paper_recipe.md, peaks at 19.9 for one step, but at most 2.4x chance
+    over ten).
     """
 
     num_classes: int
