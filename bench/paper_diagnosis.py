@@ -65,6 +65,8 @@ VARIANTS = {
     "paper, warm-up 1 epoch": {"recipe": "paper", "warmup_epochs": 1.0},
     "paper, label smoothing 0.1": {"recipe": "paper", "label_smoothing": 0.1},
     "paper, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0},   # ~4x the norm of the first steps
+    "paper, fc6/fc7 std 0.01, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0,
+                                                   "model_kwargs": {"init": "paper"}},
     # the text's bias 1 (and fc6/fc7 std 0.01), whose failure is a blow-up at the first steps, with the clipping
     "paper, text's init, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0,
                                               "model_kwargs": {"init": "paper", "init_bias": 1.0}},
