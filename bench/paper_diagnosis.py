@@ -41,6 +41,8 @@ from photos import make_photo_folder  # noqa: E402  (bench/photos.py)
 
 HERE = Path(__file__).resolve().parent
 CONVNET2 = {"lrn": "cuda-convnet2", "init": "cuda-convnet2", "norm_before_relu": [1]}
+BEFORE_CLIP = {"clip_grad_norm": 0.0, "model_kwargs": {"init": "caffe"}}   # `paper` before clipping joined it
+BEFORE_FC = {"clip_grad_norm": 0.0, "model_kwargs": {"init": "paper"}}     # ... and before Caffe's fc6/fc7 std
 # Each variant: overrides on top of --recipe paper-literal (its "recipe" key switches the recipe).
 VARIANTS = {
     "literal": {},
@@ -54,17 +56,20 @@ VARIANTS = {
     "conv bias 0.1": {"model_kwargs": {"init_bias": {"conv2": 0.1, "conv4": 0.1, "conv5": 0.1}}},
     "caffe init, bias 0.1": {"model_kwargs": {"init": "caffe", "init_bias": 0.1}},
     "paper": {"recipe": "paper"},
-    "paper, fc6/fc7 bias 0.1": {"recipe": "paper", "model_kwargs": {"init_bias": {"fc6": 0.1, "fc7": 0.1}}},
-    "paper, lrn alpha/n": {"recipe": "paper", "model_kwargs": {"lrn": "cuda-convnet2"}},
-    "paper, caffe init": {"recipe": "paper", "model_kwargs": {"init": "caffe"}},
-    "paper, cuda-convnet2 all": {"recipe": "paper", "model_kwargs": CONVNET2},
-    # `paper` before Caffe's fc6/fc7 std 0.005 joined it: the text's 0.01 everywhere, bias 0.1
-    "paper, fc6/fc7 std 0.01": {"recipe": "paper", "model_kwargs": {"init": "paper"}},
-    # the grey set's blow-up (docs/paper_recipe.md): candidates that depart from the text and Krizhevsky's configs
-    "paper, lr 0.005": {"recipe": "paper", "lr": 0.005},
-    "paper, warm-up 1 epoch": {"recipe": "paper", "warmup_epochs": 1.0},
-    "paper, label smoothing 0.1": {"recipe": "paper", "label_smoothing": 0.1},
-    "paper, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0},   # ~4x the norm of the first steps
+    # variants of `paper` as it was when each ran (docs/paper_recipe.md): no clipping, and fc6/fc7 std 0.01 until
+    # Caffe's 0.005 joined it ("paper, caffe init": the recipe as shipped from then until clipping replaced it)
+    "paper, fc6/fc7 bias 0.1": {"recipe": "paper", **BEFORE_FC, "model_kwargs": {"init": "paper",
+                                                                                "init_bias": {"fc6": 0.1, "fc7": 0.1}}},
+    "paper, lrn alpha/n": {"recipe": "paper", **BEFORE_FC, "model_kwargs": {"init": "paper", "lrn": "cuda-convnet2"}},
+    "paper, caffe init": {"recipe": "paper", **BEFORE_CLIP},
+    "paper, cuda-convnet2 all": {"recipe": "paper", "clip_grad_norm": 0.0, "model_kwargs": CONVNET2},
+    "paper, fc6/fc7 std 0.01": {"recipe": "paper", **BEFORE_FC},
+    # the grey set's blow-up (docs/paper_recipe.md): candidates on top of `paper` as then shipped (std 0.005, no clip)
+    "paper, lr 0.005": {"recipe": "paper", **BEFORE_CLIP, "lr": 0.005},
+    "paper, warm-up 1 epoch": {"recipe": "paper", **BEFORE_CLIP, "warmup_epochs": 1.0},
+    "paper, label smoothing 0.1": {"recipe": "paper", **BEFORE_CLIP, "label_smoothing": 0.1},
+    "paper, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0, "model_kwargs": {"init": "caffe"}},
+    # ~4x the norm of the first steps, with the text's fc6/fc7 std 0.01: what `paper` now is
     "paper, fc6/fc7 std 0.01, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0,
                                                    "model_kwargs": {"init": "paper"}},
     # the text's bias 1 (and fc6/fc7 std 0.01), whose failure is a blow-up at the first steps, with the clipping
