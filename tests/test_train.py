@@ -75,11 +75,12 @@ def test_end_to_end_cli_train_eval_predict(fashion, tmp_path, capsys):
     assert correct >= 2
 
 
-@pytest.mark.parametrize("stop_at", [5, 16])   # mid-epoch, and exactly at the epoch boundary
-def test_exact_resume_is_bit_identical(fashion, tmp_path, stop_at):
-    straight = train(resolve_config("quick", data=fashion, out=str(tmp_path / "a"), **SMALL))
+@pytest.mark.parametrize("stop_at,clip", [(5, 0.0), (16, 0.0), (7, 0.5)])   # mid-epoch, the epoch boundary; clipped
+def test_exact_resume_is_bit_identical(fashion, tmp_path, stop_at, clip):
+    small = dict(SMALL, clip_grad_norm=clip)
+    straight = train(resolve_config("quick", data=fashion, out=str(tmp_path / "a"), **small))
     assert straight["best"]["epoch"] >= 1
-    assert train(resolve_config("quick", data=fashion, out=str(tmp_path / "b"), max_steps=stop_at, **SMALL))["stopped_at"] == stop_at
+    assert train(resolve_config("quick", data=fashion, out=str(tmp_path / "b"), max_steps=stop_at, **small))["stopped_at"] == stop_at
     assert load_checkpoint(tmp_path / "b" / "last.pt")["position"]["global_step"] == stop_at
     train(resume_config(tmp_path / "b", {"max_steps": 0}), resume=True)
     _assert_identical(_weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt"))
