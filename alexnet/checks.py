@@ -1,7 +1,8 @@
 """Checks the command line makes before any data is loaded or any model trained: flags that name an output
 path (--out, --json, --confusion), --model-kwargs, sizes a model cannot be built at, small positive numbers.
 
-Each failure is a ``UsageError`` (exit 2) whose sentence names the flag or file.
+Each failure is a ``UsageError`` (exit 2) whose sentence names the flag or file. ``write_atomically`` then writes
+such a path whole or not at all.
 """
 from __future__ import annotations
 
@@ -89,3 +90,14 @@ def model_kwargs(model: str, kwargs: dict) -> None:
         raise UsageError(f"--model-kwargs {kwargs}: {err}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise UsageError(f"--model-kwargs {kwargs}: {model} cannot be built with these arguments ({err})") from None
+
+
+def write_atomically(path: str | os.PathLike, text: str) -> None:
+    """``text`` at ``path``, whole or not at all: a hidden temporary file beside it (its folder made if missing),
+    then ``os.replace``; a full disk or a crash leaves any earlier file as it was."""
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{name}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

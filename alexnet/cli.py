@@ -126,16 +126,11 @@ def _json_object(text: str, flag: str) -> dict:
 
 def _write_json(obj, target: str) -> None:
     import json
-    import os
     text = json.dumps(obj, indent=2)
     if target == "-":
         print(text)
     else:
-        os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-        tmp = os.path.join(os.path.dirname(os.path.abspath(target)), f".{os.path.basename(target)}.tmp")
-        with open(tmp, "w") as f:          # whole or not at all: a full disk leaves any earlier file as it was
-            f.write(text + "\n")
-        os.replace(tmp, target)
+        checks.write_atomically(target, text + "\n")
 
 
 def _eval(args: argparse.Namespace) -> int:

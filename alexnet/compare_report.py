@@ -8,13 +8,8 @@ from pathlib import Path
 
 from matplotlib.ticker import NullFormatter
 
+from alexnet.checks import write_atomically
 from alexnet.plots import _figure, _save
-
-
-def _atomic_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _mean(row: dict, key: str, fmt: str) -> str:
@@ -97,7 +92,7 @@ def write_outputs(result: dict, out: str | os.PathLike) -> dict[str, str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "compare.json", "md": out / "compare.md", "png": out / "compare.png"}
-    _atomic_text(json.dumps(result, indent=2) + "\n", paths["json"])
-    _atomic_text(markdown(result), paths["md"])
+    write_atomically(paths["json"], json.dumps(result, indent=2) + "\n")
+    write_atomically(paths["md"], markdown(result))
     plot_compare(result, paths["png"])
     return {kind: str(path) for kind, path in paths.items()}

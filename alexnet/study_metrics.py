@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from alexnet.checkpoint import load_model
+from alexnet.checks import write_atomically
 from alexnet.data import open_dataset
 from alexnet.evaluate import accuracy_report, predict_probs
 from alexnet.models.alexnet import LocalResponseNorm
@@ -22,11 +23,8 @@ _DATASETS: dict[tuple, object] = {}
 
 
 def write_json(obj, path: str | os.PathLike) -> None:
-    """``obj`` as JSON at ``path``, atomically (a temp file, then os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    """``obj`` as JSON at ``path``, atomically (``checks.write_atomically``)."""
+    write_atomically(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _images(config: dict, data: dict, split: str, subset: int):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from alexnet import checks
 from alexnet.errors import UsageError
@@ -18,9 +17,5 @@ def check_json_path(parser: argparse.ArgumentParser, path: str | None) -> None:
 
 
 def write_json(path: str, record: dict) -> None:
-    """``record`` at ``path``, atomically: a temporary file next to it, then os.replace."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, path)
+    """``record`` at ``path``, atomically (``alexnet.checks.write_atomically``)."""
+    checks.write_atomically(path, json.dumps(record, indent=1) + "\n")
