@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from alexnet.recipes import resolve_config  # noqa: E402
 from alexnet.train import train  # noqa: E402
 
+from jsonout import write_json  # noqa: E402  (bench/jsonout.py)
 from machine import machine  # noqa: E402  (bench/machine.py)
 from photos import make_photo_folder  # noqa: E402  (bench/photos.py)
 
@@ -170,7 +171,7 @@ def main() -> int:
         classes = len(_classes(Path(tmp) / "0"))
     print(steps_table(results, classes) if args.mode == "steps" else epochs_table(results, classes))
     if args.json:
-        Path(args.json).write_text(json.dumps({"command": sys.argv, "machine": machine(), "runs": results}, indent=1))
+        write_json(args.json, {"command": sys.argv, "machine": machine(), "runs": results})
     return 0
 
 

@@ -14,7 +14,9 @@ Placement happens at construction. Each tower runs where its parameters are, so 
 and dtypes work as for any module, and ``.to(device)`` puts both towers on that one device. Inputs may be
 on any device; the output is on the first tower's device. On CUDA each tower runs on a stream of its own
 (so two towers on one GPU overlap as well); the exchanges order the streams and keep borrowed memory
-alive (``record_stream``), and autograd runs each backward op on its forward op's stream.
+alive (``record_stream``), and autograd runs each backward op on its forward op's stream. ``overlap = False``
+on a model runs both towers on the ambient streams instead, one after the other (``bench/towers.py`` times
+the two).
 """
 from __future__ import annotations
 
@@ -147,6 +149,8 @@ def _stream(device: torch.device, tower: int) -> torch.cuda.Stream:
 class TwoTowerAlexNet(nn.Module):
     """The grouped AlexNet ``grouped`` as two towers on ``devices`` (see the module docstring)."""
 
+    overlap = True   # on CUDA, each tower on a stream of its own
+
     def __init__(self, grouped: nn.Module, devices) -> None:
         super().__init__()
         devices = tower_devices(devices)
@@ -175,7 +179,7 @@ class TwoTowerAlexNet(nn.Module):
                              f"{self.input_size}x{self.input_size} inputs, got {tuple(x.shape[-2:])}")
         devices = self.devices
         streams = None
-        if devices[0].type == "cuda":
+        if devices[0].type == "cuda" and self.overlap:
             streams = tuple(_stream(d, t) for t, d in enumerate(devices))
             ambient = [torch.cuda.current_stream(d) for d in devices]
             for stream, outside in zip(streams, ambient):
