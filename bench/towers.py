@@ -8,7 +8,9 @@ Times one SGD step (forward, loss, backward, update; momentum 0.9, decay 5e-4) o
 (a) the grouped model on one device, (b) two towers on that device, each on a CUDA stream of its own (as
 shipped), (c) the same two towers with ``overlap = False`` (both on the ambient stream, one after the
 other) and, where a second GPU exists, (d) two towers on cuda:0 and cuda:1. Before timing, each model's
-output on the same batch is checked against (a)'s. Rounds are round robin over the models, so load from
+output on the same batch, and the gradients of its first SGD step (under the grouped model's keys),
+are compared with (a)'s: the largest difference relative to the largest value, over all
+tensors (PyTorch's defaults: TF32 convolutions on CUDA). Rounds are round robin over the models, so load from
 elsewhere falls on all alike; a round is ``--steps`` steps between two ``torch.cuda.synchronize()``;
 rates are medians over rounds and the ratios medians of each round's own ratios.
 """
@@ -53,6 +55,20 @@ def build(towers: tuple | None, device: str, state: dict, overlap: bool) -> nn.M
     return model.to(memory_format=torch.channels_last).train()
 
 
+def grads_by_key(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Each parameter's gradient under its state-dict key: the towers' state dict joins their halves into
+    the grouped model's keys and shapes, so the gradients are swapped in for the weights while it is read."""
+    params = list(model.parameters())
+    weights = [p.data for p in params]
+    try:
+        for p in params:
+            p.data = p.grad
+        return {k: v.clone() for k, v in model.state_dict().items()}
+    finally:
+        for p, w in zip(params, weights):
+            p.data = w
+
+
 class Stepper:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool):
         self.model, self.x, self.y, self.amp = model, x, y, amp
@@ -80,8 +96,8 @@ def bench(args: argparse.Namespace, amp: bool) -> dict:
     state = alexnet.create_model("alexnet_2012", dropout=0.0).state_dict()
     x = torch.randn(args.batch_size, 3, 224, 224, device=args.device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (args.batch_size,), device=args.device)
-    steppers, worst = {}, {}
-    reference = None
+    steppers, worst, step_diff = {}, {}, {}
+    reference = grad_reference = None
     for name, towers in placements(args.device).items():
         model = build(towers, args.device, state, overlap="no streams" not in name)
         with torch.no_grad(), (torch.autocast("cuda", torch.bfloat16) if amp else contextlib.nullcontext()):
@@ -90,6 +106,11 @@ def bench(args: argparse.Namespace, amp: bool) -> dict:
         reference = out if reference is None else reference
         worst[name] = float((out - reference).abs().max() / reference.abs().max())
         steppers[name] = Stepper(model, x, y, amp)
+        steppers[name].run(1)   # the first SGD step: its gradients, compared in the grouped model's keys
+        grads = grads_by_key(model)
+        grad_reference = grads if grad_reference is None else grad_reference
+        step_diff[name] = max(float((grads[k] - r).abs().max() / r.abs().max().clamp_min(1e-30))
+                              for k, r in grad_reference.items())
     for stepper in steppers.values():
         stepper.run(args.warmup)
     times: dict[str, list[float]] = {name: [] for name in steppers}
@@ -100,7 +121,7 @@ def bench(args: argparse.Namespace, amp: bool) -> dict:
     return {"amp": "bf16" if amp else "fp32", "rows": [
         {"model": name, "img_per_s": args.batch_size / statistics.median(t),
          "x_grouped": statistics.median(g / s for g, s in zip(times[first], t)),
-         "output_rel_diff": worst[name]} for name, t in times.items()]}
+         "output_rel_diff": worst[name], "first_step_grad_rel_diff": step_diff[name]} for name, t in times.items()]}
 
 
 def main() -> None:
@@ -125,10 +146,10 @@ def main() -> None:
     print(f"alexnet_2012, batch {args.batch_size}, 224 px, channels_last, SGD step; {args.steps} steps x "
           f"{args.rounds} rounds, median")
     for result in results:
-        print(f"{result['amp']}:  {'model':<44} {'img/s':>8} {'x (a)':>7} {'output vs (a)':>14}")
+        print(f"{result['amp']}:  {'model':<44} {'img/s':>8} {'x (a)':>7} {'output vs (a)':>14} {'1st-step grads vs (a)':>22}")
         for row in result["rows"]:
             print(f"       {row['model']:<44} {row['img_per_s']:>8.1f} {row['x_grouped']:>6.2f}x "
-                  f"{row['output_rel_diff']:>14.1e}")
+                  f"{row['output_rel_diff']:>14.1e} {row['first_step_grad_rel_diff']:>22.1e}")
     if args.json:
         write_json(args.json, {"command": ["bench/towers.py", *sys.argv[1:]], "machine": machine(),
                                "batch_size": args.batch_size, "results": results})

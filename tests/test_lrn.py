@@ -339,6 +339,23 @@ def test_torch_compile_path_on_cpu(monkeypatch):
     torch.testing.assert_close(dx, dx_ref, rtol=1e-5, atol=1e-6)
 
 
+def test_many_shapes_stay_compiled(monkeypatch):
+    """Each shape, dtype, groups and constant compiles a graph of its own; a process running several AlexNets
+    (bench/towers.py: 9) must not pass dynamo's limit, past which it would silently run the rest eagerly."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(lrn_ops, "_compiled", {"forward": torch.compile(lrn_ops._forward_torch, backend="eager",
+                                                                                   dynamic=False)})
+    before = counters["stats"]["unique_graphs"]
+    for i in range(12):   # a new k each time: with dynamic=False, a recompile each time
+        x = torch.rand(2, 8, 3, 3)
+        y = lrn_ops._compiled_call("forward", lrn_ops._forward_torch, x, 5, 1e-4, 0.75, 2.0 + i)
+        torch.testing.assert_close(y, lrn_ops._forward_torch(x, 5, 1e-4, 0.75, 2.0 + i))
+    assert counters["stats"]["unique_graphs"] - before == 12
+    torch._dynamo.reset()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", [[], ["--lrn-only"]])
 def test_train_step_bench_quick(mode):
