@@ -31,7 +31,11 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    gpus = ""
+    if torch.cuda.is_available():   # the GPUs a measurement may have run on, by name
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        gpus = ", " + ", ".join(f"{names.count(n)} x {n}" for n in dict.fromkeys(names)) + f" (CUDA {torch.version.cuda})"
     return (f"{cpu}, {os.cpu_count()} logical CPUs ({usable_cpus()} usable), torch {torch.__version__} "
             f"({torch.backends.cpu.get_cpu_capability()}), torchvision {torchvision.__version__}, "
             f"{torch.get_num_threads()} torch threads, python {platform.python_version()}, "
-            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, {memory.mode()}")
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')}, {memory.mode()}{gpus}")

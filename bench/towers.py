@@ -112,7 +112,8 @@ def bench(args: argparse.Namespace, amp: bool) -> dict:
         step_diff[name] = max(float((grads[k] - r).abs().max() / r.abs().max().clamp_min(1e-30))
                               for k, r in grad_reference.items())
     for stepper in steppers.values():
-        stepper.run(args.warmup)
+        if args.warmup:
+            stepper.run(args.warmup)
     times: dict[str, list[float]] = {name: [] for name in steppers}
     for _ in range(args.rounds):
         for name, stepper in steppers.items():
@@ -137,6 +138,8 @@ def main() -> None:
     check_json_path(parser, args.json)
     if args.quick:
         args.batch_size, args.steps, args.rounds, args.warmup = 32, 2, 3, 1
+    if min(args.batch_size, args.steps, args.rounds) < 1 or args.warmup < 0:
+        parser.error("--batch-size, --steps and --rounds must be at least 1, --warmup at least 0")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench/towers.py: CUDA is not available here; --device cpu times the CPU placements")
     if args.device == "cuda":

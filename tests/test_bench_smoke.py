@@ -48,3 +48,32 @@ def test_transfer_bench_runs_end_to_end(tmp_path):
     from PIL import Image
     digit = np.asarray(Image.open(next((tmp_path / "w" / "digits-100" / "train" / "0").glob("*.png"))))
     assert digit.shape == (28, 28) and digit.dtype == np.uint8 and digit.max() > 200
+
+
+def test_towers_bench_on_the_cpu(tmp_path):
+    """bench/towers.py --device cpu: the towers' output and first-step gradients against the grouped model's
+    (bit-equal output on the CPU; gradients to the last bits), the ratio, the JSON; without CUDA, exit 1 says so."""
+    import json
+    import torch
+    if not torch.cuda.is_available():
+        refused = subprocess.run([sys.executable, str(ROOT / "bench" / "towers.py")], capture_output=True, text=True,
+                                 timeout=120)
+        assert refused.returncode == 1 and "CUDA is not available" in refused.stderr
+    report = tmp_path / "towers.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "towers.py"), "--device", "cpu", "--batch-size", "4",
+                          "--steps", "1", "--rounds", "2", "--warmup", "0", "--json", str(report)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(report.read_text())["results"][0]["rows"]
+    assert [row["model"] for row in rows] == ["(a) grouped, cpu", "(b) towers cpu, cpu"]
+    assert rows[1]["output_rel_diff"] < 1e-5 and rows[1]["first_step_grad_rel_diff"] < 1e-4
+    assert rows[1]["img_per_s"] > 0 and re.search(r"\(b\) towers cpu, cpu\s+[\d.]+\s+[\d.]+x", run.stdout)
+
+
+def test_machine_line_names_the_gpus(monkeypatch):
+    import torch
+    from alexnet.machine import machine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H200")
+    assert machine().endswith(f", 2 x NVIDIA H200 (CUDA {torch.version.cuda})")

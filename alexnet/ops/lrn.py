@@ -76,31 +76,22 @@ def _backward_torch(x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float
 
 
 _compiled: dict[str, object] = {}
-# One graph per input shape, dtype, groups and constants. A process that runs several AlexNets (two towers
-# beside the grouped model, fp32 and bf16, train and eval batches: bench/towers.py compiled 9) passes
-# dynamo's default limit of 8 per function, past which it would run the rest eagerly and say so once.
-RECOMPILE_LIMIT = 64
+RECOMPILE_LIMIT = 64   # graphs per function (one per shape, dtype, groups): several AlexNets in a process pass 8
 
 
 def _compiled_call(name: str, fn, *args):
     """``fn(*args)`` through torch.compile (one fused kernel per direction); eager for good if that fails."""
     if name not in _compiled:
         _compiled[name] = torch.compile(fn)
+    config = torch._dynamo.config   # past its recompile_limit (8) dynamo runs new shapes eagerly (docs/cuda)
     try:
-        with _recompile_limit():
+        with config.patch(recompile_limit=max(RECOMPILE_LIMIT, config.recompile_limit)):
             return _compiled[name](*args)
     except Exception:  # noqa: BLE001 - e.g. no Triton for this GPU; the eager expressions give the same values
         if _compiled[name] is fn:
             raise
         _compiled[name] = fn
         return fn(*args)
-
-
-def _recompile_limit():
-    import torch._dynamo.config as dynamo_config
-
-    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"   # torch < 2.6
-    return dynamo_config.patch(**{name: max(RECOMPILE_LIMIT, getattr(dynamo_config, name))})
 
 
 def _native_layout(x: torch.Tensor, groups: int = 1) -> tuple[torch.memory_format, int, int, int, int]:
