@@ -73,6 +73,9 @@ VARIANTS = {
     # ~4x the norm of the first steps, with the text's fc6/fc7 std 0.01: what `paper` now is
     "paper, fc6/fc7 std 0.01, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0,
                                                    "model_kwargs": {"init": "paper"}},
+    # `paper` as shipped (clip 5) with what Krizhevsky's cfg ran instead of the text: LRN alpha/n, conv1's LRN before
+    # its ReLU, conv3-5 std 0.03 (docs/paper_recipe.md, "What Krizhevsky's code ran, with clipping")
+    "paper, cuda-convnet2 conventions, clip 5": {"recipe": "paper", "model_kwargs": CONVNET2},
     # the text's bias 1 (and fc6/fc7 std 0.01), whose failure is a blow-up at the first steps, with the clipping
     "paper, text's init, clip grad norm 5": {"recipe": "paper", "clip_grad_norm": 5.0,
                                               "model_kwargs": {"init": "paper", "init_bias": 1.0}},
