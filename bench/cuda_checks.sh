@@ -6,12 +6,13 @@
 # compile limit); towers-bench (bench/towers.py: does a stream per tower overlap the towers?); photos (the
 # two bench photo folders); towers-train (`alexnet train --towers cuda:0,cuda:0`, then `alexnet eval` of the
 # checkpoint by the plain model); paper-seeds-0-4 and paper-seeds-5-9 (`--recipe paper`, 3 epochs, both photo
-# sets, fp32: the recipe turns bf16 off). Each step is capped by `timeout` and logged; a failing step does not
-# stop the others. Uses the python3 on PATH with the repository on PYTHONPATH (no install); the photos need
+# sets, fp32: the recipe turns bf16 off; $PAPER_VARIANT names another bench/paper_diagnosis.py variant).
+# Each step is capped by `timeout` and logged; a failing step does not stop the others. Uses the python3 on PATH with the repository on PYTHONPATH (no install); the photos need
 # scikit-image and scikit-learn.
 set -u
 OUT=${OUT:-cuda-out}
 mkdir -p "$OUT"
+PAPER_VARIANT=${PAPER_VARIANT:-paper}   # a bench/paper_diagnosis.py variant: the H200 runs were the text's conventions
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 ALEXNET_CACHE=${ALEXNET_CACHE:-/tmp/alexnet-cache}
 exec > >(tee -a "$OUT/log.txt") 2>&1
 
@@ -33,9 +34,9 @@ paper_seeds() {   # paper_seeds FIRST LAST: both photo sets, seeds FIRST..LAST
     local seeds
     seeds=$(seq -s ' ' "$1" "$2")
     [ -e bench/_data/photos-grey-2400/.complete ] || photos
-    step "paper-grey-seeds-$1-$2" 200 python3 bench/paper_diagnosis.py epochs --photos grey --variants paper \
+    step "paper-grey-seeds-$1-$2" 200 python3 bench/paper_diagnosis.py epochs --photos grey --variants "$PAPER_VARIANT" \
         --seeds $seeds --json "$OUT/epochs-grey-paper-cuda-seeds-$1-$2.json"
-    step "paper-colour-seeds-$1-$2" 200 python3 bench/paper_diagnosis.py epochs --variants paper --seeds $seeds \
+    step "paper-colour-seeds-$1-$2" 200 python3 bench/paper_diagnosis.py epochs --variants "$PAPER_VARIANT" --seeds $seeds \
         --json "$OUT/epochs-colour-paper-cuda-seeds-$1-$2.json"
 }
 

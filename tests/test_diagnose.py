@@ -187,20 +187,28 @@ def test_paper_recipe_departures_and_the_literal_text():
     literal, paper = resolve_config("paper-literal"), resolve_config("paper")
     assert literal.decay_norm_and_bias and literal.bias_lr_mult == 1.0 and literal.model_kwargs == {}
     assert not paper.decay_norm_and_bias and paper.bias_lr_mult == 2.0 and paper.clip_grad_norm == 5.0
-    assert literal.clip_grad_norm == 0.0 and paper.model_kwargs == {"init_bias": 0.1}
+    convnet2 = {"lrn": "cuda-convnet2", "norm_before_relu": [1], "init": "cuda-convnet2"}
+    assert literal.clip_grad_norm == 0.0 and paper.model_kwargs == {"init_bias": 0.1, **convnet2}
     # the user's model arguments go on top of the recipe's, key by key
-    mixed = resolve_config("paper", model_kwargs={"lrn": "cuda-convnet2"})
-    assert mixed.model_kwargs == {"init_bias": 0.1, "lrn": "cuda-convnet2"}
-    assert resolve_config("paper", model_kwargs={"init_bias": 1.0}).model_kwargs == {"init_bias": 1.0}
-    torch.manual_seed(0)   # the paper recipe's net: the text's N(0, 0.01) everywhere, Caffe's bias 0.1
+    text = resolve_config("paper", model_kwargs={"lrn": "paper", "norm_before_relu": [], "init": "paper"})
+    assert text.model_kwargs == {"init_bias": 0.1, "lrn": "paper", "norm_before_relu": [], "init": "paper"}
+    assert resolve_config("paper", model_kwargs={"init_bias": 1.0}).model_kwargs == {"init_bias": 1.0, **convnet2}
+    torch.manual_seed(0)   # the paper recipe's net: N(0, 0.01), conv3-5 0.03 (cuda-convnet2), Caffe's bias 0.1
     net = alexnet.create_model("alexnet_2012", num_classes=9, **paper.model_kwargs)
-    fc = dict(net.classifier.named_children())
+    fc, f = dict(net.classifier.named_children()), net.features
     assert abs(fc["fc6"].weight.std().item() - 0.01) < 2e-4 and abs(fc["fc7"].weight.std().item() - 0.01) < 2e-4
     assert abs(fc["fc8"].weight.std().item() - 0.01) < 5e-4 and torch.all(fc["fc6"].bias == 0.1)
+    assert abs(f.conv1.weight.std().item() - 0.01) < 5e-4 and abs(f.conv4.weight.std().item() - 0.03) < 5e-4
+    names = [name for name, _ in f.named_children()]
+    assert names[:4] == ["conv1", "norm1", "relu1", "pool1"] and names.index("relu2") < names.index("norm2")
+    assert f.norm1.alpha_sum == pytest.approx(2e-5) and f.norm1.k == 2.0 and f.norm1.groups == 2   # 1e-4 / 5
     from alexnet.models.alexnet import PAPER_NOTES
     from alexnet.recipes import PAPER_DEPARTURES
-    assert len(PAPER_DEPARTURES) == 4 and all("cuda-convnet2" in d or "Caffe" in d for d in PAPER_DEPARTURES[:3])
+    assert len(PAPER_DEPARTURES) == 7 and all("cuda-convnet2" in d or "Caffe" in d for d in PAPER_DEPARTURES[:3])
     assert "--clip-grad-norm 5" in PAPER_DEPARTURES[3] and "docs/paper_recipe.md" in PAPER_DEPARTURES[3]
+    for departure, kwarg in zip(PAPER_DEPARTURES[4:], ("lrn 'cuda-convnet2'", "norm_before_relu [1]",
+                                                        "init 'cuda-convnet2'")):
+        assert "cuda-convnet2" in departure and f"model_kwargs {kwarg}" in departure
     assert any("paper-literal" in note for note in PAPER_NOTES)
     model = alexnet.create_model("alexnet_2012", num_classes=3)
     groups = _param_groups(model, paper)

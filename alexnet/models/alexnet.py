@@ -190,9 +190,10 @@ PAPER_NOTES = (
     "Krizhevsky's code also differs in: conv1's LRN before its ReLU (norm_before_relu=[1]), conv3-5 init std "
     "0.03 (init='cuda-convnet2'), fc8 bias -7 in the 1-GPU cfg (no effect: softmax ignores a shared shift); its 2-GPU cfg also "
     "adds a spatial contrast norm (cnorm2) after norm2, which the paper does not describe and we leave out",
-    "--recipe paper trains this net with bias 0.1 (Caffe's), 2x bias lr and no bias decay (Krizhevsky's code) and "
-    "gradients clipped to norm 5 (measured needed); --recipe paper-literal with the text's bias 1 and one rate, which "
-    "stalls at ln K (docs/paper_recipe.md)",
+    "--recipe paper trains this net with Krizhevsky's code where it differs from the text (cuda-convnet2: LRN "
+    "alpha/n, conv1's LRN before its ReLU, conv3-5 std 0.03, 2x bias lr, no bias decay), bias 0.1 (Caffe's) and "
+    "gradients clipped to norm 5 (measured needed); --recipe paper-literal with the text's conventions, bias 1 and "
+    "one rate, which stalls at ln K (docs/paper_recipe.md, alexnet.recipes.PAPER_DEPARTURES)",
 )
 
 
