@@ -1,4 +1,4 @@
-"""What LRN costs a training step: four AlexNets side by side on the same batch, threads and machine.
+"""What LRN costs a training step: five AlexNets side by side on the same batch, threads and machine.
 
     .venv/bin/python bench/train_step.py              # batch 64, 224 px, channels_last
     .venv/bin/python bench/train_step.py --quick      # batch 16, one step per round: a smoke run (about a minute)
@@ -7,10 +7,12 @@
 (a) torchvision ``alexnet``; (b) ``alexnet_2012`` with ``torch.nn.LocalResponseNorm(5, 5e-4, 0.75, 2)``
 (the paper's constants in PyTorch's alpha-on-the-mean form); (c) ``alexnet_2012`` as shipped: our LRN,
 run fused with the ReLU before it and the max pool after it (``relu_lrn_max_pool``); (d) ``alexnet_2012``
-without LRN (ReLU and pool as PyTorch ops), the ceiling for the rest of its math. (b), (c) and (d) share
-everything else, fc6-fc8 on oneDNN included; all four run in one process with alexnet's memory settings.
+without LRN (ReLU and pool as PyTorch ops), the ceiling for the rest of its math; (e) ``alexnet_2012`` with
+``--recipe paper``'s model arguments (cuda-convnet2's LRN alpha / n, conv1's LRN before its ReLU, so conv1's block
+runs unfused: our LRN, then ReLU and pool as PyTorch ops; conv2's stays fused). (b)-(e) share everything else,
+fc6-fc8 on oneDNN included; all five run in one process with alexnet's memory settings.
 Each repetition (round) times ``--steps`` SGD steps of every model in turn, so load from other
-processes falls on all four alike; rates are medians over rounds, warm-up excluded, and the ratios are
+processes falls on all five alike; rates are medians over rounds, warm-up excluded, and the ratios are
 medians of each round's own ratios. GFLOP/s counts 3 x 2 x the multiply-adds of conv and FC layers
 per training image (forward, and backward for inputs and weights).
 """
@@ -31,6 +33,7 @@ import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
 from alexnet.ops import linear as linear_ops, lrn as lrn_ops  # noqa: E402
+from alexnet.recipes import RECIPES  # noqa: E402
 from alexnet.summary import layer_table  # noqa: E402
 from machine import machine  # noqa: E402  (bench/machine.py)
 
@@ -60,6 +63,8 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "(b) alexnet_2012 + nn.LocalResponseNorm": lambda: paper_net(lambda: nn.LocalResponseNorm(5, 5e-4, 0.75, 2.0)),
     "(c) alexnet_2012 as shipped (fused LRN)": lambda: paper_net(None),
     "(d) alexnet_2012, no LRN": lambda: paper_net(nn.Identity),
+    "(e) alexnet_2012, --recipe paper kwargs": lambda: alexnet.create_model(
+        "alexnet_2012", **RECIPES["paper"]["model_kwargs"]),
 }
 
 
@@ -119,13 +124,13 @@ def train_step_bench(args: argparse.Namespace) -> None:
         achieved = rate[name] * gflop_per_image[name]
         print(f"{name:<42} {rate[name]:>7.1f} {spread[0]:>6.1f}-{spread[-1]:<6.1f} "
               f"{gflop_per_image[name]:>10.2f} {achieved:>8.1f} {achieved / peak:>6.0%}")
-    a, b, c, d = (times[name] for name in MODELS)
+    a, b, c, d, e = (times[name] for name in MODELS)
 
     def ratio(ours: list[float], other: list[float]) -> float:  # paired: the same round's times
         return statistics.median(o / u for u, o in zip(ours, other))
 
     print(f"ratios (median of each round's): c/d = {ratio(c, d):.2f} (target >= 0.9), "
-          f"c/b = {ratio(c, b):.2f} (target >= 2), c/a = {ratio(c, a):.2f} (target > 1)")
+          f"c/b = {ratio(c, b):.2f} (target >= 2), c/a = {ratio(c, a):.2f} (target > 1), e/c = {ratio(e, c):.2f}")
 
 
 def lrn_only_bench(args: argparse.Namespace) -> None:

@@ -368,7 +368,7 @@ def test_train_step_bench_quick(mode):
         assert len(rows) == 2 and all(float(v) > 0 for row in rows for v in row), run.stdout   # speed-up; 3 timings
     else:
         rates = [float(r) for r in re.findall(r"^\(\w\) .*?\s(\d+\.\d)\s", run.stdout, re.M)]
-        assert len(rates) == 4 and min(rates) > 0 and "c/d = " in run.stdout
+        assert len(rates) == 5 and min(rates) > 0 and "c/d = " in run.stdout and "e/c = " in run.stdout
 
 
 @pytest.mark.gpu
