@@ -344,9 +344,11 @@ def test_many_shapes_stay_compiled(monkeypatch):
     (bench/towers.py: 9) must not pass dynamo's limit, past which it would silently run the rest eagerly."""
     from torch._dynamo.utils import counters
 
+    import functools
     torch._dynamo.reset()
-    monkeypatch.setattr(lrn_ops, "_compiled", {"forward": torch.compile(lrn_ops._forward_torch, backend="eager",
-                                                                                   dynamic=False)})
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 8)   # dynamo's default, restored afterwards
+    monkeypatch.setattr(lrn_ops, "_compiled", {})
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager", dynamic=False))
     before = counters["stats"]["unique_graphs"]
     for i in range(12):   # a new k each time: with dynamic=False, a recompile each time
         x = torch.rand(2, 8, 3, 3)

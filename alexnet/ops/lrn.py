@@ -81,12 +81,11 @@ RECOMPILE_LIMIT = 64   # graphs per function (one per shape, dtype, groups): sev
 
 def _compiled_call(name: str, fn, *args):
     """``fn(*args)`` through torch.compile (one fused kernel per direction); eager for good if that fails."""
-    if name not in _compiled:
+    if name not in _compiled:   # past dynamo's limit (8) new shapes run eagerly: raised once, process-wide (docs/cuda)
+        torch._dynamo.config.recompile_limit = max(RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit)
         _compiled[name] = torch.compile(fn)
-    config = torch._dynamo.config   # past its recompile_limit (8) dynamo runs new shapes eagerly (docs/cuda)
     try:
-        with config.patch(recompile_limit=max(RECOMPILE_LIMIT, config.recompile_limit)):
-            return _compiled[name](*args)
+        return _compiled[name](*args)
     except Exception:  # noqa: BLE001 - e.g. no Triton for this GPU; the eager expressions give the same values
         if _compiled[name] is fn:
             raise
