@@ -96,7 +96,8 @@ def run(variant: str, data: str, out: Path, *, seed: int, epochs: int, max_steps
     cfg = resolve_config(recipe, data=data, out=str(out), epochs=epochs, seed=seed, max_steps=max_steps,
                          diagnose=diagnose, quiet=True, **overrides)
     t0 = time.perf_counter()
-    with recording_grad_norms() as norms, recording_clipped_norms() as before_clip:
+    with recording(torch.optim.SGD, "step", before=_applied_norm) as norms, \
+            recording(torch.nn.utils, "clip_grad_norm_", after=float) as before_clip:   # the norm before clipping
         result = train(cfg, force=True)
     rows = [json.loads(line) for line in (out / "diagnose.jsonl").read_text().splitlines()] if diagnose else []
     return {"variant": variant, "seed": seed, "seconds": time.perf_counter() - t0, "history": result["history"],
@@ -104,37 +105,30 @@ def run(variant: str, data: str, out: Path, *, seed: int, epochs: int, max_steps
 
 
 @contextlib.contextmanager
-def recording_grad_norms():
-    """The global L2 norm of the gradients each SGD step applies (after --clip-grad-norm, if set), in a list."""
-    norms: list[float] = []
-    step = torch.optim.SGD.step
-
-    def recorded(self, *args, **kwargs):
-        grads = [p.grad for group in self.param_groups for p in group["params"] if p.grad is not None]
-        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
-        return step(self, *args, **kwargs)
-    torch.optim.SGD.step = recorded
-    try:
-        yield norms
-    finally:
-        torch.optim.SGD.step = step
-
-
-@contextlib.contextmanager
-def recording_clipped_norms():
-    """The global gradient norm each --clip-grad-norm call saw before scaling (none when the run does not clip)."""
-    norms: list[float] = []
-    clip = torch.nn.utils.clip_grad_norm_
+def recording(owner, name: str, before=None, after=None):
+    """While open, each call of ``owner.name`` appends ``before(*args)`` (taken before the call) or
+    ``after(result)`` to the list it yields."""
+    values: list[float] = []
+    original = getattr(owner, name)
 
     def recorded(*args, **kwargs):
-        total = clip(*args, **kwargs)
-        norms.append(float(total))
-        return total
-    torch.nn.utils.clip_grad_norm_ = recorded
+        if before is not None:
+            values.append(before(*args))
+        result = original(*args, **kwargs)
+        if after is not None:
+            values.append(after(result))
+        return result
+    setattr(owner, name, recorded)
     try:
-        yield norms
+        yield values
     finally:
-        torch.nn.utils.clip_grad_norm_ = clip
+        setattr(owner, name, original)
+
+
+def _applied_norm(optimizer: torch.optim.Optimizer) -> float:
+    """The global L2 norm of the gradients an SGD step is about to apply (after --clip-grad-norm, if set)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return float(torch.nn.utils.get_total_norm(grads))
 
 
 def steps_table(results: list[dict], classes: int) -> str:

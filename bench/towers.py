@@ -69,6 +69,10 @@ def grads_by_key(model: nn.Module) -> dict[str, torch.Tensor]:
             p.data = w
 
 
+def autocast(amp: bool):
+    return torch.autocast("cuda", torch.bfloat16) if amp else contextlib.nullcontext()
+
+
 class Stepper:
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, amp: bool):
         self.model, self.x, self.y, self.amp = model, x, y, amp
@@ -81,8 +85,7 @@ class Stepper:
         start = time.perf_counter()
         for _ in range(steps):
             self.optimizer.zero_grad(set_to_none=True)
-            autocast = torch.autocast("cuda", torch.bfloat16) if self.amp else contextlib.nullcontext()
-            with autocast:
+            with autocast(self.amp):
                 loss = nn.functional.cross_entropy(self.model(self.x), self.y)
             loss.backward()
             self.optimizer.step()
@@ -100,7 +103,7 @@ def bench(args: argparse.Namespace, amp: bool) -> dict:
     reference = grad_reference = None
     for name, towers in placements(args.device).items():
         model = build(towers, args.device, state, overlap="no streams" not in name)
-        with torch.no_grad(), (torch.autocast("cuda", torch.bfloat16) if amp else contextlib.nullcontext()):
+        with torch.no_grad(), autocast(amp):
             out = model.eval()(x).float()
         model.train()
         reference = out if reference is None else reference
