@@ -175,7 +175,8 @@ def _prepare(args: argparse.Namespace) -> int:
     # SIGTERM (main's terminated_as_exception): the staging folder and the decoding processes go, exit 143
     report = prepare(args.data, args.out, size=args.size, workers=args.workers, strict=args.strict,
                      channels=args.channels, seed=args.seed, data_root=args.data_root,
-                     image_column=args.image_column, label_column=args.label_column)
+                     image_column=args.image_column, label_column=args.label_column, store=args.store,
+                     quality=args.quality)
     print(report.summary())
     return 0
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_summary)
 
     p = sub.add_parser("prepare", help="decode a dataset once into a fast packed cache (+ mean image, PCA)")
-    p.add_argument("data", metavar="DATA", help="builtin name, image folder, CSV file, idx or CIFAR folder")
+    p.add_argument("data", metavar="DATA", help="builtin name, image folder, CSV file, idx or CIFAR folder, ILSVRC-2012 folder")
     p.add_argument("--out", required=True, metavar="CACHE", help="folder to write the cache to")
     p.add_argument("--image-size", "--size", dest="size", type=int, default=256,
                    help="short side rescaled to SIZE, then the central SIZExSIZE crop (paper: 256)")
@@ -213,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="force 1 (grey) or 3 (RGB) channels (default: 1 only if every image is grey)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out validation order")
+    p.add_argument("--store", choices=("auto", "raw", "jpeg"), default="auto",
+                   help="raw: uint8 arrays, nothing to decode while training (196 KB per 256x256 colour image); "
+                        "jpeg: each square as JPEG bytes, about 10x smaller, decoded by the loader (default auto: "
+                        "jpeg for ILSVRC-2012 and for photo sources whose raw store would exceed 8 GiB, else raw)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality of --store jpeg (default 90)")
     p.add_argument("--data-root", default=None, help="folder holding builtin datasets (searched first)")
     p.add_argument("--image-column", default=None, help="CSV column of image paths or ids")
     p.add_argument("--label-column", default=None, help="CSV column of labels")

@@ -16,14 +16,18 @@ from torch import nn
 
 from alexnet import backends
 from alexnet.data import open_dataset
+from alexnet.data.jpeg_store import JpegImages
 from alexnet.errors import UsageError
 from alexnet.plots import plot_confusion
 from alexnet.progress import Progress
 from alexnet.run import Preprocessing
 
 
-def _as_nchw(batch: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, C) -> (B, C, H, W) view in channels_last memory."""
+def _as_nchw(batch: np.ndarray | torch.Tensor | JpegImages) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> (B, C, H, W) view in channels_last memory (a jpeg store's batch decoded by as many
+    threads as torch uses)."""
+    if isinstance(batch, JpegImages):
+        batch = batch.read(np.arange(len(batch)), threads=torch.get_num_threads())
     batch = torch.tensor(batch) if isinstance(batch, np.ndarray) else batch   # copy: memmaps are read-only
     return batch.permute(0, 3, 1, 2)
 

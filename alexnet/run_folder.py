@@ -161,6 +161,23 @@ def epoch_line(row: dict, epochs: int, dropped_to: int | None) -> str:
             + (f" | lr divided by 10 (plateau, drop {dropped_to})" if dropped_to else ""))
 
 
+def eta_line(row: dict, done: int, epochs: int) -> str:
+    """After the first epoch a process trains: the whole run's estimated time, from that epoch's (train + val)."""
+    each = row["seconds"]
+    return (f"estimated time: {duration(each * epochs)} for the whole run ({epochs} epochs at {duration(each)} each, "
+            f"as epoch {row['epoch']} took), about {duration(each * (epochs - done))} from now")
+
+
+def duration(seconds: float) -> str:
+    """3h 05m, 12m 30s or 42s."""
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
 @contextmanager
 def stop_on_signals():
     """Turn SIGINT/SIGTERM into a list the loop checks after each step (the signals received)."""

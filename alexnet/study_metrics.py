@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from alexnet.checkpoint import load_model
@@ -75,7 +76,7 @@ def lrn_divisors(checkpoint: str, seed: int) -> dict:
     """LRN's divisor on 256 test images for the trained net and for a fresh net of the same spec and seed."""
     model, ckpt = load_model(checkpoint)
     images, _, _ = _images(ckpt["config"], ckpt["data"], "test", 256)
-    x = Preprocessing.from_dict(ckpt["data"]).eval_transform()(torch.tensor(images).permute(0, 3, 1, 2))
+    x = Preprocessing.from_dict(ckpt["data"]).eval_transform()(torch.tensor(np.asarray(images)).permute(0, 3, 1, 2))
     torch.manual_seed(seed)
     fresh = build_model(ckpt["model"])
     return {"lrn_divisor_init": lrn_divisor(fresh, x), "lrn_divisor_end": lrn_divisor(model, x)}

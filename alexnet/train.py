@@ -29,7 +29,7 @@ from alexnet.plots import plot_curves
 from alexnet.progress import Progress
 from alexnet.recipes import TrainConfig
 from alexnet.run import Preprocessing, build_model, model_spec, resolve_device, resolve_towers
-from alexnet.run_folder import (append_metrics, check_training_set, epoch_line, prepare_out, releasing,
+from alexnet.run_folder import (append_metrics, check_training_set, epoch_line, eta_line, prepare_out, releasing,
                                 stop_on_signals, write_config)
 from alexnet.schedule import LRSchedule, param_groups
 
@@ -69,6 +69,7 @@ class Run:
     stats: LayerStats | None = None
     last_diagnosis: dict | None = None
     window_loss: torch.Tensor | None = None   # the stall watch's running sum
+    eta_said: bool = False                # the whole run's estimated time is printed once, after the first epoch
 
     is_main = property(lambda self: self.rank == 0)
 
@@ -295,6 +296,9 @@ def end_of_epoch(run: Run) -> None:
     append_metrics(run.out, row, run.writer)     # after last.pt: metrics.jsonl never runs ahead of it
     plot_curves(run.history, run.out / "curves.png")
     run.log(epoch_line(row, run.cfg.epochs, run.schedule.drops if dropped else None))
+    if not run.eta_said and run.epoch < run.cfg.epochs:
+        run.log(eta_line(row, run.epoch, run.cfg.epochs))
+        run.eta_said = True
     if run.last_diagnosis:
         run.log(format_report([run.last_diagnosis]))
 

@@ -1,17 +1,22 @@
-"""Input pipeline speed: torchvision ImageFolder + DataLoader vs `alexnet prepare` + BatchLoader.
+"""Input pipeline speed: torchvision ImageFolder + DataLoader vs `alexnet prepare` + BatchLoader, both stores.
 
-Both make augmented 224x224 float batches from the same folder of JPEG photographs:
-  (a) torchvision: ImageFolder -> Resize(256), RandomCrop(224), RandomHorizontalFlip, ToTensor,
-      Normalize, in a DataLoader with W worker processes (decodes every JPEG every epoch);
-  (b) ours: `alexnet.data.prepare` decodes once into a 256x256 uint8 cache (W decode processes),
-      then BatchLoader + TrainTransform (random 224 crop, flip, PCA lighting [4.1], mean-image
-      subtraction [4]) as batched tensor ops in W loader threads (one core each: torch ops
-      release the GIL), the whole cache in one in-memory uint8 tensor.
+Each makes augmented 224x224 float batches from the same folder of JPEG photographs:
+  (a) "torchvision": ImageFolder -> Resize(256), RandomCrop(224), RandomHorizontalFlip, ToTensor,
+      Normalize, in a DataLoader with W worker processes (decodes every original JPEG every epoch);
+  (b) "raw cache": `alexnet prepare --store raw` decodes once into a 256x256 uint8 cache (W decode
+      processes), then BatchLoader + TrainTransform (random 224 crop, flip, PCA lighting [4.1], mean-image
+      subtraction [4]) in W loader threads (one core each: the ops release the GIL), the whole cache in
+      one in-memory uint8 tensor;
+  (c) "jpeg cache": `alexnet prepare --store jpeg` (256x256 squares as JPEG, quality 90), then the same
+      BatchLoader + TrainTransform, each loader thread decoding its batch's JPEGs (nothing held decoded in
+      memory, as at ImageNet scale, where the decoded set would not fit).
 The photos are real ones shipped with scikit-image and scikit-learn, randomly cropped and rescaled
 to ImageNet-like sizes (short side 300-500), one class per source photo, in bench/_data/ (reused).
 Rates exclude warm-up (worker start, first batches); each is the median of --repeats windows.
+The targets of issue 21: (c) >= 1,000 img/s per core, and (c) >= 3x (a) with the same W.
 
     python bench/input_pipeline.py                 # 3000 files, batch 128, W=2
+    python bench/input_pipeline.py --json docs/imagenet/input_pipeline.json
     python bench/input_pipeline.py --quick         # a smoke test in seconds
 """
 from __future__ import annotations
@@ -31,6 +36,7 @@ memory.configure()   # the memory settings, explicitly, before torch is imported
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
+from jsonout import check_json_path, write_json  # noqa: E402  (bench/jsonout.py)
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 from photos import class_names, make_photo_folder  # noqa: E402  (bench/photos.py)
 
@@ -64,20 +70,20 @@ def torchvision_batches(folder: Path, batch_size: int, workers: int):
     return iter(loader), len(dataset)
 
 
-def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int):
-    """(b): prepare once (timed), then BatchLoader + TrainTransform, endless over epochs."""
+def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int, store: str):
+    """(b) or (c): prepare once into ``store`` (timed), then BatchLoader + TrainTransform, endless over epochs."""
     from alexnet.data import open_dataset, prepare
     from alexnet.data.loader import BatchLoader
     from alexnet.data.transforms import TrainTransform
 
     shutil.rmtree(cache, ignore_errors=True)
     start = time.perf_counter()
-    prepare(str(folder), str(cache), size=256, workers=workers, progress=False)
+    report = prepare(str(folder), str(cache), size=256, workers=workers, store=store, progress=False)
     prepare_s = time.perf_counter() - start
     train = open_dataset(str(cache), "train", val_fraction=0.0, progress=False)
     transform = TrainTransform(224, flip=True, pca_std=0.1, normalization="mean_image", stats=train.stats)
     loader = BatchLoader(train.images, train.labels, batch_size, transform=transform, seed=0, threads=workers,
-                         prefetch=2 * workers)
+                         prefetch=2 * workers, in_memory_bytes=0 if store == "jpeg" else 1 << 40)
 
     def endless():
         epoch = 0
@@ -85,7 +91,7 @@ def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int):
             yield from loader.iterate(epoch)
             epoch += 1
 
-    return endless(), prepare_s, len(train)
+    return endless(), prepare_s, len(train), report.stored_bytes
 
 
 def describe(rates: list[float]) -> str:
@@ -99,37 +105,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2,
                         help="W: DataLoader worker processes for (a); loader threads and prepare's decode "
-                             "processes for (b) (default 2 = this machine's cores)")
+                             "processes for (b) and (c) (default 2 = this machine's cores)")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per pipeline (median reported)")
     parser.add_argument("--batches", type=int, default=8, help="batches per timed window")
     parser.add_argument("--warmup", type=int, default=6,
                         help="batches before timing starts (more than either pipeline prefetches)")
     parser.add_argument("--data-dir", type=Path, default=HERE / "_data", help="where the photos and cache live")
+    parser.add_argument("--json", default=None, metavar="FILE", help="also write the rows and the machine as JSON")
     parser.add_argument("--quick", action="store_true", help="small and fast: a smoke test, not a measurement")
     args = parser.parse_args(argv)
+    check_json_path(parser, args.json)
     if args.quick:
         args.files, args.batch_size, args.repeats, args.batches, args.warmup = 48, 8, 2, 4, 6
 
     print(f"machine: {machine()}, load average {load_average()}")
     folder = make_photo_folder(args.data_dir, args.files, args.workers)
-    print(f"data: {args.files} JPEGs, short side 300-500, {len(class_names())} classes, in {folder}")
+    original = sum(p.stat().st_size for p in folder.rglob("*.jpg"))
+    print(f"data: {args.files} JPEGs, short side 300-500, {len(class_names())} classes, in {folder} "
+          f"({original / args.files / 1e3:.1f} KB each)")
     common = dict(warmup=args.warmup, window=args.batches, repeats=args.repeats, batch_size=args.batch_size)
+    rows = []
 
     batches, n_files = torchvision_batches(folder, args.batch_size, args.workers)
-    rates_a = timed_windows(batches, **common)
+    rates = timed_windows(batches, **common)
     del batches
-    print(f"(a) torchvision ImageFolder + DataLoader, {args.workers} worker processes: {describe(rates_a)}")
+    rows.append({"pipeline": "torchvision", "img_per_s": statistics.median(rates), "workers": args.workers,
+                 "rates": rates, "bytes_per_image": original / args.files})
+    print(f"(a) torchvision ImageFolder + DataLoader, {args.workers} worker processes: {describe(rates)}")
 
-    batches, prepare_s, n_cached = alexnet_batches(folder, args.data_dir / f"cache-{args.files}", args.batch_size,
-                                                   args.workers)
-    rates_b = timed_windows(batches, **common)
-    batches.close()
-    print(f"(b) alexnet prepare + BatchLoader, {args.workers} loader threads:             {describe(rates_b)}")
+    for letter, store in (("b", "raw"), ("c", "jpeg")):
+        batches, prepare_s, n_cached, stored = alexnet_batches(folder, args.data_dir / f"cache-{store}-{args.files}",
+                                                               args.batch_size, args.workers, store)
+        rates = timed_windows(batches, **common)
+        batches.close()
+        rows.append({"pipeline": f"{store} cache", "img_per_s": statistics.median(rates), "workers": args.workers,
+                     "rates": rates, "prepare_s": prepare_s, "images": n_cached, "bytes_per_image": stored / n_cached})
+        print(f"({letter}) alexnet prepare --store {store:4s} + BatchLoader, {args.workers} loader threads: "
+              f"{describe(rates)}   (prepare {prepare_s:.1f} s, {stored / n_cached / 1e3:.1f} KB per image)")
 
-    rate_a, rate_b = statistics.median(rates_a), statistics.median(rates_b)
-    print(f"ratio (b)/(a): {rate_b / rate_a:.1f}x  (target >= 3x)")
-    print(f"one-off prepare ({n_cached} images cached): {prepare_s:.1f} s   vs   one epoch of (a) "
-          f"({n_files} images at {rate_a:.0f} img/s): {n_files / rate_a:.1f} s")
+    torchvision_rate, jpeg = rows[0]["img_per_s"], rows[2]
+    for row in rows:
+        row["per_core"] = row["img_per_s"] / args.workers
+        row["vs_torchvision"] = row["img_per_s"] / torchvision_rate
+    print(f"ratio (b)/(a): {rows[1]['vs_torchvision']:.1f}x   ratio (c)/(a): {jpeg['vs_torchvision']:.1f}x  "
+          f"(target >= 3x)")
+    print(f"jpeg cache (c) per core: {jpeg['per_core']:.0f} img/s  (target >= 1000)")
+    print(f"one-off prepare ({n_files} images): raw {rows[1]['prepare_s']:.1f} s, jpeg {jpeg['prepare_s']:.1f} s   "
+          f"vs   one epoch of (a) ({n_files} images at {torchvision_rate:.0f} img/s): {n_files / torchvision_rate:.1f} s")
+    if args.json:
+        write_json(args.json, {"machine": machine(), "load_average": load_average(), "files": args.files,
+                               "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
+                               "batches_per_window": args.batches, "quick": args.quick, "rows": rows})
+        print(f"wrote {args.json}")
     return 0
 
 

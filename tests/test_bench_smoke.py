@@ -9,15 +9,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_input_pipeline_bench_quick(tmp_path):
+    import json
+    report = tmp_path / "pipeline.json"
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "input_pipeline.py"), "--quick", "--data-dir",
-                          str(tmp_path)], capture_output=True, text=True, timeout=180)
+                          str(tmp_path), "--json", str(report)], capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-2000:]
     out = run.stdout
     assert "machine:" in out and "torch" in out
     rates = [float(r) for r in re.findall(r"^\(\w\) .*?:\s+(\d+) img/s", out, re.M)]
-    assert len(rates) == 2 and min(rates) > 0
-    assert re.search(r"ratio \(b\)/\(a\): [\d.]+x", out) and re.search(r"one-off prepare .*: [\d.]+ s", out)
+    assert len(rates) == 3 and min(rates) > 0
+    assert re.search(r"ratio \(c\)/\(a\): [\d.]+x", out) and re.search(r"one-off prepare .*: raw [\d.]+ s", out)
     assert len(list((tmp_path / "photos-48").rglob("*.jpg"))) == 48
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["pipeline"] for r in rows] == ["torchvision", "raw cache", "jpeg cache"]
+    assert all(r["img_per_s"] > 0 and r["workers"] == 2 for r in rows)
+    assert rows[2]["bytes_per_image"] < rows[1]["bytes_per_image"] / 4
 
 
 def test_transfer_bench_runs_end_to_end(tmp_path):

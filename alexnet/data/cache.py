@@ -1,10 +1,13 @@
 """The cache format of ``alexnet prepare``: its file names, the one reader, and the writer's pieces.
 
-Cache format (a folder, FORMAT_VERSION 1):
-  <split>_images.npy   uint8 (N, H, W, C), one per split present (train, and val/test when the source has them)
+Cache format (a folder, FORMAT_VERSION 1), in one of two stores (metadata "store"; absent means raw):
+  raw:  <split>_images.npy   uint8 (N, H, W, C), one per split present (train, and val/test when the source has
+                             them), memory-mapped when read
+  jpeg: <split>_jpeg.bin + <split>_index.npy   each image's JPEG bytes, back to back (alexnet.data.jpeg_store)
   <split>_labels.npy   int64 (N,)
-  alexnet-cache.json   classes, source, split sizes, shape, skipped items with reasons, train statistics
-                       (DatasetStats.to_dict()), the input's fingerprint, the options, the format version.
+  alexnet-cache.json   classes, source, split sizes, shape, store, skipped items with reasons, train statistics
+                       (DatasetStats.to_dict()), the input's fingerprint, the options, the format version;
+                       ILSVRC-2012 sources add "wnids" (index = label) and their layout.
 When the source has no val split, train rows are stored in the order of ``holdout.stored_order``: the
 LAST ``holdout_count(N, fraction)`` rows are the held-out validation set for any fraction, so both parts
 are slices of one memory map. Statistics are over the whole train split.
@@ -76,8 +79,27 @@ def read_metadata(folder: str, *, required: bool = True) -> dict | None:
     return meta
 
 
-def load_split(folder: str, meta: dict, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images memory-mapped read-only, labels) of a stored split, checked against ``meta``; UsageError if damaged."""
+def store_of(meta: dict) -> str:
+    """The store of a cache: "raw" or "jpeg" (caches made before the jpeg store have no "store" key)."""
+    return meta.get("store", "raw")
+
+
+def load_split(folder: str, meta: dict, split: str) -> tuple:
+    """(images, labels) of a stored split, checked against ``meta``; UsageError if damaged. Images: the raw
+    store's uint8 array memory-mapped read-only, or the jpeg store's ``JpegImages`` (decoded when read)."""
+    if store_of(meta) == "jpeg":
+        from alexnet.data.jpeg_store import JpegImages
+
+        images = JpegImages.open(folder, split, meta["splits"][split], meta["shape"])
+        try:
+            labels = np.load(labels_path(folder, split))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{folder}: damaged cache, cannot read the {split} labels ({err}); run `alexnet "
+                             f"prepare` again") from None
+        if labels.shape != (len(images),):
+            raise UsageError(f"{labels_path(folder, split)}: damaged cache: {labels.shape} labels for {len(images)} "
+                             f"images; run `alexnet prepare` again")
+        return images, labels
     images_file, labels_file = images_path(folder, split), labels_path(folder, split)
     try:
         images = np.load(images_file, mmap_mode="r")

@@ -1,9 +1,11 @@
-"""Batches of augmented images from a uint8 (N, H, W, C) array, prefetched by background threads.
+"""Batches of augmented images from a uint8 (N, H, W, C) array or JPEG store, prefetched by background threads.
 
 A batch depends only on (seed, epoch, step, rank): the epoch's order comes from a generator seeded
 by (seed, epoch), the augmentation's from one seeded by (seed, epoch, step, rank). So two loaders
 built alike give the same batches, and resuming at a step is just ``iterate(epoch, start_step)``.
-Loader threads run the batched torch ops (which release the GIL) while the model computes.
+Loader threads run the batched torch ops (which release the GIL) while the model computes; from a jpeg
+store (alexnet.data.jpeg_store.JpegImages) each thread also decodes its batch (decode_jpeg releases the
+GIL too), or, on CUDA, the batch's bytes are decoded on the device by nvJPEG in one call.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from alexnet.data.augment import to_float
+from alexnet.data.jpeg_store import JpegImages
 
 IN_MEMORY_BYTES = 1 << 30    # arrays up to this size are copied into one in-memory tensor
 _SHUFFLE, _AUGMENT = 1, 2    # seed-stream tags, so the two generators never share a seed
@@ -29,8 +32,10 @@ def derive_seed(*values: int) -> int:
 class BatchLoader:
     """Yields (x, y): x float32 (B, C, h, w) channels_last and y int64 (B,), both on ``device``.
 
-    images: uint8 (N, H, W, C) numpy array, memmap or torch tensor. Arrays up to ``in_memory_bytes``
-    become one in-memory tensor; bigger memmaps are read per batch (indices sorted for locality).
+    images: uint8 (N, H, W, C) numpy array, memmap, torch tensor or ``JpegImages``. Arrays up to
+    ``in_memory_bytes`` (decoded, for a jpeg store: decoded once, by ``threads`` threads) become one in-memory
+    tensor; bigger memmaps are read per batch (indices sorted for locality), bigger jpeg stores decoded per
+    batch: on CUDA by nvJPEG on the device when ``gpu_decode`` (the default), else by the loader threads.
     transform: ``transform(x_uint8_nchw, generator) -> float batch``, e.g. ``TrainTransform``; None
     scales to [0, 1]. For DDP, rank r of world_size W takes every W-th index of the epoch's order,
     padded by wrapping (as ``DistributedSampler``) so every rank has the same number of batches.
@@ -44,7 +49,7 @@ class BatchLoader:
                  transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
                  shuffle: bool = True, drop_last: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1,
                  device: str | torch.device = "cpu", prefetch: int = 2, threads: int = 1,
-                 in_memory_bytes: int = IN_MEMORY_BYTES) -> None:
+                 in_memory_bytes: int = IN_MEMORY_BYTES, gpu_decode: bool = True) -> None:
         if images.dtype not in (np.uint8, torch.uint8):
             raise TypeError(f"BatchLoader needs uint8 images shaped (N, H, W, C), got {images.dtype} "
                             f"{tuple(images.shape)}")
@@ -58,7 +63,11 @@ class BatchLoader:
                              f"threads >= 0; got batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"seed={seed}, prefetch={prefetch}, threads={threads}")
         if isinstance(images, torch.Tensor):
-            self.images: np.ndarray | torch.Tensor = images              # may live on the GPU already
+            self.images: np.ndarray | torch.Tensor | JpegImages = images  # may live on the GPU already
+        elif isinstance(images, JpegImages) and images.nbytes <= in_memory_bytes:   # decode a small store once
+            self.images = images.read(np.arange(len(images)), threads=max(threads, 1))
+        elif isinstance(images, JpegImages):
+            self.images = images                                          # decoded per batch
         elif images.nbytes <= in_memory_bytes:                            # read a memmap into memory once
             copy = isinstance(images, np.memmap) or not images.flags.writeable
             self.images = torch.from_numpy(np.array(images) if copy else np.ascontiguousarray(images))
@@ -68,6 +77,7 @@ class BatchLoader:
         self.batch_size, self.transform, self.shuffle, self.drop_last = batch_size, transform, shuffle, drop_last
         self.seed, self.rank, self.world_size, self.prefetch, self.threads = seed, rank, world_size, prefetch, threads
         self.device = torch.device(device)
+        self.gpu_decode = gpu_decode and self.device.type == "cuda" and isinstance(self.images, JpegImages)
         self.epoch = 0
 
     @property
@@ -119,6 +129,10 @@ class BatchLoader:
         if self.in_memory and self.images.device == self.device and getattr(self.transform, "accepts_index", False):
             # the transform crops straight out of the dataset tensor: no copy of the whole images
             return self.transform(self.images.permute(0, 3, 1, 2), generator, index=index), y.to(self.device)
+        if self.gpu_decode:     # only the JPEG bytes cross to the device
+            x = self._decode_on_device(index)
+            y = y.pin_memory().to(self.device, non_blocking=True)
+            return (to_float(x) if self.transform is None else self.transform(x, generator)), y
         pin = self.device.type == "cuda" and not (self.in_memory and self.images.is_cuda)
         x = self._gather(index, pin).permute(0, 3, 1, 2)     # (B, C, H, W) channels_last view
         if pin:   # gathered straight into page-locked memory: the copy overlaps with compute
@@ -133,12 +147,27 @@ class BatchLoader:
         if self.in_memory and not pin:
             return self.images[index.to(self.images.device)]
         out = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=pin)
+        if isinstance(self.images, JpegImages):
+            return self.images.read(index.numpy(), out=out)
         if self.in_memory:
             return torch.index_select(self.images, 0, index, out=out)
         index = index.numpy()
         order = np.argsort(index, kind="stable")         # read the memmap in file order ...
         out.numpy()[order] = self.images[index[order]]   # ... and put each image where it belongs
         return out
+
+
+    def _decode_on_device(self, index: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) channels_last on the CUDA device, decoded there by nvJPEG; if this torchvision
+        cannot decode on the device, the loader says so once and decodes on the CPU from then on."""
+        try:
+            return self.images.read_on(index.numpy(), self.device)
+        except RuntimeError as err:
+            import warnings
+            warnings.warn(f"decoding JPEGs on {self.device} failed ({err}); decoding them on the CPU instead "
+                          f"(use --loader-threads to give it more cores)", RuntimeWarning, stacklevel=2)
+            self.gpu_decode = False
+            return self._gather(index, True).permute(0, 3, 1, 2).to(self.device, non_blocking=True)
 
 
 class _Prefetcher:

@@ -8,7 +8,14 @@ The cache's layout is alexnet.data.cache's; this module decides what goes into i
   else each rescaled so its short side is ``size`` and centre-cropped to size x size [4];
 - channels: 1 when every image is greyscale, else 3, unless ``channels`` forces it;
 - the held-out order of train when the source has no val split (``holdout.stored_order``, seeded);
-- reuse: a second prepare of unchanged input with options giving the same result reuses the cache.
+- reuse: a second prepare of unchanged input with options giving the same result reuses the cache;
+- the store (``store``): "raw" uint8 arrays, memory-mapped, nothing to decode while training; or "jpeg",
+  each stored square as JPEG bytes at ``quality`` (alexnet.data.jpeg_store), about 10x smaller and decoded
+  by the loader. "auto" (the default) chooses jpeg for ILSVRC-2012 sources and for photo sources whose raw
+  store would exceed ``RAW_AUTO_LIMIT`` bytes, raw otherwise (small-image sources are always raw).
+ILSVRC-2012 sources (alexnet.data.ilsvrc: the devkit layout, the three archives read in place, Kaggle's,
+val sorted into synset folders) skip the probing pass: they are photographs of varied sizes, stored as
+size x size squares with 3 channels (unless ``channels`` says 1); bad files are found while decoding.
 """
 from __future__ import annotations
 
@@ -23,12 +30,16 @@ from alexnet.data import cache
 from alexnet.data.decode import convert_channels, fit_arrays, shape_rule
 from alexnet.data.holdout import stored_order
 from alexnet.data.listing import Listing, list_csv, list_image_folder
-from alexnet.data.parallel import decode_chunk, probe_chunk, run_chunks
+from alexnet.data.jpeg_store import DEFAULT_QUALITY, JpegSplitWriter, decode_pil, encode, jpeg_path
+from alexnet.data.parallel import ENCODE_CHUNK, decode_chunk, encode_chunk, probe_chunk, run_chunks
 from alexnet.data.resolve import Arrays, Source, fingerprint, load_arrays, resolve_source, source_files
-from alexnet.data.stats import compute_stats
+from alexnet.data.stats import StatsSums, compute_stats
 from alexnet.errors import UsageError
 
 SHOWN_SKIPPED = 20         # skipped items listed in a summary; all of them are in the metadata
+STORES = ("auto", "raw", "jpeg")
+RAW_AUTO_LIMIT = 8 << 30   # store "auto": a photo source whose raw store would be bigger than this goes to jpeg
+PHOTO_KINDS = ("folder", "csv", "ilsvrc")
 
 
 @dataclass
@@ -43,12 +54,19 @@ class PrepareReport:
     paths: dict[str, str] = field(default_factory=dict)            # split -> images .npy
     reused: bool = False
     seconds: float = 0.0
+    store: str = "raw"
+    quality: int | None = None                                     # the jpeg store's JPEG quality
+    stored_bytes: int = 0                                          # the images' bytes on disk, all splits
 
     def summary(self) -> str:
         verb = "reused the existing cache (input unchanged)" if self.reused else "prepared"
         h, w, c = self.shape
+        total = sum(self.counts.values())
+        store = f"jpeg (quality {self.quality})" if self.store == "jpeg" else "raw (uint8 arrays)"
         lines = [f"{verb}: {self.out}", f"  source: {self.source}",
                  "  images: " + ", ".join(f"{s} {n:,}" for s, n in self.counts.items()) + f" of {h}x{w}x{c}",
+                 f"  store: {store}, {self.stored_bytes / 1e9:,.2f} GB"
+                 + (f", {self.stored_bytes / total / 1e3:,.1f} KB per image" if total else ""),
                  f"  skipped: {len(self.skipped)}"]
         lines += [f"    {item}: {reason}" for item, reason in self.skipped[:SHOWN_SKIPPED]]
         if len(self.skipped) > SHOWN_SKIPPED:
@@ -61,26 +79,35 @@ class PrepareReport:
 
 def prepare(spec: str, out: str, *, size: int = 256, workers: int | None = None, strict: bool = False,
             channels: int | None = None, seed: int = 0, data_root: str | None = None,
-            image_column: str | None = None, label_column: str | None = None, progress: bool = True) -> PrepareReport:
+            image_column: str | None = None, label_column: str | None = None, store: str = "auto",
+            quality: int = DEFAULT_QUALITY, progress: bool = True) -> PrepareReport:
     """Decode the source ``spec`` once into a cache folder ``out`` (see the module docstring).
 
     workers: decoding processes (None: one per CPU core). strict: any bad item stops the run
-    (UsageError listing them all) and nothing is left at ``out``.
+    (UsageError listing them all) and nothing is left at ``out``. store: "auto", "raw" or "jpeg";
+    quality: the jpeg store's JPEG quality (1-100).
     """
+    check_options(size, channels, workers, store, quality)
     source = resolve_source(spec, data_root, progress=progress)
     if source.kind == "cache":
         raise UsageError(f"{spec} is already a cache made by `alexnet prepare`; use it directly (--data {spec})")
     return prepare_source(source, out, size=size, workers=workers, strict=strict, channels=channels, seed=seed,
-                          image_column=image_column, label_column=label_column, progress=progress)
+                          image_column=image_column, label_column=label_column, store=store, quality=quality,
+                          progress=progress)
 
 
-def check_options(size: int, channels: int | None, workers: int | None) -> None:
+def check_options(size: int, channels: int | None, workers: int | None, store: str = "auto",
+                  quality: int = DEFAULT_QUALITY) -> None:
     if size < 1:
         raise UsageError(f"--image-size must be a positive number of pixels, got {size}")
     if channels not in (None, 1, 3):
         raise UsageError(f"--channels must be 1 or 3, got {channels}")
     if workers is not None and workers < 0:
         raise UsageError(f"--workers must be >= 0, got {workers}")
+    if store not in STORES:
+        raise UsageError(f"--store must be one of {', '.join(STORES)}, got {store!r}")
+    if not 1 <= quality <= 100:
+        raise UsageError(f"--quality must be a JPEG quality from 1 to 100, got {quality}")
 
 
 def check_strict(skipped: list, strict: bool, where: str, note: str = "nothing was written") -> None:
@@ -93,9 +120,10 @@ def check_strict(skipped: list, strict: bool, where: str, note: str = "nothing w
 
 def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | None = None, strict: bool = False,
                    channels: int | None = None, seed: int = 0, image_column: str | None = None,
-                   label_column: str | None = None, progress: bool = True) -> PrepareReport:
-    """``prepare`` for an already resolved source (open_dataset uses this for folders and CSV files)."""
-    check_options(size, channels, workers)
+                   label_column: str | None = None, store: str = "auto", quality: int = DEFAULT_QUALITY,
+                   progress: bool = True) -> PrepareReport:
+    """``prepare`` for an already resolved source (open_dataset uses this for folders, CSV files and ILSVRC)."""
+    check_options(size, channels, workers, store, quality)
     start = time.perf_counter()
     out = os.path.abspath(out)
     data: Listing | Arrays | None = None
@@ -103,14 +131,19 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
         data = list_image_folder(source.path)
     elif source.kind == "csv":
         data = list_csv(source.path, image_column, label_column)
+    elif source.kind == "ilsvrc":
+        from alexnet.data.ilsvrc import list_ilsvrc
+        data = list_ilsvrc(source.path, source.name or None)
     photos = data is not None
-    files = ([p for items in data.splits.values() for p, _ in items] + data.extra_files) if photos \
-        else source_files(source)
-    if source.kind == "folder" and _inside(out, source.path):
-        raise UsageError(f"--out {out} is inside the data folder {source.path}; it would be read as a class "
-                         f"folder next time. Choose a folder outside it")
-    options = {"size": size, "channels": channels, "seed": seed,
-               "image_column": image_column, "label_column": label_column}
+    # archive members are not files: the archives (in extra_files) stand for them in the fingerprint
+    files = ([p for items in data.splits.values() for p, _ in items if isinstance(p, str)] + data.extra_files) \
+        if photos else source_files(source)
+    if source.kind in ("folder", "ilsvrc") and _inside(out, source.path):
+        raise UsageError(f"--out {out} is inside the data folder {source.path}; it would be read as data "
+                         f"next time. Choose a folder outside it")
+    store = resolve_store(store, source.kind, sum(map(len, data.splits.values())) if photos else 0, size, channels)
+    options = {"size": size, "channels": channels, "seed": seed, "image_column": image_column,
+               "label_column": label_column, "store": store, "quality": quality if store == "jpeg" else None}
     input_fingerprint = fingerprint(files)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with cache.locked(out):
@@ -121,20 +154,33 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
             return report
         with _out_of_space_is_usage(out), cache.staging(out) as tmp:
             if photos:
-                written = _write_photos(data, tmp, size=size, channels=channels, seed=seed,
+                written = _write_photos(data, tmp, size=size, channels=channels, seed=seed, store=store,
+                                        quality=quality, known_shape=source.kind == "ilsvrc",
                                         workers=(os.cpu_count() or 1) if workers is None else workers,
                                         progress=progress)
             else:
                 data = load_arrays(source)
-                written = _write_arrays(data, tmp, size=size, channels=channels, seed=seed)
+                written = _write_arrays(data, tmp, size=size, channels=channels, seed=seed, store=store,
+                                        quality=quality)
             check_strict(written["skipped"], strict, source.path)
-            stats = compute_stats(np.load(cache.images_path(tmp, "train"), mmap_mode="r"))
+            stats = written.pop("stats") or compute_stats(np.load(cache.images_path(tmp, "train"), mmap_mode="r"))
+            extra = {"wnids": list(data.wnids), "layout": data.layout} if source.kind == "ilsvrc" else {}
             meta = cache.write_metadata(tmp, {"source": data.description, "kind": source.kind, "path": source.path,
-                                              "classes": list(data.classes), **written,
+                                              "classes": list(data.classes), **extra, **written,
                                               "fingerprint": input_fingerprint, "options": options,
                                               "seconds": round(time.perf_counter() - start, 3)},
                                         stats.to_dict())
     return report_from_metadata(out, meta, reused=False, seconds=time.perf_counter() - start)
+
+
+def resolve_store(store: str, kind: str, count: int, size: int, channels: int | None) -> str:
+    """The store "auto" stands for (see the module docstring); "raw" and "jpeg" are kept."""
+    if store != "auto":
+        return store
+    if kind == "ilsvrc":
+        return "jpeg"
+    raw_bytes = count * size * size * (channels or 3)
+    return "jpeg" if kind in PHOTO_KINDS and raw_bytes > RAW_AUTO_LIMIT else "raw"
 
 
 @contextlib.contextmanager
@@ -157,18 +203,25 @@ def _same_result(meta: dict, options: dict) -> bool:
     stored = meta["options"]
     if any(stored.get(k) != options[k] for k in ("seed", "image_column", "label_column")):
         return False
+    if cache.store_of(meta) != options["store"] or stored.get("quality") != options["quality"]:
+        return False
     channels = options["channels"] or (1 if meta["grey"] else 3)
     (height, width), _ = shape_rule(meta["native_shape"], options["size"])
     return [height, width, channels] == list(meta["shape"])
 
 
 def report_from_metadata(out: str, meta: dict, *, reused: bool, seconds: float) -> PrepareReport:
+    store = cache.store_of(meta)
+    where = jpeg_path if store == "jpeg" else cache.images_path
+    paths = {s: where(out, s) for s in meta["splits"]}
+    stored = sum(os.path.getsize(p) for p in paths.values() if os.path.exists(p))
     return PrepareReport(out, meta["source"], dict(meta["splits"]), tuple(meta["shape"]),
-                         [tuple(s) for s in meta["skipped"]],
-                         {s: cache.images_path(out, s) for s in meta["splits"]}, reused, seconds)
+                         [tuple(s) for s in meta["skipped"]], paths, reused, seconds, store,
+                         meta["options"].get("quality"), stored)
 
 
-def _write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int) -> dict:
+def _write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int, store: str,
+                  quality: int) -> dict:
     native = list(data.splits["train"][0].shape[1:3])
     splits = {s: (fit_arrays(convert_channels(images, channels or images.shape[-1]), size), labels)
               for s, (images, labels) in data.splits.items()}
@@ -177,30 +230,48 @@ def _write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, se
         images, labels = splits["train"]
         order = stored_order(labels, seed)
         splits["train"] = (images[order], labels[order])
+    stats = None
     for split, (images, labels) in splits.items():
-        cache.save_split(tmp, split, images, labels)
+        if store == "raw":
+            cache.save_split(tmp, split, images, labels)
+            continue
+        writer, sums = JpegSplitWriter(tmp, split), StatsSums(*images.shape[1:])
+        for image, label in zip(images, labels):
+            blob = encode(image, quality)
+            writer.append(blob, int(label))
+            if split == "train":
+                sums.add(decode_pil(blob, images.shape[-1])[None])
+        writer.close()
+        stats = sums.result() if split == "train" else stats
     shape = splits["train"][0].shape[1:]
-    return {"splits": {s: len(v[1]) for s, v in splits.items()}, "shape": list(shape), "skipped": [],
-            "holdout": {"seed": seed} if holdout else None, "grey": data.splits["train"][0].shape[-1] == 1,
-            "native_shape": native}
+    return {"splits": {s: len(v[1]) for s, v in splits.items()}, "shape": list(shape), "store": store,
+            "skipped": [], "holdout": {"seed": seed} if holdout else None,
+            "grey": data.splits["train"][0].shape[-1] == 1, "native_shape": native, "stats": stats}
 
 
-def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, seed: int, workers: int,
-                  progress: bool) -> dict:
+def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, seed: int, store: str, quality: int,
+                  known_shape: bool, workers: int, progress: bool) -> dict:
+    """Decode (and for the jpeg store encode) every image of ``data`` into the cache in ``tmp``.
+
+    known_shape (ILSVRC-2012): no probing pass; photographs of varied sizes, 3 channels unless ``channels``.
+    """
     skipped = list(data.skipped)
-    entries = [(split, path, label) for split, items in data.splits.items() for path, label in items]
-    probes = run_chunks(probe_chunk, [path for _, path, _ in entries], (), workers, "checking", progress)
-    usable: dict[str, list[tuple[str, int]]] = {split: [] for split in data.splits}
-    shapes, all_grey = set(), True
-    with contextlib.closing(probes):
-        for (split, path, label), probe in zip(entries, probes):
-            if isinstance(probe, str):
-                skipped.append((path, probe))
-                continue
-            usable[split].append((path, label))
-            shapes.add((probe.height, probe.width))
-            all_grey &= probe.grey
-    if not usable["train"]:
+    usable: dict[str, list[tuple]] = {split: list(items) for split, items in data.splits.items()}
+    shapes, all_grey = set(), False
+    if not known_shape:
+        entries = [(split, item, label) for split, items in data.splits.items() for item, label in items]
+        probes = run_chunks(probe_chunk, [item for _, item, _ in entries], (), workers, "checking", progress)
+        usable = {split: [] for split in data.splits}
+        all_grey = True
+        with contextlib.closing(probes):
+            for (split, item, label), probe in zip(entries, probes):
+                if isinstance(probe, str):
+                    skipped.append((str(item), probe))
+                    continue
+                usable[split].append((item, label))
+                shapes.add((probe.height, probe.width))
+                all_grey &= probe.grey
+    if not usable.get("train"):
         raise UsageError(f"{data.description}: no usable training images ({len(skipped)} skipped"
                          + (f"; e.g. {skipped[0][0]}: {skipped[0][1]}" if skipped else "") + ")")
     native = next(iter(shapes)) if len(shapes) == 1 else None
@@ -210,31 +281,45 @@ def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, s
     if holdout:
         order = stored_order(np.array([label for _, label in usable["train"]]), seed)
         usable["train"] = [usable["train"][i] for i in order]
-    counts = {}
+    counts, sums = {}, StatsSums(*shape) if store == "jpeg" else None
     for split, items in usable.items():
-        counts[split], bad = _write_split(tmp, split, items, shape, resize, workers, progress)
+        counts[split], bad = _write_split(tmp, split, items, shape, resize, workers, progress, store, quality,
+                                          sums if split == "train" else None)
         skipped += bad
     if counts["train"] == 0:
         raise UsageError(f"{data.description}: none of the training images could be decoded "
                          f"(e.g. {skipped[-1][0]}: {skipped[-1][1]})")
-    return {"splits": counts, "shape": list(shape), "skipped": [list(s) for s in skipped],
+    return {"splits": counts, "shape": list(shape), "store": store, "skipped": [list(s) for s in skipped],
             "holdout": {"seed": seed} if holdout else None, "grey": all_grey,
-            "native_shape": list(native) if native else None}
+            "native_shape": list(native) if native else None, "stats": sums.result() if sums else None}
 
 
-def _write_split(tmp: str, split: str, items: list[tuple[str, int]], shape: tuple[int, int, int],
-                 resize: int | None, workers: int, progress: bool) -> tuple[int, list[tuple[str, str]]]:
-    """Decode ``items`` in order into the cache's ``split``; returns (rows written, skipped)."""
-    writer = cache.SplitWriter(tmp, split, len(items), shape)
+def _write_split(tmp: str, split: str, items: list[tuple], shape: tuple[int, int, int], resize: int | None,
+                 workers: int, progress: bool, store: str, quality: int,
+                 sums: StatsSums | None) -> tuple[int, list[tuple[str, str]]]:
+    """Decode ``items`` in order into the cache's ``split``; returns (rows written, skipped).
+
+    raw: the decoded arrays go into a memory-mapped array. jpeg: the workers encode them and add the
+    decoded JPEGs to the statistics ``sums`` (train), so nothing but the bytes crosses between processes.
+    """
     bad = []
-    results = run_chunks(decode_chunk, [p for p, _ in items], (shape[2], resize), workers, f"decoding {split}",
-                         progress)
+    paths = [item for item, _ in items]
+    if store == "jpeg":
+        writer = JpegSplitWriter(tmp, split)
+        results = run_chunks(encode_chunk, paths, (shape, resize, quality, sums is not None), workers,
+                             f"encoding {split}", progress, chunk=ENCODE_CHUNK,
+                             on_extra=sums.merge if sums is not None else None)
+    else:
+        writer = cache.SplitWriter(tmp, split, len(items), shape)
+        results = run_chunks(decode_chunk, paths, (shape[2], resize), workers, f"decoding {split}", progress)
     with contextlib.closing(results):
         for (item, label), result in zip(items, results):
             if isinstance(result, str):
-                bad.append((item, result))
+                bad.append((str(item), result))
+            elif store == "jpeg":
+                writer.append(result, label)
             elif result.shape != shape:
-                bad.append((item, f"decoded to {result.shape}, expected {shape} (its header size was wrong)"))
+                bad.append((str(item), f"decoded to {result.shape}, expected {shape} (its header size was wrong)"))
             else:
                 writer.append(result, label)
     return writer.close(), bad

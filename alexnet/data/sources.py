@@ -2,7 +2,7 @@
 
 Small-image sources (idx, CIFAR, the builtins) load into memory at their own size (rescaled only when
 ``size`` is smaller than they are, by ``decode.shape_rule``).
-Folders of photos and CSV files are prepared implicitly into a cache (``cache_dir/<name>-<key>`` or
+Folders of photos, CSV files and ILSVRC-2012 trees and archives are prepared implicitly into a cache (``cache_dir/<name>-<key>`` or
 ``~/.cache/alexnet/prepared/<name>-<key>``, key = hash of the resolved path and CSV columns) and opened
 from it; the cache is rebuilt when the files or the requested size/channels change, and reused
 otherwise. Caches are memory-mapped, never read into RAM.
@@ -28,7 +28,7 @@ from alexnet.data import cache
 from alexnet.data.builtin import cache_root
 from alexnet.data.decode import convert_channels, fit_arrays
 from alexnet.data.holdout import HOLDOUT_SEED, holdout_order, select
-from alexnet.data.preparation import check_options, check_strict, prepare_source
+from alexnet.data.preparation import PHOTO_KINDS, check_options, check_strict, prepare_source
 from alexnet.data.resolve import Source, fingerprint, load_arrays, resolve_source, source_files
 from alexnet.data.stats import DatasetStats, compute_stats
 from alexnet.errors import UsageError
@@ -62,7 +62,7 @@ def open_dataset(spec: str, split: str = "train", *, data_root: str | None = Non
         raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     check_options(size, channels, workers)
     source = resolve_source(spec, data_root, progress=progress)
-    if source.kind in ("folder", "csv"):
+    if source.kind in PHOTO_KINDS:
         out = implicit_cache_path(source, cache_dir, image_column=image_column, label_column=label_column)
         report = prepare_source(source, out, size=size, workers=workers, strict=strict, channels=channels,
                                 seed=HOLDOUT_SEED,

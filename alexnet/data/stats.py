@@ -38,8 +38,62 @@ class DatasetStats:
                    int(d.get("count", 0)))
 
 
+class StatsSums:
+    """The running sums behind ``DatasetStats``: pixel sums per position and the CxC sums of pixel products.
+
+    Exact integers (int64), so partial sums made in different processes merge into the same result in
+    any order; ``add`` takes uint8 (N, H, W, C) images, ``merge`` another StatsSums, ``result`` the statistics.
+    """
+
+    def __init__(self, height: int, width: int, channels: int) -> None:
+        self.image_sum = np.zeros((height, width, channels), np.int64)
+        self.outer_sum = np.zeros((channels, channels), np.int64)
+        self.count = 0
+
+    def add(self, images: np.ndarray) -> "StatsSums":
+        """Add uint8 (N, H, W, C) images, ``CHUNK_ELEMENTS`` values at a time (memory maps are streamed)."""
+        if images.ndim != 4 or images.dtype != np.uint8 or images.shape[1:] != self.image_sum.shape:
+            raise ValueError(f"StatsSums of {self.image_sum.shape} images got {images.dtype} {images.shape}")
+        n, h, w, c = images.shape
+        per_chunk = max(1, CHUNK_ELEMENTS // (h * w * c))
+        for start in range(0, n, per_chunk):
+            chunk = np.asarray(images[start:start + per_chunk])
+            self.image_sum += chunk.sum(axis=0, dtype=np.int64)
+            pixels = chunk.reshape(-1, c).astype(np.float64)        # products are exact in float64 per chunk
+            self.outer_sum += np.rint(pixels.T @ pixels).astype(np.int64)
+        self.count += n
+        return self
+
+    def merge(self, other: "StatsSums") -> "StatsSums":
+        self.image_sum += other.image_sum
+        self.outer_sum += other.outer_sum
+        self.count += other.count
+        return self
+
+    def result(self) -> DatasetStats:
+        """The statistics of every image added (see ``compute_stats``)."""
+        n = self.count
+        if n == 0:
+            raise ValueError("compute_stats needs at least one image")
+        h, w, c = self.image_sum.shape
+        scale = 255.0
+        pixel_count = n * h * w
+        image_sum = self.image_sum.astype(np.float64)
+        mean_image = image_sum / (n * scale)
+        channel_mean = image_sum.reshape(-1, c).sum(axis=0) / (pixel_count * scale)
+        covariance = self.outer_sum.astype(np.float64) / (pixel_count * scale * scale) - np.outer(channel_mean,
+                                                                                                  channel_mean)
+        eigvals, eigvecs = np.linalg.eigh(covariance)          # ascending
+        eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
+        eigvecs = eigvecs * np.where(eigvecs.sum(axis=0) < 0, -1.0, 1.0)
+        channel_std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+        return DatasetStats(mean_image.astype(np.float32), channel_mean.astype(np.float32),
+                            channel_std.astype(np.float32), np.clip(eigvals, 0.0, None).astype(np.float32),
+                            np.ascontiguousarray(eigvecs, dtype=np.float32), count=n)
+
+
 def compute_stats(images: np.ndarray) -> DatasetStats:
-    """Statistics of uint8 ``images`` (N, H, W, C), read in chunks and accumulated in float64.
+    """Statistics of uint8 ``images`` (N, H, W, C), read in chunks and accumulated exactly.
 
     The covariance is over ALL training pixels (each pixel an observation of C values), as the
     paper's PCA on "the set of RGB pixel values throughout the training set" [4.1]; it is the
@@ -48,26 +102,6 @@ def compute_stats(images: np.ndarray) -> DatasetStats:
     """
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ValueError(f"compute_stats expects uint8 (N, H, W, C) images, got {images.dtype} {images.shape}")
-    n, h, w, c = images.shape
-    if n == 0:
+    if len(images) == 0:
         raise ValueError("compute_stats needs at least one image")
-    per_chunk = max(1, CHUNK_ELEMENTS // (h * w * c))
-    image_sum = np.zeros((h, w, c), np.float64)
-    outer_sum = np.zeros((c, c), np.float64)
-    for start in range(0, n, per_chunk):
-        chunk = np.asarray(images[start:start + per_chunk], dtype=np.float64)   # (B, H, W, C) in 0..255
-        image_sum += chunk.sum(axis=0)
-        pixels = chunk.reshape(-1, c)
-        outer_sum += pixels.T @ pixels   # integer-valued, exact in float64 up to ~1e15
-    scale = 255.0
-    pixel_count = n * h * w
-    mean_image = image_sum / (n * scale)
-    channel_mean = image_sum.reshape(-1, c).sum(axis=0) / (pixel_count * scale)
-    covariance = outer_sum / (pixel_count * scale * scale) - np.outer(channel_mean, channel_mean)
-    eigvals, eigvecs = np.linalg.eigh(covariance)          # ascending
-    eigvals, eigvecs = eigvals[::-1], eigvecs[:, ::-1]
-    eigvecs = eigvecs * np.where(eigvecs.sum(axis=0) < 0, -1.0, 1.0)
-    channel_std = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
-    return DatasetStats(mean_image.astype(np.float32), channel_mean.astype(np.float32),
-                        channel_std.astype(np.float32), np.clip(eigvals, 0.0, None).astype(np.float32),
-                        np.ascontiguousarray(eigvecs, dtype=np.float32), count=n)
+    return StatsSums(*images.shape[1:]).add(images).result()
