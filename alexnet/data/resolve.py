@@ -1,8 +1,9 @@
 """What a ``--data`` spec names (``Source``, ``resolve_source``), and loading the small-image kinds into memory.
 
 Resolution order: a builtin name (fashion-mnist, mnist); then a path: a ``.csv`` file; a folder
-holding a cache made by ``alexnet prepare``; a folder of idx files; a CIFAR python-batches folder;
-a folder of class sub-folders.
+holding a cache made by ``alexnet prepare``; ILSVRC-2012 as distributed (alexnet.data.ilsvrc: the
+devkit layout, the three archives, Kaggle's layout, val sorted into synset folders; ``Source.name`` is
+the layout); a folder of idx files; a CIFAR python-batches folder; a folder of class sub-folders.
 """
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ from alexnet.errors import UsageError
 
 ACCEPTED = ("--data accepts: a builtin name (" + ", ".join(BUILTINS) + "); a folder of class sub-folders "
             "(optionally under train/ val/ test/); a CSV file of image paths or ids and labels; a folder of "
-            "MNIST-style idx files; a CIFAR-10/100 python-batches folder; or a cache made by `alexnet prepare`")
+            "MNIST-style idx files; a CIFAR-10/100 python-batches folder; ILSVRC-2012 as distributed (train/ + "
+            "val/ + the devkit, the three downloaded archives, or Kaggle's ILSVRC/Data/CLS-LOC layout); or a "
+            "cache made by `alexnet prepare`")
 BUILTIN_FOLDER_NAMES = {"fashion-mnist": "fashion-mnist", "fashion_mnist": "fashion-mnist",
                         "fashionmnist": "fashion-mnist", "mnist": "mnist"}
 
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved spec. kind: idx, cifar, folder, csv or cache; name: the builtin it is, if any."""
+    """A resolved spec. kind: idx, cifar, folder, csv, ilsvrc or cache; name: the builtin it is, if any, or
+    the ILSVRC-2012 layout."""
 
     kind: str
     path: str
@@ -54,6 +58,9 @@ def resolve_source(spec: str, data_root: str | None = None, *, progress: bool = 
         raise UsageError(f"--data {spec!r} is a file but not a .csv. {ACCEPTED}")
     if is_cache(path):
         return Source("cache", path)
+    from alexnet.data.ilsvrc import detect
+    if layout := detect(path):
+        return Source("ilsvrc", path, layout)
     if idx_files(path):
         names = [os.path.basename(path).lower(), os.path.basename(os.path.dirname(path)).lower()]
         builtin = next((BUILTIN_FOLDER_NAMES[n] for n in names if n in BUILTIN_FOLDER_NAMES), "")
