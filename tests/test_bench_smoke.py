@@ -83,3 +83,16 @@ def test_machine_line_names_the_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H200")
     assert machine().endswith(f", 2 x NVIDIA H200 (CUDA {torch.version.cuda})")
+
+
+def test_gpu_feed_bench_quick_runs_on_the_cpu(tmp_path):
+    """bench/gpu_feed.py on a tiny budget, on the CPU (rows "on device" and "cpu decode"): runs, writes its JSON."""
+    import json
+    report = tmp_path / "feed.json"
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_feed.py"), "--quick", "--device", "cpu",
+                          "--data-dir", str(tmp_path), "--json", str(report)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(report.read_text())["rows"]
+    assert [r["feed"] for r in rows] == ["on device", "cpu decode"] and all(r["img_per_s"] > 0 for r in rows)
+    assert rows[0]["vs_on_device"] == 1.0 and "cpu decode / on device:" in run.stdout

@@ -206,3 +206,22 @@ def test_train_and_eval_from_a_jpeg_store(both, tmp_path, capsys):
     assert main(["eval", str(run / "best.pt"), "--data", jpeg.out, "--split", "val", "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 4 and 0 <= report["top1"] <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_decodes_the_jpeg_store_on_the_device_like_the_cpu(both):
+    """nvJPEG on the device against libjpeg-turbo on the CPU: the same images to within a level or two (their
+    IDCTs and chroma upsampling differ), and the loader's batches on cuda built from them."""
+    _, jpeg = both
+    train = open_dataset(jpeg.out, "train", progress=False)
+    index = np.arange(len(train))
+    on_device = train.images.read_on(index, torch.device("cuda")).permute(0, 2, 3, 1).cpu().numpy()
+    on_cpu = train.images.read(index).numpy()
+    assert on_device.shape == on_cpu.shape and np.abs(on_device.astype(int) - on_cpu.astype(int)).mean() < 1.5
+    transform = TrainTransform(56, pca_std=0.1, stats=train.stats)
+    loader = BatchLoader(train.images, train.labels, 8, transform=transform, seed=3, device="cuda", in_memory_bytes=0)
+    assert loader.gpu_decode
+    cpu = BatchLoader(train.images, train.labels, 8, transform=transform, seed=3, in_memory_bytes=0)
+    for (xg, yg), (xc, yc) in zip(loader.iterate(0), cpu.iterate(0)):
+        assert xg.is_cuda and torch.equal(yg.cpu(), yc) and (xg.cpu() - xc).abs().mean() < 0.02
