@@ -138,6 +138,10 @@ class SplitWriter:
         self.images[len(self.labels)] = image
         self.labels.append(label)
 
+    def discard(self) -> None:
+        """Unmap after a failure (the staging folder it is in is removed)."""
+        self.images = None
+
     def close(self) -> int:
         self.images.flush()
         self.images = None                      # unmapped before the file is cut

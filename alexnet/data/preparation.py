@@ -312,16 +312,20 @@ def _write_split(tmp: str, split: str, items: list[tuple], shape: tuple[int, int
     else:
         writer = cache.SplitWriter(tmp, split, len(items), shape)
         results = run_chunks(decode_chunk, paths, (shape[2], resize), workers, f"decoding {split}", progress)
-    with contextlib.closing(results):
-        for (item, label), result in zip(items, results):
-            if isinstance(result, str):
-                bad.append((str(item), result))
-            elif store == "jpeg":
-                writer.append(result, label)
-            elif result.shape != shape:
-                bad.append((str(item), f"decoded to {result.shape}, expected {shape} (its header size was wrong)"))
-            else:
-                writer.append(result, label)
+    try:
+        with contextlib.closing(results):
+            for (item, label), result in zip(items, results):
+                if isinstance(result, str):
+                    bad.append((str(item), result))
+                elif store == "jpeg":
+                    writer.append(result, label)
+                elif result.shape != shape:
+                    bad.append((str(item), f"decoded to {result.shape}, expected {shape} (its header size was wrong)"))
+                else:
+                    writer.append(result, label)
+    except BaseException:
+        writer.discard()
+        raise
     return writer.close(), bad
 
 
