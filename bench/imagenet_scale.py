@@ -5,19 +5,21 @@ tar.gz; bench/ilsvrc_tree.py) with photo-like content: random crops of the real 
 and scikit-learn (bench/photos.py), at ImageNet's size mix (most 500x375 or 375x500, the rest 200-500 px on the long
 side at varied aspect; about 400x350 on average) and JPEG quality 85-95. It measures, each step on its own:
   listing      detect + list_ilsvrc (scandir of 1,000 folders), and the fingerprint's stat of every file
-  prepare      `alexnet prepare --store jpeg` (and raw) in a subprocess: img/s per core, peak RSS of the process
-               tree (sampled every 0.2 s), bytes per image; also at 1k and 8k images (hard-linked subsets of the
-               same tree) to show that peak memory does not grow with N
+  prepare      `alexnet prepare --store jpeg` (and raw) in a subprocess: img/s per core, peak memory of the process
+               tree (PSS, sampled every 0.2 s: shared pages counted once), bytes per image; also at 1k and 8k
+               images (hard-linked subsets of the same tree), to show how peak memory grows with N
   loader       BatchLoader over the jpeg cache (decoding per batch, W threads): img/s per core, first-batch latency
   train        a few hundred SGD steps of `--recipe paper` (alexnet_2012, batch 128) fed from the jpeg cache
 Results go to --json; docs/imagenet.md has the table and the projection to 1.28 M images.
 
     python bench/imagenet_scale.py --n 100000 --json docs/imagenet/scale-100k.json
     python bench/imagenet_scale.py --n 2000 --steps 3 --skip-raw      # a quick look
+    python bench/imagenet_scale.py --parts loader,train --json FILE   # measure again what changed
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -84,7 +86,7 @@ def make_tree(root: Path, n: int, val: int, workers: int) -> dict:
     """The devkit layout with ``n`` train images (n / 1000 per synset) and ``val`` val images; reused when there."""
     done = root / ".complete"
     if done.exists():
-        return {"generated_s": None, "reused": True}
+        return dict(json.loads(done.read_text()), reused=True)
     shutil.rmtree(root, ignore_errors=True)
     start = time.perf_counter()
     plan = make_plan(synsets(CLASSES, seed=0), train_per_class=max(1, n // CLASSES),
@@ -99,8 +101,10 @@ def make_tree(root: Path, n: int, val: int, workers: int) -> dict:
     jobs += [(str(root / "val" / name), classes[wnid], len(jobs)) for name, wnid in plan.val_files]
     with ProcessPoolExecutor(workers) as pool:
         written = sum(pool.map(_write_files, [jobs[i::workers * 8] for i in range(workers * 8)]))
-    done.write_text("ok\n")
-    return {"generated_s": time.perf_counter() - start, "reused": False, "bytes_per_original": written / len(jobs)}
+    made = {"generated_s": time.perf_counter() - start, "bytes_per_original": written / len(jobs), "train": n,
+            "val": len(plan.val)}
+    done.write_text(json.dumps(made) + "\n")
+    return dict(made, reused=False)
 
 
 def subset_tree(root: Path, out: Path, per_class: int) -> Path:
@@ -121,49 +125,53 @@ def subset_tree(root: Path, out: Path, per_class: int) -> Path:
 
 # ---- measuring ---------------------------------------------------------------------------------
 
-def _tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants."""
+def _pss(pid: int) -> int:
+    """Proportional set size of ``pid`` in bytes: its resident pages, those shared with other processes (the
+    forked decoders share the parent's libraries) divided among them, so a process tree's PSS adds up."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _tree_pss(pid: int) -> int:
+    """PSS of ``pid`` and all its descendants."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        children.setdefault(int(fields["PPid"]), []).append(int(entry))
-        rss[int(entry)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+        if entry.isdigit():
+            try:
+                parent = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
     total, stack = 0, [pid]
     while stack:
         p = stack.pop()
-        total += rss.get(p, 0)
+        total += _pss(p)
         stack += children.get(p, [])
     return total
 
 
 def run_sampled(command: list[str]) -> dict:
-    """Run ``command``; wall seconds, its exit status, the peak RSS of its process tree and of itself alone."""
+    """Run ``command``; wall seconds, its exit status, the peak PSS of its process tree and of itself alone."""
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peaks = {"tree": 0, "main": 0}
 
     def sample():
         while proc.poll() is None:
-            try:
-                main = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmRSS:")[1].split()[0]) * 1024
-            except (OSError, IndexError):
-                main = 0
-            peaks["tree"] = max(peaks["tree"], _tree_rss(proc.pid))
-            peaks["main"] = max(peaks["main"], main)
+            peaks["tree"] = max(peaks["tree"], _tree_pss(proc.pid))
+            peaks["main"] = max(peaks["main"], _pss(proc.pid))
             time.sleep(0.2)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     output, _ = proc.communicate()
     sampler.join()
     return {"seconds": time.perf_counter() - start, "returncode": proc.returncode, "output": output[-3000:],
-            "peak_rss_tree": peaks["tree"], "peak_rss_main": peaks["main"]}
+            "peak_pss_tree": peaks["tree"], "peak_pss_main": peaks["main"]}
 
 
 def measure_listing(root: Path) -> dict:
@@ -195,7 +203,7 @@ def measure_prepare(root: Path, cache: Path, store: str, workers: int) -> dict:
     stored = sum(p.stat().st_size for p in data)
     return {"store": store, "images": images, "splits": meta["splits"], "seconds": result["seconds"],
             "img_per_s": images / result["seconds"], "img_per_s_per_core": images / result["seconds"] / workers,
-            "peak_rss_tree_mb": result["peak_rss_tree"] / 1e6, "peak_rss_main_mb": result["peak_rss_main"] / 1e6,
+            "peak_pss_tree_mb": result["peak_pss_tree"] / 1e6, "peak_pss_main_mb": result["peak_pss_main"] / 1e6,
             "bytes_per_image": stored / images, "stored_gb": stored / 1e9, "skipped": len(meta["skipped"])}
 
 
@@ -214,6 +222,7 @@ def measure_loader(cache: Path, workers: int, batch_size: int, batches: int) -> 
     it = loader.iterate(0)
     x, _ = next(it)
     first = time.perf_counter() - start
+    batches = min(batches, len(loader) - 1 - 2 * workers)
     for _ in range(2 * workers):                     # drain what was prefetched during the first batch
         next(it)
     times = []
@@ -254,19 +263,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-raw", action="store_true", help="do not prepare the raw store at full N")
     parser.add_argument("--work", type=Path, default=HERE / "_data" / "imagenet-scale",
                         help="where the trees and caches live (reused; about 6 GB per 100k images + 20 GB raw)")
+    parser.add_argument("--parts", default="listing,prepare,loader,train",
+                        help="what to measure (comma-separated); with --json naming an existing file, the other "
+                             "parts already in it are kept")
     parser.add_argument("--json", default=None, metavar="FILE")
     args = parser.parse_args(argv)
     check_json_path(parser, args.json)
+    parts = set(args.parts.split(","))
+    if parts - {"listing", "prepare", "loader", "train"}:
+        parser.error(f"--parts: unknown {', '.join(sorted(parts - {'listing', 'prepare', 'loader', 'train'}))}")
     per_class = max(1, args.n // CLASSES)
-    record = {"machine": machine(), "load_average_start": load_average(), "n": per_class * CLASSES, "val": args.val,
-              "workers": args.workers, "command": "python bench/imagenet_scale.py " + " ".join(argv or sys.argv[1:])}
-    print(f"machine: {record['machine']}, load average {record['load_average_start']}", flush=True)
+    record = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else {}
+    command = "python bench/imagenet_scale.py " + " ".join(argv or sys.argv[1:])
+    record.update({"n": per_class * CLASSES, "val": args.val, "workers": args.workers})
+    record.setdefault("runs", []).append({"command": command, "machine": machine(), "load_average_start": load_average()})
+    print(f"machine: {machine()}, load average {load_average()}", flush=True)
     root = args.work / f"tree-{per_class * CLASSES}"
-    record["tree"] = make_tree(root, per_class * CLASSES, args.val, args.workers)
-    print(f"tree: {root} {record['tree']}", flush=True)
-    record["listing"] = measure_listing(root)
-    print(f"listing: {record['listing']}", flush=True)
+    tree = make_tree(root, per_class * CLASSES, args.val, args.workers)
+    if not tree["reused"] or "tree" not in record:
+        record["tree"] = tree
+    print(f"tree: {root} {tree}", flush=True)
+    if "listing" in parts:
+        record["listing"] = measure_listing(root)
+        print(f"listing: {record['listing']}", flush=True)
+    cache = args.work / f"cache-jpeg-{per_class * CLASSES}"
+    if "prepare" in parts:
+        measure_all_prepares(record, root, cache, per_class, args)
+    if "loader" in parts:
+        record["loader"] = measure_loader(cache, args.workers, 128, 30)
+        print(f"loader: {record['loader']}", flush=True)
+    if "train" in parts and args.steps:
+        record["train"] = measure_training(cache, args.work / "run", args.steps)
+        print(f"train: {record['train']}", flush=True)
+    record["runs"][-1]["load_average_end"] = load_average()
+    if args.json:
+        write_json(args.json, record)
+        print(f"wrote {args.json}")
+    return 0
 
+
+def measure_all_prepares(record: dict, root: Path, cache: Path, per_class: int, args: argparse.Namespace) -> None:
+    """The jpeg store at each subset size and at N, and the raw store at N (then removed: 20 GB per 100k)."""
     record["prepare"] = []
     for count in [int(c) for c in args.subsets.split(",") if c and int(c) < per_class]:
         small = subset_tree(root, args.work / f"tree-{count * CLASSES}", count)
@@ -274,7 +311,6 @@ def main(argv: list[str] | None = None) -> int:
                    train_images=count * CLASSES)
         record["prepare"].append(row)
         print(f"prepare: {row}", flush=True)
-    cache = args.work / f"cache-jpeg-{per_class * CLASSES}"
     row = dict(measure_prepare(root, cache, "jpeg", args.workers), train_images=per_class * CLASSES)
     record["prepare"].append(row)
     print(f"prepare: {row}", flush=True)
@@ -284,16 +320,6 @@ def main(argv: list[str] | None = None) -> int:
         record["prepare"].append(row)
         print(f"prepare: {row}", flush=True)
         shutil.rmtree(raw, ignore_errors=True)      # 20 GB per 100k images
-    record["loader"] = measure_loader(cache, args.workers, 128, 30)
-    print(f"loader: {record['loader']}", flush=True)
-    if args.steps:
-        record["train"] = measure_training(cache, args.work / "run", args.steps)
-        print(f"train: {record['train']}", flush=True)
-    record["load_average_end"] = load_average()
-    if args.json:
-        write_json(args.json, record)
-        print(f"wrote {args.json}")
-    return 0
 
 
 if __name__ == "__main__":
