@@ -17,6 +17,7 @@ from alexnet.data.augment import (CL, as_tensor, center_crop, crop_mirror_pair, 
                                   gather_crops, inside_mask, lighting_shift, mean_chw, mirror, resize, resized_shape,
                                   scale_shift_, ten_crop, to_float)
 from alexnet.errors import UsageError
+from alexnet.ops.augment import crop_mirror_normalize
 
 if TYPE_CHECKING:
     from alexnet.data.stats import DatasetStats
@@ -126,6 +127,11 @@ class TrainTransform(_Normalizer):
         x = self._prepare(x)                                  # uint8, or float in [0, 1] once resized
         size, pad, (height, width) = self.crop_size, self.padding, x.shape[2:]
         scale = 255.0 if x.dtype == torch.uint8 else 1.0     # work in the input's scale, divide once at the end
+        multiplier, shift = self._multiplier_shift(x, draw, scale)
+        if not pad and x.dtype == torch.uint8 and x.device.type == "cpu":
+            out = self._fused(x, draw, index, scale, multiplier, shift)
+            if out is not None:
+                return out
         if pad:
             x = F.pad(x, (pad,) * 4)
         out = gather_crops(x, index, draw.offsets, size)    # (B, C, size, size), straight from the dataset
@@ -135,21 +141,36 @@ class TrainTransform(_Normalizer):
         if self.normalization == "mean_image":                # [4] the mean where each pixel came from
             flips = draw.flips if draw.flips is not None else torch.zeros(len(out), dtype=torch.bool)
             out.sub_(crop_mirror_pair(self._mean_pair(x, scale, pad), draw.offsets, size, flips))
-        multiplier = torch.full((out.shape[1],), 1 / scale, device=out.device)
+        scale_shift_(out, multiplier, shift)
+        if pad:
+            out.mul_(inside_mask(draw.offsets.to(x.device), size, pad, height, width, draw.flips))
+        return out
+
+    def _multiplier_shift(self, x: torch.Tensor, draw: Draw, scale: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The normalisation after any mean-image subtraction, out = shift[b, c] + (pixel - mean) * multiplier[c]:
+        multiplier (C,) and shift (B, C) or None, on x's device, for pixels in x's ``scale`` (255: uint8)."""
+        multiplier = torch.full((x.shape[1],), 1 / scale, device=x.device)
         shift = None
         if draw.alphas is not None:   # [4.1] added in [0, 1] pixel scale, before any division by std
-            shift = lighting_shift(draw.alphas.to(out.device), self.stats.eigvals, self.stats.eigvecs)
+            shift = lighting_shift(draw.alphas.to(x.device), self.stats.eigvals, self.stats.eigvecs)
         if self.normalization == "channel":
-            mean, std = self._channel(out)
+            mean, std = self._channel(x)
             shift = -mean if shift is None else shift - mean
             shift, multiplier = shift / std, multiplier / std
         if self.pixel_scale != 1.0:
             multiplier = multiplier * self.pixel_scale
             shift = None if shift is None else shift * self.pixel_scale
-        scale_shift_(out, multiplier, shift)
-        if pad:
-            out.mul_(inside_mask(draw.offsets.to(x.device), size, pad, height, width, draw.flips))
-        return out
+        return multiplier, shift
+
+    def _fused(self, x: torch.Tensor, draw: Draw, index: torch.Tensor | None, scale: float,
+               multiplier: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor | None:
+        """The unpadded uint8 CPU case in one pass (alexnet.ops.augment's kernel), bit-identical to the PyTorch
+        path below; None where the kernel is unavailable or does not apply."""
+        mean_pair = None
+        if self.normalization == "mean_image":
+            mean_pair = self._mean_pair(x, scale, 0).permute(0, 2, 3, 1)    # (2, H, W, C), contiguous
+        return crop_mirror_normalize(x.permute(0, 2, 3, 1), index, draw.offsets, self.crop_size, draw.flips,
+                                     mean_pair, multiplier, shift)
 
     def _mean_pair(self, x: torch.Tensor, scale: float, pad: int) -> torch.Tensor:
         """(2, C, H, W): the (padded) mean image in x's pixel scale and its mirror image."""
