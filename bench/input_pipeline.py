@@ -94,6 +94,35 @@ def alexnet_batches(folder: Path, cache: Path, batch_size: int, workers: int, st
     return endless(), prepare_s, len(train), report.stored_bytes
 
 
+def decoder_rates(cache: Path, workers: int, images: int = 512, repeats: int = 3) -> list[dict]:
+    """Decoding alone, the jpeg cache's 256x256 squares: torchvision's decode_jpeg operator (what the loader uses)
+    against Pillow's decoder (the same libjpeg-turbo), each on 1 and on ``workers`` threads; best of ``repeats``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    from alexnet.data import open_dataset
+    from alexnet.data.jpeg_store import cpu_decoder, decode_pil
+
+    store = open_dataset(str(cache), "train", val_fraction=0.0, progress=False).images
+    blobs = [np.array(store.data[s:e]) for s, e in zip(store.starts[:images], store.ends[:images])]
+    ops = cpu_decoder()
+    decoders = {"torchvision decode_jpeg": lambda part: [ops(b, 3) for b in part],
+                "Pillow": lambda part: [decode_pil(b.tobytes(), 3) for b in part]}
+    rows = []
+    for name, decode in decoders.items():
+        for threads in sorted({1, workers}):
+            parts = [blobs[i::threads] for i in range(threads)]
+            with ThreadPoolExecutor(threads) as pool:
+                best = 0.0
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    list(pool.map(decode, parts))
+                    best = max(best, len(blobs) / (time.perf_counter() - start))
+            rows.append({"decoder": name, "threads": threads, "img_per_s": best})
+    return rows
+
+
 def describe(rates: list[float]) -> str:
     spread = f"min {min(rates):.0f}, max {max(rates):.0f}"
     return f"{statistics.median(rates):7.0f} img/s  (median of {len(rates)}; {spread})"
@@ -143,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"({letter}) alexnet prepare --store {store:4s} + BatchLoader, {args.workers} loader threads: "
               f"{describe(rates)}   (prepare {prepare_s:.1f} s, {stored / n_cached / 1e3:.1f} KB per image)")
 
+    decoders = decoder_rates(args.data_dir / f"cache-jpeg-{args.files}", args.workers)
+    for row in decoders:
+        print(f"decode alone, {row['decoder']:23s} {row['threads']} thread(s): {row['img_per_s']:7.0f} img/s")
     torchvision_rate, jpeg = rows[0]["img_per_s"], rows[2]
     for row in rows:
         row["per_core"] = row["img_per_s"] / args.workers
@@ -155,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(args.json, {"machine": machine(), "load_average": load_average(), "files": args.files,
                                "batch_size": args.batch_size, "workers": args.workers, "repeats": args.repeats,
-                               "batches_per_window": args.batches, "quick": args.quick, "rows": rows})
+                               "batches_per_window": args.batches, "quick": args.quick, "rows": rows,
+                               "decoders": decoders})
         print(f"wrote {args.json}")
     return 0
 
