@@ -44,15 +44,23 @@ def probe_chunk(paths: list[str]) -> list:
     return [safely(probe_image, path) for path in paths]
 
 
-def decode_chunk(paths: list[str], channels: int, size: int | None) -> list:
-    """A uint8 (H, W, C) array, or the reason it is unusable, for each path."""
-    return [safely(decode_image, path, channels=channels, size=size) for path in paths]
+def decode_chunk(items: list, shape: tuple[int, int, int], size: int | None, with_sums: bool) -> tuple[list, object]:
+    """For the raw store: (a uint8 ``shape`` array, or the reason it is unusable, for each item; the StatsSums of
+    those arrays when ``with_sums``, else None)."""
+    return _chunk(items, shape, size, with_sums, None)
 
 
 def encode_chunk(items: list, shape: tuple[int, int, int], size: int | None, quality: int,
                  with_sums: bool) -> tuple[list, object]:
     """For the jpeg store: (the JPEG bytes, or the reason it is unusable, for each item; the StatsSums of the
     decoded JPEGs, the pixels training will see, when ``with_sums``, else None)."""
+    return _chunk(items, shape, size, with_sums, quality)
+
+
+def _chunk(items: list, shape: tuple[int, int, int], size: int | None, with_sums: bool,
+           quality: int | None) -> tuple[list, object]:
+    """Decode each item to ``shape`` (and with a ``quality``, encode it as JPEG); sum the statistics of the pixels
+    stored (for JPEG: decoded again) in this worker, so the main process never reads the images back."""
     from alexnet.data.jpeg_store import decode_pil, encode
     from alexnet.data.stats import StatsSums
 
@@ -63,6 +71,9 @@ def encode_chunk(items: list, shape: tuple[int, int, int], size: int | None, qua
             results.append(pixels)
         elif pixels.shape != tuple(shape):
             results.append(f"decoded to {pixels.shape}, expected {tuple(shape)} (its header size was wrong)")
+        elif quality is None:
+            results.append(pixels)
+            kept.append(pixels)
         else:
             blob = encode(pixels, quality)
             results.append(blob)

@@ -31,7 +31,7 @@ from alexnet.data.decode import convert_channels, fit_arrays, shape_rule
 from alexnet.data.holdout import stored_order
 from alexnet.data.listing import Listing, list_csv, list_image_folder
 from alexnet.data.jpeg_store import DEFAULT_QUALITY, JpegSplitWriter, decode_pil, encode, jpeg_path
-from alexnet.data.parallel import ENCODE_CHUNK, decode_chunk, encode_chunk, probe_chunk, run_chunks
+from alexnet.data.parallel import CHUNK, ENCODE_CHUNK, decode_chunk, encode_chunk, probe_chunk, run_chunks
 from alexnet.data.resolve import Arrays, Source, fingerprint, load_arrays, resolve_source, source_files
 from alexnet.data.stats import StatsSums, compute_stats
 from alexnet.errors import UsageError
@@ -281,7 +281,7 @@ def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, s
     if holdout:
         order = stored_order(np.array([label for _, label in usable["train"]]), seed)
         usable["train"] = [usable["train"][i] for i in order]
-    counts, sums = {}, StatsSums(*shape) if store == "jpeg" else None
+    counts, sums = {}, StatsSums(*shape)
     for split, items in usable.items():
         counts[split], bad = _write_split(tmp, split, items, shape, resize, workers, progress, store, quality,
                                           sums if split == "train" else None)
@@ -291,7 +291,7 @@ def _write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, s
                          f"(e.g. {skipped[-1][0]}: {skipped[-1][1]})")
     return {"splits": counts, "shape": list(shape), "store": store, "skipped": [list(s) for s in skipped],
             "holdout": {"seed": seed} if holdout else None, "grey": all_grey,
-            "native_shape": list(native) if native else None, "stats": sums.result() if sums else None}
+            "native_shape": list(native) if native else None, "stats": sums.result()}
 
 
 def _write_split(tmp: str, split: str, items: list[tuple], shape: tuple[int, int, int], resize: int | None,
@@ -299,28 +299,26 @@ def _write_split(tmp: str, split: str, items: list[tuple], shape: tuple[int, int
                  sums: StatsSums | None) -> tuple[int, list[tuple[str, str]]]:
     """Decode ``items`` in order into the cache's ``split``; returns (rows written, skipped).
 
-    raw: the decoded arrays go into a memory-mapped array. jpeg: the workers encode them and add the
-    decoded JPEGs to the statistics ``sums`` (train), so nothing but the bytes crosses between processes.
+    raw: the decoded arrays are appended to the split's .npy file. jpeg: the workers encode them. Either way the
+    workers add what is stored (for jpeg, the decoded JPEGs) to the statistics ``sums`` (train), so no pass reads
+    the cache back.
     """
     bad = []
     paths = [item for item, _ in items]
+    on_extra = sums.merge if sums is not None else None
     if store == "jpeg":
         writer = JpegSplitWriter(tmp, split)
         results = run_chunks(encode_chunk, paths, (shape, resize, quality, sums is not None), workers,
-                             f"encoding {split}", progress, chunk=ENCODE_CHUNK,
-                             on_extra=sums.merge if sums is not None else None)
+                             f"encoding {split}", progress, chunk=ENCODE_CHUNK, on_extra=on_extra)
     else:
         writer = cache.SplitWriter(tmp, split, len(items), shape)
-        results = run_chunks(decode_chunk, paths, (shape[2], resize), workers, f"decoding {split}", progress)
+        results = run_chunks(decode_chunk, paths, (shape, resize, sums is not None), workers, f"decoding {split}",
+                             progress, chunk=ENCODE_CHUNK if sums is not None else CHUNK, on_extra=on_extra)
     try:
         with contextlib.closing(results):
             for (item, label), result in zip(items, results):
                 if isinstance(result, str):
                     bad.append((str(item), result))
-                elif store == "jpeg":
-                    writer.append(result, label)
-                elif result.shape != shape:
-                    bad.append((str(item), f"decoded to {result.shape}, expected {shape} (its header size was wrong)"))
                 else:
                     writer.append(result, label)
     except BaseException:
