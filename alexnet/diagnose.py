@@ -164,6 +164,15 @@ class StallWatch:
     flat: int = 0
     lowest: float = math.inf         # the lowest window mean so far
     said: set = field(default_factory=set)
+    window_sum: object = None        # the losses of the window so far, a tensor (no host sync until it is read)
+
+    def observe(self, loss, step: int) -> str | None:
+        """Add one step's loss (a detached tensor); every ``window`` steps, ``check`` their mean."""
+        self.window_sum = loss if self.window_sum is None else self.window_sum + loss
+        if step % self.window:
+            return None
+        mean, self.window_sum = self.window_sum.item() / self.window, None
+        return self.check(mean, step)
 
     @property
     def chance(self) -> float:

@@ -68,7 +68,6 @@ class Run:
     watch: StallWatch | None = None
     stats: LayerStats | None = None
     last_diagnosis: dict | None = None
-    window_loss: torch.Tensor | None = None   # the stall watch's running sum
     eta_said: bool = False                # the whole run's estimated time is printed once, after the first epoch
 
     is_main = property(lambda self: self.rank == 0)
@@ -258,14 +257,8 @@ def _sgd_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[to
 
 def _watch(run: Run, loss: torch.Tensor) -> None:
     """Every ``window`` steps the stall watch reads the window's mean loss; it speaks at most once a kind."""
-    if not run.watch:
-        return
-    run.window_loss = loss.detach() + (0 if run.window_loss is None else run.window_loss)
-    if run.global_step % run.watch.window == 0:
-        message = run.watch.check(run.window_loss.item() / run.watch.window, run.global_step)
-        run.window_loss = None
-        if message:
-            print(f"alexnet train: warning: {message}", file=sys.stderr, flush=True)
+    if run.watch and (message := run.watch.observe(loss.detach(), run.global_step)):
+        print(f"alexnet train: warning: {message}", file=sys.stderr, flush=True)
 
 
 def end_of_epoch(run: Run) -> None:
@@ -296,9 +289,8 @@ def end_of_epoch(run: Run) -> None:
     append_metrics(run.out, row, run.writer)     # after last.pt: metrics.jsonl never runs ahead of it
     plot_curves(run.history, run.out / "curves.png")
     run.log(epoch_line(row, run.cfg.epochs, run.schedule.drops if dropped else None))
-    if not run.eta_said and run.epoch < run.cfg.epochs:
-        run.log(eta_line(row, run.epoch, run.cfg.epochs))
-        run.eta_said = True
+    if not run.eta_said and run.epoch < run.cfg.epochs:    # once, after the first epoch this process trains
+        run.eta_said = run.log(eta_line(row, run.epoch, run.cfg.epochs)) or True
     if run.last_diagnosis:
         run.log(format_report([run.last_diagnosis]))
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from alexnet.cli import main
 from alexnet.data import DatasetStats, compute_stats, open_dataset, prepare
-from alexnet.data import cache, preparation, stats
+from alexnet.data import cache, preparation, stats, writing
 from alexnet.data.decode import decode_image
 from alexnet.errors import UsageError
 from data_fixtures import idx_folder, photo_folder, save
@@ -96,20 +96,20 @@ def test_prepared_stats_are_of_the_train_split(tmp_path):
 
 def test_an_interrupted_prepare_leaves_nothing(tmp_path, monkeypatch):
     root = photo_folder(tmp_path / "photos", per_class=3)
-    real = preparation._write_split
+    real = writing.write_split
 
     def write_then_die(*args, **kw):
         real(*args, **kw)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(preparation, "_write_split", write_then_die)
+    monkeypatch.setattr(writing, "write_split", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         prepare(str(root), str(tmp_path / "cache"), size=8, workers=0, progress=False)
     assert not (tmp_path / "cache").exists()
     assert [p for p in os.listdir(tmp_path) if p.startswith(".cache.tmp")] == []
-    monkeypatch.setattr(preparation, "_write_split", real)                # an old cache survives a failed rebuild
+    monkeypatch.setattr(writing, "write_split", real)                # an old cache survives a failed rebuild
     prepare(str(root), str(tmp_path / "cache"), size=8, workers=0, progress=False)
-    monkeypatch.setattr(preparation, "_write_split", write_then_die)
+    monkeypatch.setattr(writing, "write_split", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         prepare(str(root), str(tmp_path / "cache"), size=12, workers=0, progress=False)
     assert open_dataset(str(tmp_path / "cache"), val_fraction=0, progress=False).images.shape == (9, 8, 8, 3)

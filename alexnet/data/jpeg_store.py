@@ -63,8 +63,8 @@ class JpegSplitWriter:
     """A split of the jpeg store, written image by image: ``append(blob, label)``, then ``close()``.
     Held in memory: 16 bytes an image (its end offset and label), 20 MB for ILSVRC-2012's 1.28 M."""
 
-    def __init__(self, folder: str, split: str) -> None:
-        self.folder, self.split = folder, split
+    def __init__(self, folder: str, split: str, labels_file: str) -> None:
+        self.folder, self.split, self.labels_file = folder, split, labels_file
         self.file = open(jpeg_path(folder, split), "wb")
         self.ends, self.labels = array("q"), array("q")
         self.size = 0
@@ -81,11 +81,9 @@ class JpegSplitWriter:
 
     def close(self) -> int:
         """Flush the bytes, write the index and labels; returns the number of images."""
-        from alexnet.data.cache import labels_path
-
         self.file.close()
         np.save(index_path(self.folder, self.split), np.concatenate([[0], np.frombuffer(self.ends, np.int64)]))
-        np.save(labels_path(self.folder, self.split), np.frombuffer(self.labels, np.int64))
+        np.save(self.labels_file, np.frombuffer(self.labels, np.int64))
         return len(self.labels)
 
 
@@ -204,7 +202,7 @@ class JpegImages:
 def _image_ops():
     """torchvision's image operators (``torch.ops.image``), or None where torchvision has none."""
     try:
-        import torchvision.io  # noqa: F401  (registers torch.ops.image)
+        from torchvision import io as _registers_image_ops  # noqa: F401  (torch.ops.image)
         ops = torch.ops.image
         return ops if hasattr(ops, "decode_jpeg") else None
     except (ImportError, RuntimeError, AttributeError):
