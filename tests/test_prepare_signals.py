@@ -56,13 +56,14 @@ def _assert_dead(workers: list[int], within_s: float = 5.0) -> None:
     assert not any(map(_alive, workers))
 
 
-def _start(tmp_path: Path, command: str = "prepare"):
+def _start(tmp_path: Path, command: str = "prepare", store: str = "raw"):
     """`alexnet prepare` (or `alexnet train`, which prepares the folder implicitly) on 200 slow JPEGs, once
     its staging folder exists and its decoders run; returns the process and the decoders' pids."""
     root = _jpegs(tmp_path / "photos")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]),
            "ALEXNET_CACHE": str(tmp_path)}
-    args = (["prepare", str(root), "--out", str(tmp_path / "cache"), "--size", "16"] if command == "prepare" else
+    args = (["prepare", str(root), "--out", str(tmp_path / "cache"), "--size", "16", "--store", store]
+            if command == "prepare" else
             ["train", "--data", str(root), "--out", str(tmp_path / "run"), "--image-size", "16", "--crop-size", "16"])
     proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, *args, "--workers", "2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -77,9 +78,10 @@ def _start(tmp_path: Path, command: str = "prepare"):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_interrupted_prepare_removes_its_staging_folder_and_its_workers(tmp_path, signum, code):
-    proc, workers = _start(tmp_path)
+@pytest.mark.parametrize("signum, code, store", [(signal.SIGTERM, 143, "raw"), (signal.SIGINT, 130, "raw"),
+                                                 (signal.SIGTERM, 143, "jpeg")])
+def test_interrupted_prepare_removes_its_staging_folder_and_its_workers(tmp_path, signum, code, store):
+    proc, workers = _start(tmp_path, store=store)
     assert workers
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)             # the pipes reach EOF: no worker holds them open
