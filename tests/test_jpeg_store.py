@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alexnet.cli import main
-from alexnet.data import cache, compute_stats, open_dataset, prepare
+from alexnet.data import cache, compute_stats, open_dataset, prepare, writing
 from alexnet.data.jpeg_store import JpegImages, decode_pil, encode
 from alexnet.data.loader import BatchLoader
 from alexnet.data.transforms import TrainTransform
@@ -186,7 +186,7 @@ def test_a_full_disk_while_writing_the_jpeg_store_is_a_usage_error(photos, tmp_p
 
     def full(self, blob, label):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), jpeg_store.jpeg_path(self.folder, self.split))
-    monkeypatch.setattr(jpeg_store.JpegSplitWriter, "append", full)
+    monkeypatch.setattr(writing.JpegSplitWriter, "append", full)
     out = tmp_path / "disk" / "c"
     out.parent.mkdir()
     assert main(["prepare", str(photos), "--out", str(out), "--size", "16", "--store", "jpeg", "--workers", "0"]) == 2
@@ -225,3 +225,43 @@ def test_cuda_decodes_the_jpeg_store_on_the_device_like_the_cpu(both):
     cpu = BatchLoader(train.images, train.labels, 8, transform=transform, seed=3, in_memory_bytes=0)
     for (xg, yg), (xc, yc) in zip(loader.iterate(0), cpu.iterate(0)):
         assert xg.is_cuda and torch.equal(yg.cpu(), yc) and (xg.cpu() - xc).abs().mean() < 0.02
+
+
+def test_an_interrupted_jpeg_prepare_continues_where_it_stopped(photos, tmp_path, monkeypatch, capsys):
+    """Progress is committed every COMMIT images; an interrupt keeps it, the same command continues, and the cache
+    is byte for byte the one an uninterrupted prepare writes. Other options start afresh."""
+    monkeypatch.setattr(writing, "ENCODE_CHUNK", 4)
+    monkeypatch.setattr(writing, "COMMIT", 8)
+    whole = prepare(str(photos), str(tmp_path / "whole"), size=24, store="jpeg", workers=2, progress=False)
+    real, calls = writing.JpegSplitWriter.append, []
+
+    def dies_at_the_19th(self, blob, label):
+        calls.append(label)
+        if len(calls) == 19:
+            raise KeyboardInterrupt
+        real(self, blob, label)
+    monkeypatch.setattr(writing.JpegSplitWriter, "append", dies_at_the_19th)
+    out = tmp_path / "c"
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(photos), str(out), size=24, store="jpeg", workers=2)
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".c.partial-")]
+    assert not out.exists() and len(partial) == 1
+    assert "the same command continues from there" in capsys.readouterr().err
+    monkeypatch.setattr(writing.JpegSplitWriter, "append", real)
+    resumed = prepare(str(photos), str(out), size=24, store="jpeg", workers=2)
+    assert "train: continuing an interrupted prepare after 16 of 36 images" in capsys.readouterr().err
+    assert not partial[0].exists() and resumed.counts == whole.counts == {"train": 36}
+    assert sorted(os.listdir(out)) == sorted(os.listdir(whole.out))
+    for name in ("train_jpeg.bin", "train_index.npy", "train_labels.npy"):
+        assert (out / name).read_bytes() == (Path(whole.out) / name).read_bytes(), name
+    assert json.loads((out / cache.CACHE_METADATA).read_text())["stats"] == \
+        json.loads((Path(whole.out) / cache.CACHE_METADATA).read_text())["stats"]
+
+    calls.clear()
+    monkeypatch.setattr(writing.JpegSplitWriter, "append", dies_at_the_19th)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(photos), str(tmp_path / "d"), size=24, store="jpeg", workers=0, progress=False)
+    monkeypatch.setattr(writing.JpegSplitWriter, "append", real)
+    prepare(str(photos), str(tmp_path / "d"), size=24, store="jpeg", quality=80, workers=0)   # other options
+    assert "continuing" not in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []

@@ -1,4 +1,5 @@
-"""Issue 11: `alexnet prepare` interrupted: no staging folder left, exit 143/130, no decoder outlives it."""
+"""Issue 11: `alexnet prepare` interrupted: no staging folder left (the jpeg store: its progress kept, issue 21),
+exit 143/130, no decoder outlives it."""
 from __future__ import annotations
 
 import os
@@ -69,7 +70,8 @@ def _start(tmp_path: Path, command: str = "prepare", store: str = "raw"):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:   # staging folder there, workers started
-        if any(".tmp-" in n for _, dirs, _ in os.walk(tmp_path) for n in dirs) and len(_children(proc.pid)) >= 2:
+        if any(".tmp-" in n or ".partial-" in n for _, dirs, _ in os.walk(tmp_path) for n in dirs) \
+                and len(_children(proc.pid)) >= 2:
             break
         time.sleep(0.02)
     assert proc.poll() is None, proc.communicate()
@@ -89,6 +91,14 @@ def test_interrupted_prepare_removes_its_staging_folder_and_its_workers(tmp_path
     assert b"Traceback" not in err
     assert [n for n in os.listdir(tmp_path) if "tmp" in n] == [] and not (tmp_path / "cache").exists()
     _assert_dead(workers)
+    partial = [n for n in os.listdir(tmp_path) if ".partial-" in n]
+    assert len(partial) == (store == "jpeg")           # the jpeg store keeps its progress for the next run
+    if store == "jpeg":
+        assert b"the same command continues from there" in err
+        from alexnet.data import prepare
+        assert prepare(str(tmp_path / "photos"), str(tmp_path / "cache"), size=16, store="jpeg",
+                       progress=False).counts == {"train": 200}
+        assert [n for n in os.listdir(tmp_path) if ".partial-" in n] == []
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and uses prctl")

@@ -13,14 +13,16 @@ LAST ``holdout_count(N, fraction)`` rows are the held-out validation set for any
 are slices of one memory map. Statistics are over the whole train split.
 
 A cache is written into a temporary folder next to its destination (``staging``) and renamed into
-place at the end, so an interrupted write leaves nothing there; ``locked`` keeps two processes from
-writing one cache at once. What goes into a cache (decoding, the shape rule, reuse) is
+place at the end, so an interrupted write leaves nothing there (the jpeg store keeps its progress in a
+hidden ``.<name>.partial-<key>`` folder beside it, which the next prepare of the same input continues);
+``locked`` keeps two processes from writing one cache at once. What goes into a cache (decoding, the shape rule, reuse) is
 alexnet.data.preparation's business; this module knows only how a cache is laid out.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
@@ -30,7 +32,7 @@ from typing import Iterator
 
 import numpy as np
 
-from alexnet.errors import UsageError
+from alexnet.errors import Terminated, UsageError
 
 FORMAT_VERSION = 1
 CACHE_METADATA = "alexnet-cache.json"
@@ -226,18 +228,39 @@ def check_replaceable(out: str) -> None:
 
 
 @contextlib.contextmanager
-def staging(out: str) -> Iterator[str]:
-    """A temporary folder next to ``out`` to write a cache into: on success it replaces ``out``
-    (an old cache there included), on any error or interrupt it is removed and ``out`` is untouched."""
+def staging(out: str, resume_key: str | None = None) -> Iterator[str]:
+    """A temporary folder next to ``out`` to write a cache into: on success it replaces ``out`` (an old cache
+    there included), on any error it is removed and ``out`` is untouched.
+
+    With ``resume_key`` (the jpeg store: its writers commit their progress, alexnet.data.jpeg_store) the folder
+    is ``.<name>.partial-<key>``: an interrupt (SIGINT, SIGTERM) keeps it, and the next prepare with the same key
+    (same input, same options) continues in it; partial folders of other keys are stale and removed.
+    """
     check_replaceable(out)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    if resume_key is None:
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=os.path.dirname(out))
+    else:
+        tmp = partial_path(out, resume_key)
+        for stale in glob.glob(partial_path(out, "*")):
+            if stale != tmp:
+                shutil.rmtree(stale, ignore_errors=True)
+        os.makedirs(tmp, exist_ok=True)
     os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from the rest of a team
     try:
         yield tmp
         _install(tmp, out)
+    except (KeyboardInterrupt, Terminated):
+        if resume_key is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def partial_path(out: str, key: str) -> str:
+    """Where a resumable prepare of ``out`` keeps its progress (``key``: "*" matches them all)."""
+    return os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.partial-{key}")
 
 
 def _install(tmp: str, out: str) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import os
-from array import array
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
@@ -57,34 +56,6 @@ def decode_pil(blob: bytes, channels: int) -> np.ndarray:
     with Image.open(io.BytesIO(blob)) as img:
         array = np.asarray(img.convert("L" if channels == 1 else "RGB"))
     return array[..., None] if channels == 1 else array
-
-
-class JpegSplitWriter:
-    """A split of the jpeg store, written image by image: ``append(blob, label)``, then ``close()``.
-    Held in memory: 16 bytes an image (its end offset and label), 20 MB for ILSVRC-2012's 1.28 M."""
-
-    def __init__(self, folder: str, split: str, labels_file: str) -> None:
-        self.folder, self.split, self.labels_file = folder, split, labels_file
-        self.file = open(jpeg_path(folder, split), "wb")
-        self.ends, self.labels = array("q"), array("q")
-        self.size = 0
-
-    def append(self, blob: bytes, label: int) -> None:
-        self.file.write(blob)
-        self.size += len(blob)
-        self.ends.append(self.size)
-        self.labels.append(label)
-
-    def discard(self) -> None:
-        """Close the file after a failure (the staging folder it is in is removed)."""
-        self.file.close()
-
-    def close(self) -> int:
-        """Flush the bytes, write the index and labels; returns the number of images."""
-        self.file.close()
-        np.save(index_path(self.folder, self.split), np.concatenate([[0], np.frombuffer(self.ends, np.int64)]))
-        np.save(self.labels_file, np.frombuffer(self.labels, np.int64))
-        return len(self.labels)
 
 
 class JpegImages:

@@ -102,10 +102,11 @@ def safely(func: Callable, path, **kw):
 
 
 def run_chunks(func: Callable, paths: list, args: tuple, workers: int, desc: str, progress: bool, *,
-               chunk: int = CHUNK, on_extra: Callable | None = None) -> Iterator:
+               chunk: int = CHUNK, on_extra: Callable | None = None, done: int = 0) -> Iterator:
     """func(chunk, *args) over chunks of ``paths`` in a process pool; yields per-path results in order.
 
-    A ``func`` that returns (results, extra) has each chunk's extra passed to ``on_extra``, in order.
+    A ``func`` that returns (results, extra) has each chunk's extra passed to ``on_extra``, in order, before the
+    chunk's first result is yielded. ``done``: items handled before (a resumed run), shown in the progress bar.
     """
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
 
@@ -118,8 +119,8 @@ def run_chunks(func: Callable, paths: list, args: tuple, workers: int, desc: str
         return returned
 
     tty = sys.stderr.isatty()
-    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress or not paths, file=sys.stderr,
-              ascii=not tty, mininterval=0.2 if tty else 10.0) as bar:
+    with tqdm(total=len(paths) + done, initial=done, desc=desc, unit="img", disable=not progress or not paths,
+              file=sys.stderr, ascii=not tty, mininterval=0.2 if tty else 10.0) as bar:
         if workers <= 1 or len(chunks) <= 1:
             for part in chunks:
                 results = unpack(func(part, *args))

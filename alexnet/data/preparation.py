@@ -16,11 +16,16 @@ The cache's layout is alexnet.data.cache's; this module decides what goes into i
 ILSVRC-2012 sources (alexnet.data.ilsvrc: the devkit layout, the three archives read in place, Kaggle's,
 val sorted into synset folders) skip the probing pass: they are photographs of varied sizes, stored as
 size x size squares with 3 channels (unless ``channels`` says 1); bad files are found while decoding.
+Interrupted, a jpeg-store prepare keeps what it committed (every 4,096 images, alexnet.data.writing) in a hidden
+partial folder, and the same command continues from there; a raw-store prepare leaves nothing and starts over.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -32,8 +37,8 @@ from alexnet.data.jpeg_store import DEFAULT_QUALITY, jpeg_path
 from alexnet.data.listing import Listing, list_csv, list_image_folder
 from alexnet.data.resolve import Arrays, Source, fingerprint, load_arrays, resolve_source, source_files
 from alexnet.data.stats import compute_stats
-from alexnet.data.writing import write_arrays, write_photos
-from alexnet.errors import UsageError
+from alexnet.data.writing import JpegSplitWriter, write_arrays, write_photos
+from alexnet.errors import Terminated, UsageError
 
 SHOWN_SKIPPED = 20         # skipped items listed in a summary; all of them are in the metadata
 STORES = ("auto", "raw", "jpeg")
@@ -151,7 +156,9 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
             report = report_from_metadata(out, meta, reused=True, seconds=time.perf_counter() - start)
             check_strict(report.skipped, strict, out, "the existing cache was made without --strict")
             return report
-        with _out_of_space_is_usage(out), cache.staging(out) as tmp:
+        resume_key = _resume_key(input_fingerprint, options) if store == "jpeg" else None
+        with _out_of_space_is_usage(out), _say_how_to_resume(out, resume_key), \
+                cache.staging(out, resume_key) as tmp:
             if photos:
                 written = write_photos(data, tmp, size=size, channels=channels, seed=seed, store=store,
                                         quality=quality, known_shape=source.kind == "ilsvrc",
@@ -161,6 +168,7 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
                 data = load_arrays(source)
                 written = write_arrays(data, tmp, size=size, channels=channels, seed=seed, store=store,
                                         quality=quality)
+            JpegSplitWriter.forget_progress(tmp)
             check_strict(written["skipped"], strict, source.path)
             stats = written.pop("stats") or compute_stats(np.load(cache.images_path(tmp, "train"), mmap_mode="r"))
             extra = {"wnids": list(data.wnids), "layout": data.layout} if source.kind == "ilsvrc" else {}
@@ -180,6 +188,25 @@ def resolve_store(store: str, kind: str, count: int, size: int, channels: int | 
         return "jpeg"
     raw_bytes = count * size * size * (channels or 3)
     return "jpeg" if kind in PHOTO_KINDS and raw_bytes > RAW_AUTO_LIMIT else "raw"
+
+
+def _resume_key(input_fingerprint: str, options: dict) -> str:
+    """What an interrupted jpeg-store prepare must match to be continued: the same input, options and format."""
+    text = json.dumps([input_fingerprint, options, cache.FORMAT_VERSION], sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _say_how_to_resume(out: str, resume_key: str | None):
+    """On an interrupt, say where the jpeg store's progress was kept and how to continue it."""
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated):
+        if resume_key is not None:
+            print(f"alexnet prepare: interrupted; the images written so far are kept in "
+                  f"{cache.partial_path(out, resume_key)}: the same command continues from there",
+                  file=sys.stderr, flush=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -8,18 +8,126 @@ alexnet.data.cache's and alexnet.data.jpeg_store's. The statistics of what is st
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import sys
+from array import array
 
 import numpy as np
 
 from alexnet.data import cache
 from alexnet.data.decode import convert_channels, fit_arrays, shape_rule
 from alexnet.data.holdout import stored_order
-from alexnet.data.jpeg_store import JpegSplitWriter, decode_pil, encode
+from alexnet.data.jpeg_store import decode_pil, encode, index_path, jpeg_path
 from alexnet.data.listing import Listing
 from alexnet.data.parallel import CHUNK, ENCODE_CHUNK, decode_chunk, encode_chunk, probe_chunk, run_chunks
 from alexnet.data.resolve import Arrays
 from alexnet.data.stats import StatsSums
 from alexnet.errors import UsageError
+
+COMMIT = 32 * ENCODE_CHUNK    # the jpeg store commits its progress every 4,096 images (a multiple of the chunk)
+
+
+class JpegSplitWriter:
+    """A split of the jpeg store, written image by image: ``append(blob, label)``, then ``close()``.
+    Held in memory: 16 bytes an image (its end offset and label), 20 MB for ILSVRC-2012's 1.28 M.
+
+    Resumable: ``commit(consumed, skipped, sums)`` makes what was appended so far durable (the bytes and a record
+    of each image's end and label fsynced, then the train statistics' sums, then a small state file written
+    atomically), and a writer opened on the same folder after an interrupt continues from the last commit:
+    ``consumed`` items of the split's list were handled (written or ``skipped``), the rest are still to do.
+    ``done``: the split was closed before the interrupt (its index and labels are written)."""
+
+    def __init__(self, folder: str, split: str, labels_file: str) -> None:
+        self.folder, self.split, self.labels_file = folder, split, labels_file
+        self.records_path = os.path.join(folder, f".{split}_records.bin")     # (end, label) int64 per image
+        self.state_path = os.path.join(folder, f".{split}_state.json")
+        self.sums_path = os.path.join(folder, f".{split}_sums.npz")
+        self.state = _read_state(self.state_path)
+        if self.state and not self.state["done"] and not (os.path.exists(jpeg_path(folder, split))
+                                                          and os.path.exists(self.records_path)):
+            self.state = None                        # a partial folder missing its files: start the split again
+        self.ends, self.labels = array("q"), array("q")
+        if self.state is None:
+            self.state = {"consumed": 0, "images": 0, "bytes": 0, "skipped": [], "done": False}
+            self.file, self.records = open(jpeg_path(folder, split), "wb"), open(self.records_path, "wb")
+        elif not self.state["done"]:                 # continue after the last commit: cut what came after it
+            self.file, self.records = open(jpeg_path(folder, split), "r+b"), open(self.records_path, "r+b")
+            self.file.truncate(self.state["bytes"])
+            self.records.truncate(self.state["images"] * 16)
+            pairs = np.frombuffer(self.records.read(), np.int64).reshape(-1, 2)
+            self.ends.frombytes(pairs[:, 0].tobytes())
+            self.labels.frombytes(pairs[:, 1].tobytes())
+            self.file.seek(0, os.SEEK_END)
+        self.size = self.state["bytes"]
+
+    done = property(lambda self: self.state["done"])
+    consumed = property(lambda self: self.state["consumed"])
+    skipped = property(lambda self: [tuple(s) for s in self.state["skipped"]])
+
+    def restore(self, sums) -> None:
+        """Add the committed statistics' sums (a StatsSums) of an interrupted run to ``sums``."""
+        if self.state["consumed"] and os.path.exists(self.sums_path):
+            with np.load(self.sums_path) as saved:
+                sums.image_sum += saved["image_sum"]
+                sums.outer_sum += saved["outer_sum"]
+                sums.count += int(saved["count"])
+
+    def append(self, blob: bytes, label: int) -> None:
+        self.file.write(blob)
+        self.size += len(blob)
+        self.ends.append(self.size)
+        self.labels.append(label)
+        self.records.write(np.array([self.size, label], np.int64).tobytes())
+
+    def commit(self, consumed: int, skipped: list, sums=None) -> None:
+        """Make everything appended durable; ``consumed`` items of the split handled, ``skipped`` of them bad."""
+        for f in (self.file, self.records):
+            f.flush()
+            os.fsync(f.fileno())
+        if sums is not None:
+            np.savez(self.sums_path + ".tmp.npz", image_sum=sums.image_sum, outer_sum=sums.outer_sum, count=sums.count)
+            os.replace(self.sums_path + ".tmp.npz", self.sums_path)
+        self._save_state(consumed=consumed, images=len(self.labels), bytes=self.size, skipped=[list(s) for s in skipped])
+
+    def discard(self) -> None:
+        """Close the files after a failure or an interrupt (what was committed stays for a resume)."""
+        if not self.done:
+            self.file.close()
+            self.records.close()
+
+    def close(self) -> int:
+        """Write the index and labels; returns the number of images. Idempotent after a resume."""
+        if not self.done:
+            self.file.close()
+            self.records.close()
+            np.save(index_path(self.folder, self.split), np.concatenate([[0], np.frombuffer(self.ends, np.int64)]))
+            np.save(self.labels_file, np.frombuffer(self.labels, np.int64))
+            self._save_state(images=len(self.labels), done=True)
+        return self.state["images"]
+
+    def _save_state(self, **changes) -> None:
+        self.state.update(changes)
+        with open(self.state_path + ".tmp", "w") as f:
+            json.dump(self.state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(self.state_path + ".tmp", self.state_path)
+
+    @staticmethod
+    def forget_progress(folder: str) -> None:
+        """Remove the progress files of every split, once the cache is complete."""
+        for name in os.listdir(folder):
+            if name.startswith(".") and name.endswith(("_records.bin", "_state.json", "_sums.npz")):
+                os.remove(os.path.join(folder, name))
+
+
+def _read_state(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int, store: str,
@@ -97,32 +205,44 @@ def write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, se
 
 
 def write_split(tmp: str, split: str, items: list[tuple], shape: tuple[int, int, int], resize: int | None,
-                 workers: int, progress: bool, store: str, quality: int,
-                 sums: StatsSums | None) -> tuple[int, list[tuple[str, str]]]:
+                workers: int, progress: bool, store: str, quality: int,
+                sums: StatsSums | None) -> tuple[int, list[tuple[str, str]]]:
     """Decode ``items`` in order into the cache's ``split``; returns (rows written, skipped).
 
-    raw: the decoded arrays are appended to the split's .npy file. jpeg: the workers encode them. Either way the
-    workers add what is stored (for jpeg, the decoded JPEGs) to the statistics ``sums`` (train), so no pass reads
-    the cache back.
+    raw: the decoded arrays are appended to the split's .npy file. jpeg: the workers encode them, and every
+    ``COMMIT`` images the writer commits its progress (at a chunk's end, where ``sums`` holds exactly the images
+    written), so an interrupted prepare continues from there. Either way the workers add what is stored (for
+    jpeg, the decoded JPEGs) to the statistics ``sums`` (train), so no pass reads the cache back.
     """
-    bad = []
-    paths = [item for item, _ in items]
     on_extra = sums.merge if sums is not None else None
     if store == "jpeg":
         writer = JpegSplitWriter(tmp, split, cache.labels_path(tmp, split))
-        results = run_chunks(encode_chunk, paths, (shape, resize, quality, sums is not None), workers,
-                             f"encoding {split}", progress, chunk=ENCODE_CHUNK, on_extra=on_extra)
+        if sums is not None:
+            writer.restore(sums)
+        if writer.done:
+            return writer.close(), writer.skipped
+        start, bad = writer.consumed, writer.skipped
+        if start and progress:
+            print(f"{split}: continuing an interrupted prepare after {start:,} of {len(items):,} images",
+                  file=sys.stderr, flush=True)
+        results = run_chunks(encode_chunk, [item for item, _ in items[start:]], (shape, resize, quality,
+                             sums is not None), workers, f"encoding {split}", progress, chunk=ENCODE_CHUNK,
+                             on_extra=on_extra, done=start)
     else:
+        start, bad = 0, []
         writer = cache.SplitWriter(tmp, split, len(items), shape)
-        results = run_chunks(decode_chunk, paths, (shape, resize, sums is not None), workers, f"decoding {split}",
-                             progress, chunk=ENCODE_CHUNK if sums is not None else CHUNK, on_extra=on_extra)
+        results = run_chunks(decode_chunk, [item for item, _ in items], (shape, resize, sums is not None), workers,
+                             f"decoding {split}", progress, chunk=ENCODE_CHUNK if sums is not None else CHUNK,
+                             on_extra=on_extra)
     try:
         with contextlib.closing(results):
-            for (item, label), result in zip(items, results):
+            for handled, ((item, label), result) in enumerate(zip(items[start:], results), start + 1):
                 if isinstance(result, str):
                     bad.append((str(item), result))
                 else:
                     writer.append(result, label)
+                if store == "jpeg" and (handled - start) % COMMIT == 0:
+                    writer.commit(handled, bad, sums)
     except BaseException:
         writer.discard()
         raise
