@@ -3,7 +3,7 @@
 On disk, per split (next to the labels and metadata every cache has, alexnet.data.cache):
   <split>_jpeg.bin     the JPEG files of the split's images, back to back
   <split>_index.npy    int64 (N + 1,): image i is bytes [index[i], index[i + 1]) of <split>_jpeg.bin
-A 256x256 photograph at quality 90 takes about 18 KB instead of the raw store's 196,608 bytes (10x less):
+A 256x256 photograph at quality 90 takes about 15-17 KB instead of the raw store's 196,608 bytes (12x less):
 ILSVRC-2012's 1.33 M images fit in about 20 GB rather than 262 GB (docs/imagenet.md).
 
 Encoding is Pillow's (libjpeg-turbo, 4:2:0 chroma subsampling, baseline); decoding is torchvision's
