@@ -84,6 +84,7 @@ CASES = [
     (["eval", "{p}/text.pt", "--confusion", "{p}/file/c.png"], "--confusion"),
     (["predict", "{p}/text.pt", "{p}/dir", "--json", "{p}/file/p.json"], "--json"),
     (["prepare", "fashion-mnist", "--out", "{p}/c", "--image-size", "0"], "--image-size"),
+    (["prepare", "fashion-mnist", "--out", "{p}/c", "--quality", "101"], "--quality"),
 ]
 
 
