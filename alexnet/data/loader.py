@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 from typing import Callable, Iterator
 
 import numpy as np
@@ -156,14 +157,12 @@ class BatchLoader:
         out.numpy()[order] = self.images[index[order]]   # ... and put each image where it belongs
         return out
 
-
     def _decode_on_device(self, index: torch.Tensor) -> torch.Tensor:
         """uint8 (B, C, H, W) channels_last on the CUDA device, decoded there by nvJPEG; if this torchvision
         cannot decode on the device, the loader says so once and decodes on the CPU from then on."""
         try:
             return self.images.read_on(index.numpy(), self.device)
         except RuntimeError as err:
-            import warnings
             warnings.warn(f"decoding JPEGs on {self.device} failed ({err}); decoding them on the CPU instead "
                           f"(use --loader-threads to give it more cores)", RuntimeWarning, stacklevel=2)
             self.gpu_decode = False
