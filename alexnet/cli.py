@@ -135,7 +135,7 @@ def _write_json(obj, target: str) -> None:
 
 def _eval(args: argparse.Namespace) -> int:
     import os
-    from alexnet.evaluate import evaluate_checkpoints, format_report
+    from alexnet.evaluate import evaluate_checkpoints, format_accuracy
     png = args.confusion or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"confusion_{args.split}.png")
     checks.at_least(args.batch_size, 1, "--batch-size")
     checks.writable_file(args.json, "--json")       # before evaluating: a finished evaluation is not thrown away
@@ -147,7 +147,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.json:
         _write_json(report, args.json)
     if args.json != "-":
-        print(format_report(report))
+        print(format_accuracy(report))
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from matplotlib.ticker import NullFormatter
 
 from alexnet.checks import write_atomically
-from alexnet.plots import _figure, _save
+from alexnet.plots import new_figure, save_figure
 
 
 def _mean(row: dict, key: str, fmt: str) -> str:
@@ -61,7 +61,7 @@ def markdown(result: dict) -> str:
 def plot_compare(result: dict, path: str | os.PathLike) -> None:
     """Test top-1 against parameters (log) and against training images per second (log), one labelled point
     per model, with error bars when there are several seeds."""
-    fig = _figure((12, 4.8))
+    fig = new_figure((12, 4.8))
     axes = fig.subplots(1, 2)
     panels = (("params", "parameters (log scale)"), ("train_images_per_s", "training images per second (log scale)"))
     for ax, (key, label) in zip(axes, panels):
@@ -84,7 +84,7 @@ def plot_compare(result: dict, path: str | os.PathLike) -> None:
     budget = result["budget"]
     fig.suptitle(f"{result['data']} at {result['input_size']} px: {budget['epochs']} epoch(s), "
                  f"{budget['train_images']:,} training images, {len(budget['seeds'])} seed(s)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_outputs(result: dict, out: str | os.PathLike) -> dict[str, str]:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from alexnet.checkpoint import load_checkpoint
 from alexnet.data import open_dataset
-from alexnet.evaluate import evaluate_checkpoints, format_report
+from alexnet.evaluate import evaluate_checkpoints, format_accuracy
 from alexnet.predict import format_predictions, predict
 
 
@@ -38,7 +38,7 @@ def after_training(out: str) -> None:
     best = os.path.join(out, "best.pt")
     print(f"\n$ alexnet eval {best}")
     report = evaluate_checkpoints([best], confusion_png=os.path.join(out, "confusion_test.png"))
-    print(format_report(report))
+    print(format_accuracy(report))
     samples = write_samples(out)
     print(f"\n$ alexnet predict {best} {os.path.join(out, 'samples')} --topk 3")
     results, _ = predict(best, samples, topk=3)

@@ -127,7 +127,7 @@ def activation_stats(out: torch.Tensor) -> dict:
             "dead": (units.amax(dim=(1, 2)) <= 0).float().mean().item()}
 
 
-def format_report(rows: list[dict]) -> str:
+def format_diagnosis(rows: list[dict]) -> str:
     """A table per recorded step: one line per layer."""
     lines = []
     for row in rows:

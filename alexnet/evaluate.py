@@ -23,7 +23,7 @@ from alexnet.progress import Progress
 from alexnet.run import Preprocessing
 
 
-def _as_nchw(batch: np.ndarray | torch.Tensor | JpegImages) -> torch.Tensor:
+def as_nchw(batch: np.ndarray | torch.Tensor | JpegImages) -> torch.Tensor:
     """uint8 (B, H, W, C) -> (B, C, H, W) view in channels_last memory (a jpeg store's batch decoded by as many
     threads as torch uses)."""
     if isinstance(batch, JpegImages):
@@ -47,7 +47,7 @@ def predict_probs(models: Sequence[nn.Module | backends.OnnxModel], images: np.n
     chunks = []
     bar = Progress(math.ceil(len(images) / batch_size), desc=desc, enabled=progress)
     for start in range(0, len(images), batch_size):
-        x = transform(_as_nchw(images[start:start + batch_size]).to(device))
+        x = transform(as_nchw(images[start:start + batch_size]).to(device))
         views = x if x.dim() == 5 else x.unsqueeze(0)                      # (V, B, C, h, w)
         flat = views.flatten(0, 1).contiguous(memory_format=torch.channels_last)
         probs = 0
@@ -126,7 +126,7 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
     return report
 
 
-def format_report(report: dict) -> str:
+def format_accuracy(report: dict) -> str:
     views = "10-crop" if report["ten_crop"] else "centre crop"
     models = f"ensemble of {len(report['checkpoints'])}" if len(report["checkpoints"]) > 1 else report["checkpoints"][0]
     lines = [f"{models} on {report['data']} ({report['split']}, {report['n']} images, {views}, "

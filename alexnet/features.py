@@ -21,7 +21,7 @@ from torch import nn
 from alexnet.checkpoint import load_model
 from alexnet.data import open_dataset
 from alexnet.errors import UsageError
-from alexnet.evaluate import _as_nchw
+from alexnet.evaluate import as_nchw
 from alexnet.progress import Progress
 from alexnet.run import Preprocessing, resolve_device
 
@@ -90,7 +90,7 @@ def extract_features(model: nn.Module, images: np.ndarray | torch.Tensor, transf
     bar = Progress(math.ceil(len(images) / batch_size), desc=desc, enabled=progress)
     try:
         for start in range(0, len(images), batch_size):
-            x = transform(_as_nchw(images[start:start + batch_size]).to(device))
+            x = transform(as_nchw(images[start:start + batch_size]).to(device))
             model(x.contiguous(memory_format=torch.channels_last))
             if not caught:
                 raise UsageError(f"layer {name} is not run by {type(model).__name__}'s forward; choose another --layer")

@@ -14,13 +14,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 
-def _figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)   # draws PNGs itself, whatever the process's backend
     return fig
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
@@ -30,7 +30,7 @@ def _save(fig: Figure, path: str | os.PathLike) -> None:
 def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
     """Loss, top-1 accuracy and learning rate per epoch (train and validation)."""
     epochs = [h["epoch"] for h in history]
-    fig = _figure((14, 4))
+    fig = new_figure((14, 4))
     axes = fig.subplots(1, 3)
     axes[0].plot(epochs, [h["train_loss"] for h in history], "o-", label="train")
     axes[0].plot(epochs, [h["val_loss"] for h in history], "o-", label="val")
@@ -46,7 +46,7 @@ def plot_curves(history: list[dict], path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend()
     axes[1].legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_confusion(confusion: np.ndarray, classes: list[str], path: str | os.PathLike, title: str = "") -> None:
@@ -54,7 +54,7 @@ def plot_confusion(confusion: np.ndarray, classes: list[str], path: str | os.Pat
     counts = confusion.astype(np.float64)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(5, 0.45 * len(classes) + 2)
-    fig = _figure((size + 1, size))
+    fig = new_figure((size + 1, size))
     ax = fig.subplots()
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if len(classes) <= 30:
@@ -69,4 +69,4 @@ def plot_confusion(confusion: np.ndarray, classes: list[str], path: str | os.Pat
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -19,10 +19,10 @@ from alexnet.checkpoint import load_model
 from alexnet.errors import UsageError
 from alexnet.features import extract_features, layer_label, open_checkpoint_data, resolve_layer
 from alexnet.models import model_info
-from alexnet.plots import _figure, _save
+from alexnet.plots import new_figure, save_figure
 from alexnet.run import Preprocessing, resolve_device
 
-DPI = 110   # plots._save's
+DPI = 110   # plots.save_figure's
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -81,7 +81,7 @@ def plot_kernels(blocks: list[tuple[str, np.ndarray]], path: str | os.PathLike, 
     zoom = max(5, 48 // (blocks[0][1].shape[1] + 1))           # screen pixels per kernel pixel
     width = max(image.shape[1] for image in images) * zoom / DPI
     heights = [image.shape[0] * zoom / DPI for image in images]
-    fig = _figure((max(width, 4.0), sum(heights) + 0.35 * len(images) + 0.3))
+    fig = new_figure((max(width, 4.0), sum(heights) + 0.35 * len(images) + 0.3))
     axes = fig.subplots(len(images), 1, gridspec_kw={"height_ratios": heights, "hspace": 0.25}, squeeze=False)[:, 0]
     for ax, (label, _), image in zip(axes, blocks, images):
         ax.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1,
@@ -89,7 +89,7 @@ def plot_kernels(blocks: list[tuple[str, np.ndarray]], path: str | os.PathLike, 
         ax.set_title(label, fontsize=9)
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 
@@ -132,7 +132,7 @@ def plot_neighbors(query_images: np.ndarray, query_labels: np.ndarray, neighbor_
     the query's class, red: another)."""
     rows, k = neighbor_labels.shape
     height = 1.35 * rows + 0.8
-    fig = _figure((1.25 * (k + 1) + 0.3, height))
+    fig = new_figure((1.25 * (k + 1) + 0.3, height))
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.75 / height)   # room for two title lines
     axes = fig.subplots(rows, k + 1, squeeze=False, gridspec_kw={"wspace": 0.15, "hspace": 0.45})
     for r in range(rows):
@@ -142,7 +142,7 @@ def plot_neighbors(query_images: np.ndarray, query_labels: np.ndarray, neighbor_
             _tile(axes[r, j + 1], neighbor_images[r, j], f"{j + 1}: {classes[label]}\nd={distances[r, j]:.3g}",
                   "green" if label == query_labels[r] else "red")
     fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top")
-    _save(fig, path)
+    save_figure(fig, path)
     return fig
 
 

@@ -17,7 +17,7 @@ from alexnet.checks import write_atomically
 from alexnet.data import open_dataset
 from alexnet.evaluate import accuracy_report, predict_probs
 from alexnet.models.alexnet import LocalResponseNorm
-from alexnet.ops.lrn import _scale
+from alexnet.ops.lrn import lrn_scale
 from alexnet.run import Preprocessing, build_model
 
 _DATASETS: dict[tuple, object] = {}
@@ -59,7 +59,7 @@ def lrn_divisor(model: torch.nn.Module, x: torch.Tensor) -> float | None:
     values: list[float] = []
 
     def hook(module, inputs, output):
-        scale = _scale(inputs[0].float(), module.size, module.alpha_sum, module.k, module.groups)
+        scale = lrn_scale(inputs[0].float(), module.size, module.alpha_sum, module.k, module.groups)
         values.append(scale.pow(module.beta).mean().item())
 
     handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, LocalResponseNorm)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from alexnet.plots import _figure, _save
+from alexnet.plots import new_figure, save_figure
 
 
 def plot_study(results: dict, path: str | os.PathLike) -> None:
@@ -12,7 +12,7 @@ def plot_study(results: dict, path: str | os.PathLike) -> None:
     if results["study"] == "relu-vs-tanh":
         _plot_fig1(results, path)
         return
-    fig = _figure((4 + 1.6 * len(results["arms"]), 4))
+    fig = new_figure((4 + 1.6 * len(results["arms"]), 4))
     axes = fig.subplots(1, 2)
     for ax, metric in zip(axes, ("test_top1_error", "test_top5_error")):
         for x, arm in enumerate(results["arms"]):
@@ -25,11 +25,11 @@ def plot_study(results: dict, path: str | os.PathLike) -> None:
         ax.grid(alpha=0.3, axis="y")
     fig.suptitle(f"{results['study']} [{results['claim']['section']}]: verdict {results['verdict']} "
                  f"(dots: seeds; grey: reference)")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def _plot_fig1(results: dict, path: str | os.PathLike) -> None:
-    fig = _figure((6, 4.5))
+    fig = new_figure((6, 4.5))
     ax = fig.subplots()
     for arm in results["arms"]:
         style = "-" if arm["name"] == "relu" else "--"
@@ -43,4 +43,4 @@ def _plot_fig1(results: dict, path: str | os.PathLike) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     ax.set_title("Fig. 1 [3.1]: ReLU (solid) vs tanh (dashed), each seed a line")
-    _save(fig, path)
+    save_figure(fig, path)

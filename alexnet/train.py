@@ -21,7 +21,7 @@ from alexnet import distributed, finetune
 from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
 from alexnet.data import open_dataset
 from alexnet.data.loader import BatchLoader
-from alexnet.diagnose import LayerStats, StallWatch, format_report, record_diagnosis, stall_fixes
+from alexnet.diagnose import LayerStats, StallWatch, format_diagnosis, record_diagnosis, stall_fixes
 from alexnet.errors import NonFiniteLoss, TrainingInterrupted, UsageError
 from alexnet.evaluate import accuracy_report, predict_probs
 from alexnet.models import model_info
@@ -292,7 +292,7 @@ def end_of_epoch(run: Run) -> None:
     if not run.eta_said and run.epoch < run.cfg.epochs:    # once, after the first epoch this process trains
         run.eta_said = run.log(eta_line(row, run.epoch, run.cfg.epochs)) or True
     if run.last_diagnosis:
-        run.log(format_report([run.last_diagnosis]))
+        run.log(format_diagnosis([run.last_diagnosis]))
 
 
 def finish(run: Run, stop: str | None, signals: list) -> dict:

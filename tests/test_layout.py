@@ -96,3 +96,26 @@ def test_no_function_is_over_80_lines():
             for name, path in module_names().items() for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80}
     assert long == {}
+
+
+def private_imports(root: Path = TOP) -> list[str]:
+    """``from alexnet.X import _name`` in alexnet's modules, where ``_name`` is private to X: "importer: X._name".
+
+    A private module (``_kernels``) imported by a module of its own package is that package's business, not a
+    leak; a private name of another module is.
+    """
+    modules = module_names(root)
+    found = []
+    for module, path in modules.items():
+        package = module if path.stem == "__init__" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("alexnet"):
+                for alias in node.names:
+                    own_module = f"{node.module}.{alias.name}" in modules and node.module == package
+                    if alias.name.startswith("_") and not alias.name.endswith("__") and not own_module:
+                        found.append(f"{module}: {node.module}.{alias.name}")
+    return found
+
+
+def test_no_private_name_is_imported_from_another_module():
+    assert private_imports() == []

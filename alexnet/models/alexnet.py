@@ -119,7 +119,7 @@ class AlexNet(nn.Module):
         modules = list(self.features)
         i = 0
         while i < len(modules):
-            fused = _fusable_block(modules[i:i + 3])
+            fused = fusable_block(modules[i:i + 3])
             if fused is not None:
                 x, i = fused(x), i + 3
             else:
@@ -132,7 +132,7 @@ def _watched(module: nn.Module) -> bool:
                 or getattr(module, "_backward_pre_hooks", None))
 
 
-def _fusable_block(block: list[nn.Module]):
+def fusable_block(block: list[nn.Module]):
     """A function running ``block`` (ReLU, our LRN, MaxPool2d 3x3-style without padding) fused, or None."""
     if len(block) != 3:
         return None

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import UsageError
-from alexnet.models.alexnet import AlexNet, _fusable_block
+from alexnet.models.alexnet import AlexNet, fusable_block
 from alexnet.ops.lrn import LocalResponseNorm
 
 _PER_TOWER = (nn.ReLU, nn.Tanh, nn.MaxPool2d, nn.Dropout, nn.Identity)   # no weights, channel by channel
@@ -218,7 +218,7 @@ class TwoTowerAlexNet(nn.Module):
         fuse = self.fuse and x.device.type == "cpu" and not nn.modules.module._global_forward_hooks
         i = 0
         while i < len(modules):
-            fused = _fusable_block(modules[i:i + 3]) if fuse else None
+            fused = fusable_block(modules[i:i + 3]) if fuse else None
             x, i = (fused(x), i + 3) if fused is not None else (modules[i](x), i + 1)
         return x
 

@@ -59,17 +59,18 @@ def _window_sum(t: torch.Tensor, size: int, transposed: bool = False, groups: in
     return (sums.flatten(-2) if groups > 1 else sums).movedim(-1, 1)
 
 
-def _scale(x: torch.Tensor, size: int, alpha: float, k: float, groups: int = 1) -> torch.Tensor:
+def lrn_scale(x: torch.Tensor, size: int, alpha: float, k: float, groups: int = 1) -> torch.Tensor:
+    """LRN's denominator before the power [3.3], k + alpha x (the window's sum of squares), in PyTorch ops."""
     return _window_sum(x * x, size, groups=groups).mul_(alpha).add_(k)   # k + alpha * sum of squares
 
 
 def _forward_torch(x: torch.Tensor, size: int, alpha: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
-    return x * _inverse_power(_scale(x, size, alpha, k, groups), beta)
+    return x * _inverse_power(lrn_scale(x, size, alpha, k, groups), beta)
 
 
 def _backward_torch(x: torch.Tensor, grad: torch.Tensor, size: int, alpha: float, beta: float,
                     k: float, groups: int = 1) -> torch.Tensor:
-    scale = _scale(x, size, alpha, k, groups)
+    scale = lrn_scale(x, size, alpha, k, groups)
     inverse = _inverse_power(scale, beta)                         # s^-beta
     spread = _window_sum((grad * x).mul_(inverse).div_(scale), size, transposed=True, groups=groups)
     return (x * spread).mul_(-2 * alpha * beta).addcmul_(grad, inverse)
