@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet.errors import UsageError
+from alexnet.errors import Failure, UsageError
 from alexnet.run import build_model
 
 FORMAT = "alexnet-checkpoint-v1"
@@ -26,7 +26,7 @@ REQUIRED = ("model", "classes", "config", "data", "state_dict")   # what eval, p
 MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
 
 
-class NoSpace(OSError):
+class NoSpace(Failure, OSError):
     """A checkpoint could not be written: the disk (or quota) is full. The previous file is untouched; exit 1."""
 
 

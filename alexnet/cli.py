@@ -69,21 +69,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg, *, resume: bool, force: bool) -> int:
-    from alexnet.checkpoint import NoSpace
-    from alexnet.errors import NonFiniteLoss, TrainingInterrupted
     from alexnet.train import train
-    try:
-        result = train(cfg, resume=resume, force=force)
-    except TrainingInterrupted as stop:
-        print(f"alexnet train: interrupted; {stop}", file=sys.stderr)
-        return stop.exit_code
-    except NonFiniteLoss as err:
-        print(f"alexnet train: stopped: {err}. The last good checkpoint (if any) is untouched. "
-              "Try a lower --lr, or check the data for broken images or labels.", file=sys.stderr)
-        return 1
-    except NoSpace as err:
-        print(f"alexnet train: error: {err}", file=sys.stderr)
-        return 1
+    result = train(cfg, resume=resume, force=force)    # its failures carry their exit codes to main()
     if "stopped_at" not in result:
         print(f"run folder: {result['out']} (config.json, metrics.jsonl, curves.png, last.pt, best.pt, "
               "TensorBoard events)")
@@ -275,13 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:                 # bare `alexnet`: the commands, on stderr, and usage's exit status
         parser.print_help(sys.stderr)
         return 2
-    from alexnet.errors import Terminated, terminated_as_exception
+    from alexnet.errors import Failure, Terminated, terminated_as_exception
     try:
         with terminated_as_exception():   # SIGTERM anywhere (an implicit prepare too): cleanups run, exit 143
             return args.func(args)        # (training's loop takes SIGTERM over to save a resumable last.pt)
-    except UsageError as err:
-        print(f"alexnet {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except Failure as err:                # the one place errors become exit codes (alexnet.errors)
+        print(f"alexnet {args.command}: {err.report()}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         return 130
     except Terminated as err:

@@ -40,7 +40,6 @@ def add_parsers(sub) -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     from alexnet.compare import Budget, compare, parse_models
-    from alexnet.errors import NonFiniteLoss, TrainingInterrupted
     models = parse_models(args.models)
     checks.at_least(args.seeds, 1, "--seeds")
     checks.at_least(args.epochs, 1, "--epochs")
@@ -50,16 +49,10 @@ def _compare(args: argparse.Namespace) -> int:
     budget = Budget(epochs=args.epochs, seeds=args.seeds, train_subset=args.train_subset,
                     val_subset=args.val_subset, batch_size=args.batch_size, lr=args.lr)
     command = shlex.join(["alexnet", "compare", *_argv_after_command(args)])
-    try:
-        result = compare(models, data=args.data, data_root=args.data_root, out=args.out, budget=budget,
-                         input_size=args.input_size, device=args.device, quiet=args.quiet, command=command,
-                         log=lambda text: print(text, file=sys.stderr, flush=True))
-    except TrainingInterrupted as stop:
-        print(f"alexnet compare: interrupted; {stop}", file=sys.stderr)
-        return stop.exit_code
-    except NonFiniteLoss as err:
-        print(f"alexnet compare: stopped: {err}. Try a lower --lr for every model.", file=sys.stderr)
-        return 1
+    # an interrupt or a diverged run ends here with its exit code, which main() applies (alexnet.errors)
+    result = compare(models, data=args.data, data_root=args.data_root, out=args.out, budget=budget,
+                     input_size=args.input_size, device=args.device, quiet=args.quiet, command=command,
+                     log=lambda text: print(text, file=sys.stderr, flush=True))
     from alexnet.compare_report import headline, markdown_table, write_outputs
     paths = write_outputs(result, args.out)
     print(f"{headline(result)}\n\n{markdown_table(result)}\n")

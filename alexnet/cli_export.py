@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from alexnet import checks
 
@@ -25,16 +24,11 @@ def add_parsers(sub) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from alexnet.checkpoint import NoSpace
-    from alexnet.export import ExportError, check_out, default_out, export_checkpoint
+    from alexnet.export import check_out, default_out, export_checkpoint
     out = args.out or default_out(args.checkpoint, args.format)
     checks.writable_file(out, "--out")
     check_out(args.checkpoint, args.format, out)
-    try:
-        done = export_checkpoint(args.checkpoint, args.format, out)
-    except (ExportError, NoSpace) as err:
-        print(f"alexnet export: error: {err}; nothing was written", file=sys.stderr)
-        return 1
+    done = export_checkpoint(args.checkpoint, args.format, out)     # ExportError, NoSpace: exit 1 from main()
     shape = "x".join("batch" if d is None else str(d) for d in done["input"])
     print(f"wrote {done['out']} ({done['format']}, {done['bytes'] / 1e6:.1f} MB): {done['model']}, input float32 "
           f"{shape}, {done['classes']} classes; {done['check']}")

@@ -58,9 +58,8 @@ def _study(args: argparse.Namespace) -> int:
         try:
             results = run_study(name, options)
         except TrainingInterrupted as stop:   # a signal stops all of them; complete runs are reused next time
-            print(f"alexnet study: interrupted during {name}; complete runs in {options['runs']} are reused by "
-                  "the next call", file=sys.stderr)
-            return stop.exit_code
+            raise TrainingInterrupted(stop.signum, f"during {name}: complete runs in {options['runs']} are reused "
+                                                   f"by the next call") from None
         except (UsageError, KeyboardInterrupt, Terminated):
             raise
         except Exception as err:          # all: one study's failure does not lose the others

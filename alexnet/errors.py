@@ -6,20 +6,39 @@ from typing import Iterator
 
 
 
-class UsageError(ValueError):
+class Failure(Exception):
+    """An error the command line reports as one sentence, ``alexnet COMMAND: <report()>``, and exits with
+    ``exit_code``: the mapping lives here, in the error types, and ``cli.main`` alone applies it."""
+
+    exit_code = 1
+
+    def report(self) -> str:
+        return f"error: {self}"
+
+
+class UsageError(Failure, ValueError):
     """Bad usage or bad input. The command line prints the message and exits with status 2."""
 
+    exit_code = 2
 
-class TrainingInterrupted(Exception):
+
+class TrainingInterrupted(Failure):
     """SIGINT/SIGTERM arrived; ``last.pt`` was written. ``exit_code`` is 130 or 143."""
 
     def __init__(self, signum: int, resume_hint: str) -> None:
         super().__init__(resume_hint)
-        self.exit_code = 128 + signum
+        self.signum, self.exit_code = signum, 128 + signum
+
+    def report(self) -> str:
+        return f"interrupted; {self}"
 
 
-class NonFiniteLoss(Exception):
-    """The loss became NaN/inf; the last good checkpoint was left untouched."""
+class NonFiniteLoss(Failure):
+    """The loss became NaN/inf; the last good checkpoint was left untouched (exit 1)."""
+
+    def report(self) -> str:
+        return (f"stopped: {self}. The last good checkpoint (if any) is untouched. Try a lower --lr, or check the "
+                f"data for broken images or labels.")
 
 
 class Terminated(BaseException):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from alexnet.checkpoint import NoSpace, check_complete, load_checkpoint, model_from_checkpoint
-from alexnet.errors import UsageError
+from alexnet.errors import Failure, UsageError
 from alexnet.ops.exportable import onnx_ready
 from alexnet.run import Preprocessing
 
@@ -44,8 +44,11 @@ INPUT, OUTPUT = "input", "logits"
 CHECK_BATCHES = (1, 2)       # the file is run at both before it is put in place: the batch axis is dynamic
 
 
-class ExportError(Exception):
+class ExportError(Failure):
     """The exporter failed, or the exported file does not reproduce the checkpoint; nothing was written (exit 1)."""
+
+    def report(self) -> str:
+        return f"error: {self}; nothing was written"
 
 
 # ---- the metadata --------------------------------------------------------------------------------------------
