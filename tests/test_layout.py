@@ -119,3 +119,23 @@ def private_imports(root: Path = TOP) -> list[str]:
 
 def test_no_private_name_is_imported_from_another_module():
     assert private_imports() == []
+
+
+def test_exit_codes_are_mapped_in_main_alone():
+    """No command module turns a caught error into an exit status: the error types carry their exit codes
+    (alexnet.errors.Failure) and cli.main applies them. Only main's own handlers return a status from an except."""
+    offenders = []
+    for name, path in module_names().items():
+        if not name.startswith("alexnet.cli"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef) or (name == "alexnet.cli" and function.name == "main"):
+                continue
+            for handler in ast.walk(function):
+                if isinstance(handler, ast.ExceptHandler):
+                    returns = [n for n in ast.walk(handler) if isinstance(n, ast.Return) and n.value is not None]
+                    offenders += [f"{name}.{function.name}:{n.lineno}" for n in returns
+                                  if not (isinstance(n.value, ast.Constant) and isinstance(n.value.value, bool))
+                                  and not isinstance(n.value, ast.Compare)]
+    assert offenders == []
