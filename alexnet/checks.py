@@ -92,12 +92,12 @@ def model_kwargs(model: str, kwargs: dict) -> None:
         raise UsageError(f"--model-kwargs {kwargs}: {model} cannot be built with these arguments ({err})") from None
 
 
-def write_atomically(path: str | os.PathLike, text: str) -> None:
-    """``text`` at ``path``, whole or not at all: a hidden temporary file beside it (its folder made if missing),
-    then ``os.replace``; a full disk or a crash leaves any earlier file as it was."""
+def write_atomically(path: str | os.PathLike, content: str | bytes) -> None:
+    """``content`` (text, or bytes) at ``path``, whole or not at all: a hidden temporary file beside it (its folder
+    made if missing), then ``os.replace``; a full disk, an interrupt or a crash leaves any earlier file as it was."""
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
     os.replace(tmp, path)

@@ -265,3 +265,31 @@ def test_an_interrupted_jpeg_prepare_continues_where_it_stopped(photos, tmp_path
     prepare(str(photos), str(tmp_path / "d"), size=24, store="jpeg", quality=80, workers=0)   # other options
     assert "continuing" not in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir() if ".partial-" in p.name] == []
+
+
+def test_a_split_finished_before_the_interrupt_keeps_its_statistics(tmp_path, monkeypatch):
+    """Interrupted in val after train was closed (22 train images: the last commit was at 16): the resumed cache,
+    statistics included, is the uninterrupted one's, so train's sums are saved when it closes, not only at commits."""
+    root = tmp_path / "photos"
+    write_photo_folder(root / "train", 22, classes=3, short_side=(60, 90))
+    write_photo_folder(root / "val", 9, classes=3, short_side=(60, 90), seed=77)
+    monkeypatch.setattr(writing, "ENCODE_CHUNK", 4)
+    monkeypatch.setattr(writing, "COMMIT", 8)
+    whole = prepare(str(root), str(tmp_path / "whole"), size=24, store="jpeg", workers=0, progress=False)
+    real, calls = writing.JpegSplitWriter.append, []
+
+    def dies_in_val(self, blob, label):
+        calls.append(label)
+        if len(calls) == 27:
+            raise KeyboardInterrupt
+        real(self, blob, label)
+    monkeypatch.setattr(writing.JpegSplitWriter, "append", dies_in_val)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(str(root), str(tmp_path / "c"), size=24, store="jpeg", workers=0, progress=False)
+    monkeypatch.setattr(writing.JpegSplitWriter, "append", real)
+    resumed = prepare(str(root), str(tmp_path / "c"), size=24, store="jpeg", workers=0, progress=False)
+    assert resumed.counts == whole.counts == {"train": 22, "val": 9}
+    for name in ("train_jpeg.bin", "val_jpeg.bin", "val_index.npy", "train_labels.npy"):
+        assert (tmp_path / "c" / name).read_bytes() == (Path(whole.out) / name).read_bytes(), name
+    assert json.loads((tmp_path / "c" / cache.CACHE_METADATA).read_text())["stats"] == \
+        json.loads((Path(whole.out) / cache.CACHE_METADATA).read_text())["stats"]

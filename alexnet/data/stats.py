@@ -64,6 +64,16 @@ class StatsSums:
         self.count += n
         return self
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The sums as arrays (for ``np.savez``); ``from_arrays`` restores them exactly."""
+        return {"image_sum": self.image_sum, "outer_sum": self.outer_sum, "count": np.int64(self.count)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> "StatsSums":
+        sums = cls(*arrays["image_sum"].shape)
+        sums.image_sum[...], sums.outer_sum[...], sums.count = arrays["image_sum"], arrays["outer_sum"], int(arrays["count"])
+        return sums
+
     def merge(self, other: "StatsSums") -> "StatsSums":
         self.image_sum += other.image_sum
         self.outer_sum += other.outer_sum

@@ -8,13 +8,14 @@ alexnet.data.cache's and alexnet.data.jpeg_store's. The statistics of what is st
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sys
-from array import array
 
 import numpy as np
 
+from alexnet.checks import write_atomically
 from alexnet.data import cache
 from alexnet.data.decode import convert_channels, fit_arrays, shape_rule
 from alexnet.data.holdout import stored_order
@@ -29,66 +30,56 @@ COMMIT = 32 * ENCODE_CHUNK    # the jpeg store commits its progress every 4,096 
 
 
 class JpegSplitWriter:
-    """A split of the jpeg store, written image by image: ``append(blob, label)``, then ``close()``.
-    Held in memory: 16 bytes an image (its end offset and label), 20 MB for ILSVRC-2012's 1.28 M.
+    """A split of the jpeg store, written image by image: ``append(blob, label)``, then ``close(sums)``. Each
+    image's end offset and label go to a records file beside the bytes (16 bytes an image, read back once by
+    ``close`` to write the index and labels), so nothing grows in memory.
 
-    Resumable: ``commit(consumed, skipped, sums)`` makes what was appended so far durable (the bytes and a record
-    of each image's end and label fsynced, then the train statistics' sums, then a small state file written
-    atomically), and a writer opened on the same folder after an interrupt continues from the last commit:
-    ``consumed`` items of the split's list were handled (written or ``skipped``), the rest are still to do.
-    ``done``: the split was closed before the interrupt (its index and labels are written)."""
+    Resumable: ``commit(consumed, skipped, sums)`` fsyncs the bytes and the records, then replaces one progress
+    file atomically: the state (items of the split's list handled, images and bytes kept, the skipped items) and
+    the train statistics' sums at that point, together, so they can never disagree. A writer opened on the same
+    folder after an interrupt cuts the files back to the last commit and continues from there. ``done``: the split
+    was closed before the interrupt (its index and labels are written; ``close`` saved its final sums)."""
 
     def __init__(self, folder: str, split: str, labels_file: str) -> None:
         self.folder, self.split, self.labels_file = folder, split, labels_file
-        self.records_path = os.path.join(folder, f".{split}_records.bin")     # (end, label) int64 per image
-        self.state_path = os.path.join(folder, f".{split}_state.json")
-        self.sums_path = os.path.join(folder, f".{split}_sums.npz")
-        self.state = _read_state(self.state_path)
-        if self.state and not self.state["done"] and not (os.path.exists(jpeg_path(folder, split))
+        self.data_path, self.records_path = jpeg_path(folder, split), os.path.join(folder, f".{split}_records.bin")
+        self.progress_path = os.path.join(folder, f".{split}_progress.npz")
+        self.state, self.saved_sums = _read_progress(self.progress_path)
+        if self.state and not self.state["done"] and not (os.path.exists(self.data_path)
                                                           and os.path.exists(self.records_path)):
             self.state = None                        # a partial folder missing its files: start the split again
-        self.ends, self.labels = array("q"), array("q")
         if self.state is None:
-            self.state = {"consumed": 0, "images": 0, "bytes": 0, "skipped": [], "done": False}
-            self.file, self.records = open(jpeg_path(folder, split), "wb"), open(self.records_path, "wb")
+            self.state, self.saved_sums = {"consumed": 0, "images": 0, "bytes": 0, "skipped": [], "done": False}, None
+            self.file, self.records = open(self.data_path, "wb"), open(self.records_path, "wb")
         elif not self.state["done"]:                 # continue after the last commit: cut what came after it
-            self.file, self.records = open(jpeg_path(folder, split), "r+b"), open(self.records_path, "r+b")
+            self.file, self.records = open(self.data_path, "r+b"), open(self.records_path, "r+b")
             self.file.truncate(self.state["bytes"])
             self.records.truncate(self.state["images"] * 16)
-            pairs = np.frombuffer(self.records.read(), np.int64).reshape(-1, 2)
-            self.ends.frombytes(pairs[:, 0].tobytes())
-            self.labels.frombytes(pairs[:, 1].tobytes())
             self.file.seek(0, os.SEEK_END)
-        self.size = self.state["bytes"]
+            self.records.seek(0, os.SEEK_END)
+        self.size, self.count = self.state["bytes"], self.state["images"]
 
     done = property(lambda self: self.state["done"])
     consumed = property(lambda self: self.state["consumed"])
     skipped = property(lambda self: [tuple(s) for s in self.state["skipped"]])
 
-    def restore(self, sums) -> None:
-        """Add the committed statistics' sums (a StatsSums) of an interrupted run to ``sums``."""
-        if self.state["consumed"] and os.path.exists(self.sums_path):
-            with np.load(self.sums_path) as saved:
-                sums.image_sum += saved["image_sum"]
-                sums.outer_sum += saved["outer_sum"]
-                sums.count += int(saved["count"])
+    def restore(self, sums: StatsSums) -> None:
+        """Add the statistics' sums saved with the progress of an interrupted run to ``sums``."""
+        if self.saved_sums is not None:
+            sums.merge(self.saved_sums)
 
     def append(self, blob: bytes, label: int) -> None:
         self.file.write(blob)
         self.size += len(blob)
-        self.ends.append(self.size)
-        self.labels.append(label)
+        self.count += 1
         self.records.write(np.array([self.size, label], np.int64).tobytes())
 
-    def commit(self, consumed: int, skipped: list, sums=None) -> None:
+    def commit(self, consumed: int, skipped: list, sums: StatsSums | None = None) -> None:
         """Make everything appended durable; ``consumed`` items of the split handled, ``skipped`` of them bad."""
         for f in (self.file, self.records):
             f.flush()
             os.fsync(f.fileno())
-        if sums is not None:
-            np.savez(self.sums_path + ".tmp.npz", image_sum=sums.image_sum, outer_sum=sums.outer_sum, count=sums.count)
-            os.replace(self.sums_path + ".tmp.npz", self.sums_path)
-        self._save_state(consumed=consumed, images=len(self.labels), bytes=self.size, skipped=[list(s) for s in skipped])
+        self._save(sums, consumed=consumed, images=self.count, bytes=self.size, skipped=[list(s) for s in skipped])
 
     def discard(self) -> None:
         """Close the files after a failure or an interrupt (what was committed stays for a resume)."""
@@ -96,38 +87,39 @@ class JpegSplitWriter:
             self.file.close()
             self.records.close()
 
-    def close(self) -> int:
+    def close(self, sums: StatsSums | None = None) -> int:
         """Write the index and labels; returns the number of images. Idempotent after a resume."""
         if not self.done:
             self.file.close()
             self.records.close()
-            np.save(index_path(self.folder, self.split), np.concatenate([[0], np.frombuffer(self.ends, np.int64)]))
-            np.save(self.labels_file, np.frombuffer(self.labels, np.int64))
-            self._save_state(images=len(self.labels), done=True)
+            pairs = np.fromfile(self.records_path, np.int64).reshape(-1, 2)      # (end, label) per image
+            np.save(index_path(self.folder, self.split), np.concatenate([[0], pairs[:, 0]]))
+            np.save(self.labels_file, pairs[:, 1].copy())
+            self._save(sums, images=self.count, done=True)
         return self.state["images"]
 
-    def _save_state(self, **changes) -> None:
+    def _save(self, sums: StatsSums | None, **changes) -> None:
+        """The progress file: the state and the sums in one atomic replace."""
         self.state.update(changes)
-        with open(self.state_path + ".tmp", "w") as f:
-            json.dump(self.state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(self.state_path + ".tmp", self.state_path)
+        buffer = io.BytesIO()
+        np.savez(buffer, state=json.dumps(self.state), **(sums.to_arrays() if sums is not None else {}))
+        write_atomically(self.progress_path, buffer.getvalue())
 
     @staticmethod
     def forget_progress(folder: str) -> None:
         """Remove the progress files of every split, once the cache is complete."""
         for name in os.listdir(folder):
-            if name.startswith(".") and name.endswith(("_records.bin", "_state.json", "_sums.npz")):
+            if name.startswith(".") and name.endswith(("_records.bin", "_progress.npz")):
                 os.remove(os.path.join(folder, name))
 
 
-def _read_state(path: str) -> dict | None:
+def _read_progress(path: str) -> tuple[dict | None, StatsSums | None]:
+    """(state, sums or None) of a progress file; (None, None) when there is none or it cannot be read."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+        with np.load(path) as saved:
+            return json.loads(str(saved["state"])), StatsSums.from_arrays(saved) if "image_sum" in saved else None
+    except (OSError, ValueError, KeyError):
+        return None, None
 
 
 def write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int, store: str,
@@ -146,12 +138,13 @@ def write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, see
             cache.save_split(tmp, split, images, labels)
             continue
         writer, sums = JpegSplitWriter(tmp, split, cache.labels_path(tmp, split)), StatsSums(*images.shape[1:])
-        for image, label in zip(images, labels):
+        writer.restore(sums)                 # a split closed before an interrupt is kept, with its sums
+        for image, label in ([] if writer.done else zip(images, labels)):   # never committed midway: all or none
             blob = encode(image, quality)
             writer.append(blob, int(label))
             if split == "train":
                 sums.add(decode_pil(blob, images.shape[-1])[None])
-        writer.close()
+        writer.close(sums)
         stats = sums.result() if split == "train" else stats
     shape = splits["train"][0].shape[1:]
     return {"splits": {s: len(v[1]) for s, v in splits.items()}, "shape": list(shape), "store": store,
@@ -220,7 +213,7 @@ def write_split(tmp: str, split: str, items: list[tuple], shape: tuple[int, int,
         if sums is not None:
             writer.restore(sums)
         if writer.done:
-            return writer.close(), writer.skipped
+            return writer.close(sums), writer.skipped
         start, bad = writer.consumed, writer.skipped
         if start and progress:
             print(f"{split}: continuing an interrupted prepare after {start:,} of {len(items):,} images",
@@ -246,4 +239,4 @@ def write_split(tmp: str, split: str, items: list[tuple], shape: tuple[int, int,
     except BaseException:
         writer.discard()
         raise
-    return writer.close(), bad
+    return (writer.close(sums) if store == "jpeg" else writer.close()), bad
