@@ -161,13 +161,13 @@ def prepare_source(source: Source, out: str, *, size: int = 256, workers: int | 
                 cache.staging(out, resume_key) as tmp:
             if photos:
                 written = write_photos(data, tmp, size=size, channels=channels, seed=seed, store=store,
-                                        quality=quality, known_shape=source.kind == "ilsvrc",
-                                        workers=(os.cpu_count() or 1) if workers is None else workers,
-                                        progress=progress)
+                                       quality=quality, known_shape=source.kind == "ilsvrc",
+                                       workers=(os.cpu_count() or 1) if workers is None else workers,
+                                       progress=progress)
             else:
                 data = load_arrays(source)
                 written = write_arrays(data, tmp, size=size, channels=channels, seed=seed, store=store,
-                                        quality=quality)
+                                       quality=quality)
             JpegSplitWriter.forget_progress(tmp)
             check_strict(written["skipped"], strict, source.path)
             stats = written.pop("stats") or compute_stats(np.load(cache.images_path(tmp, "train"), mmap_mode="r"))

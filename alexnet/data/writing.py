@@ -123,7 +123,7 @@ def _read_progress(path: str) -> tuple[dict | None, StatsSums | None]:
 
 
 def write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, seed: int, store: str,
-                  quality: int) -> dict:
+                 quality: int) -> dict:
     native = list(data.splits["train"][0].shape[1:3])
     splits = {s: (fit_arrays(convert_channels(images, channels or images.shape[-1]), size), labels)
               for s, (images, labels) in data.splits.items()}
@@ -153,7 +153,7 @@ def write_arrays(data: Arrays, tmp: str, *, size: int, channels: int | None, see
 
 
 def write_photos(data: Listing, tmp: str, *, size: int, channels: int | None, seed: int, store: str, quality: int,
-                  known_shape: bool, workers: int, progress: bool) -> dict:
+                 known_shape: bool, workers: int, progress: bool) -> dict:
     """Decode (and for the jpeg store encode) every image of ``data`` into the cache in ``tmp``.
 
     known_shape (ILSVRC-2012): no probing pass; photographs of varied sizes, 3 channels unless ``channels``.
