@@ -2,7 +2,7 @@
 
 ``import alexnet`` changes nothing in the process and imports no torch: the model-zoo names below load
 ``alexnet.models`` (and torch) on first use, so the ``alexnet`` command and the benchmarks can call
-``alexnet.memory.configure()`` (the memory settings, an explicit opt-in) before torch is imported.
+``alexnet.util.memory.configure()`` (the memory settings, an explicit opt-in) before torch is imported.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from alexnet.errors import UsageError
 
 __version__ = "0.1.0"
 _LAZY = {"create_model": "alexnet.models", "list_models": "alexnet.models", "model_info": "alexnet.models",
-         "ModelInfo": "alexnet.registry", "register_model": "alexnet.registry"}
+         "ModelInfo": "alexnet.models.registry", "register_model": "alexnet.models.registry"}
 __all__ = ["UsageError", *_LAZY, "__version__"]
 
 

@@ -1,3 +1,3 @@
-from alexnet.cli import main
+from alexnet.cli.main import main
 
 raise SystemExit(main())

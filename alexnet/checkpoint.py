@@ -7,74 +7,29 @@ resumable ``last.pt``, ``optimizer``, ``schedule``, ``position`` and ``rng``.
 """
 from __future__ import annotations
 
-import errno
 import os
 import pickle
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from alexnet.errors import Failure, UsageError
-from alexnet.run import build_model
+from alexnet.errors import UsageError
+from alexnet.train.parts import build_model
+from alexnet.util.atomic import atomic_path
 
 FORMAT = "alexnet-checkpoint-v1"
 REQUIRED = ("model", "classes", "config", "data", "state_dict")   # what eval, predict and resume read
 MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
 
 
-class NoSpace(Failure, OSError):
-    """A checkpoint could not be written: the disk (or quota) is full. The previous file is untouched; exit 1."""
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then ``os.replace`` onto ``path``.
-
-    A crash at any moment leaves either the old file or the new one under ``path``, never a part; a failure
-    removes the temp file. The file's mode follows the umask, like every other output (mkstemp's is 0600).
-    A full disk or quota raises ``NoSpace`` (exit 1) naming the file and the checkpoint still good.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if _no_space(err, path.parent):
-            good = f"the last good checkpoint is {path}" if path.exists() else "no checkpoint was written"
-            raise NoSpace(f"no space left on device writing {path}; {good}") from err
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _no_space(err: BaseException, folder: Path) -> bool:
-    """ENOSPC/EDQUOT anywhere in the chain, or torch's zip writer failing ("unexpected pos") on a full disk."""
-    seen, depth = err, 0
-    while seen is not None and depth < 10:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen, depth = seen.__cause__ or seen.__context__, depth + 1
-    if isinstance(err, RuntimeError) and ("unexpected pos" in str(err) or "write" in str(err).lower()):
-        try:
-            return shutil.disk_usage(folder).free < 64 << 20
-        except OSError:
-            return False
-    return False
+    """``torch.save`` whole or not at all, fsynced (``alexnet.util.atomic``): a crash at any moment leaves the old
+    file or the new one under ``path``, never a part. A full disk or quota raises ``NoSpace`` (exit 1) saying
+    whether the earlier checkpoint is still there."""
+    with atomic_path(path, durable=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:

@@ -41,6 +41,11 @@ class NonFiniteLoss(Failure):
                 f"data for broken images or labels.")
 
 
+class NoSpace(Failure, OSError):
+    """A file could not be written: the disk (or quota) is full. Any earlier file at that path is untouched
+    (``alexnet.util.atomic``); exit 1."""
+
+
 class Terminated(BaseException):
     """SIGTERM arrived (``terminated_as_exception``): raised so cleanups run; the command exits 143."""
 

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # before torch is imported (see alexnet.memory)
+memory.configure()   # before torch is imported (see alexnet.util.memory)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from alexnet.data import open_dataset, prepare
     from alexnet.data.loader import BatchLoader
     from alexnet.data.transforms import TrainTransform
-    from alexnet.recipes import RECIPES
+    from alexnet.train.recipes import RECIPES
 
     print(f"machine: {machine()}; device {device}", flush=True)
     folder = make_photo_folder(args.data_dir, args.files, min(threads, 16))

@@ -30,9 +30,9 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # before torch is imported (see alexnet.memory)
+memory.configure()   # before torch is imported (see alexnet.util.memory)
 
 import numpy as np  # noqa: E402
 
@@ -238,8 +238,8 @@ def measure_loader(cache: Path, workers: int, batch_size: int, batches: int) -> 
 
 
 def measure_training(cache: Path, out: Path, steps: int) -> dict:
-    from alexnet.recipes import resolve_config
-    from alexnet.train import train
+    from alexnet.train.recipes import resolve_config
+    from alexnet.train.loop import train
 
     shutil.rmtree(out, ignore_errors=True)
     stamps: list[float] = []

@@ -8,7 +8,7 @@
 Engines: (a) PyTorch eager with torchvision's ``alexnet`` (the baseline every ratio is against); for each of
 ``alexnet_2012`` and ``alexnet_owt``: (b) our eager path as predict runs it (channels_last; for alexnet_2012 the
 fused ReLU-LRN-pool kernel; fc6-fc8 on oneDNN for both: alexnet_owt *is* torchvision's class, so its (b) is (a)'s
-network with ``alexnet.backends.onednn_linear``), (c) TorchScript (``torch.jit.trace`` as ``alexnet export
+network with ``alexnet.inference.backends.onednn_linear``), (c) TorchScript (``torch.jit.trace`` as ``alexnet export
 --format torchscript`` writes it, then ``torch.jit.freeze``), (d) onnxruntime on the ONNX file ``alexnet export
 --format onnx`` writes (CPU provider); and (e) alexnet_2012 in stock torch.nn modules, PyTorch eager on the paper's
 own network (torchvision has none: (a) is the 2014 variant, without LRN or towers).
@@ -19,7 +19,7 @@ calls (the latency ratio is of p50s), throughput is the median over rounds and i
 own ratios against (a). The machine is shared: the load average is printed before and after, and numbers from a
 loaded machine compare only within the run; ``--busy N`` loads it on purpose, N spinning processes while every
 engine is timed. Last, for each model and regime: the fastest engine, and the engine ``--backend auto`` picks for
-a checkpoint (``alexnet.backends.auto_backend``: batch 1 as a stream of single images, as ``alexnet serve`` runs
+a checkpoint (``alexnet.inference.backends.auto_backend``: batch 1 as a stream of single images, as ``alexnet serve`` runs
 it; batch 64 as ``alexnet predict`` on files) with its ratio against the fastest other engine running the same
 network, and against (a).
 """
@@ -34,9 +34,9 @@ import warnings
 from typing import Callable
 import multiprocessing
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -45,8 +45,8 @@ import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
 import alexnet  # noqa: E402
-from alexnet import backends  # noqa: E402
-from alexnet.export import INPUT, to_onnx, to_torchscript  # noqa: E402
+from alexnet.inference import backends  # noqa: E402
+from alexnet.interchange.export import INPUT, to_onnx, to_torchscript  # noqa: E402
 from alexnet.ops import linear as linear_ops, lrn as lrn_ops  # noqa: E402
 from jsonout import check_json_path, write_json  # noqa: E402  (bench/jsonout.py)
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)

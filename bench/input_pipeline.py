@@ -29,9 +29,9 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402

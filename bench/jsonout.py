@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from alexnet import checks
+from alexnet.util import atomic, checks
 from alexnet.errors import UsageError
 
 
 def check_json_path(parser: argparse.ArgumentParser, path: str | None) -> None:
-    """Exit 2 through ``parser`` now when --json names a path that cannot be written (``alexnet.checks``)."""
+    """Exit 2 through ``parser`` now when --json names a path that cannot be written (``alexnet.util.checks``)."""
     try:
         checks.writable_file(path, "--json")
     except UsageError as err:
@@ -17,5 +17,5 @@ def check_json_path(parser: argparse.ArgumentParser, path: str | None) -> None:
 
 
 def write_json(path: str, record: dict) -> None:
-    """``record`` at ``path``, atomically (``alexnet.checks.write_atomically``)."""
-    checks.write_atomically(path, json.dumps(record, indent=1) + "\n")
+    """``record`` at ``path``, atomically (``alexnet.util.atomic.write_atomically``)."""
+    atomic.write_atomically(path, json.dumps(record, indent=1) + "\n")

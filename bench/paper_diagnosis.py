@@ -7,10 +7,10 @@
     .venv/bin/python bench/paper_diagnosis.py epochs --photos grey --variants "paper, clip grad norm 5" --seeds 0 1 2
 
 Data: the 3000-photo, 9-class folder of bench/photos.py (real JPEGs; 2700 train / 300 held out), unless
---data names another folder. Every run is ``alexnet.train.train`` with ``--recipe paper-literal`` (the
+--data names another folder. Every run is ``alexnet.train.loop.train`` with ``--recipe paper-literal`` (the
 paper's text: bias 1, N(0, 0.01), alpha 1e-4 on the LRN sum, one lr, decay on everything, 0-255 inputs)
 plus the variant's overrides; ``paper`` is the shipped recipe. ``steps`` records per-layer statistics
-(alexnet.diagnose) at every step: the table printed is the state at initialisation, the loss of each
+(alexnet.train.diagnose) at every step: the table printed is the state at initialisation, the loss of each
 step, and the logit scale after the first updates. ``epochs`` trains 3 epochs (batch 128) and reports
 epoch-1 train loss and the held-out top-1 after each epoch. Every run also records the global norm of the
 gradient each step applied (``grad_norms``) and, where the run clips, the norm before clipping
@@ -28,14 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 import torch  # noqa: E402
 
-from alexnet.recipes import resolve_config  # noqa: E402
-from alexnet.train import train  # noqa: E402
+from alexnet.train.recipes import resolve_config  # noqa: E402
+from alexnet.train.loop import train  # noqa: E402
 
 from jsonout import write_json  # noqa: E402  (bench/jsonout.py)
 from machine import machine  # noqa: E402  (bench/machine.py)

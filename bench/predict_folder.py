@@ -13,7 +13,7 @@ disk to the top-5 of every image (loading the weights included), repeated altern
 
   (a) torchvision: ImageFolder + the weights' own transforms (PIL) + DataLoader(num_workers=2, batch_size=64),
       torchvision's alexnet in eager mode under torch.inference_mode (3 processes: the loop and 2 decoders);
-  (b) ``alexnet.predict.predict`` as ``alexnet predict CKPT FOLDER`` runs it (one process: decoding threads a
+  (b) ``alexnet.inference.predict.predict`` as ``alexnet predict CKPT FOLDER`` runs it (one process: decoding threads a
       batch ahead of the network), with its default ``--backend auto``; then with ``--backend torch`` and
       ``--backend onnxruntime`` forced, for the record; (b0) predict's loop with one decoding thread and no overlap
       with the network (as predict ran before it decoded in parallel).
@@ -32,16 +32,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from alexnet import backends  # noqa: E402
-from alexnet.cli import main as alexnet_main  # noqa: E402
-from alexnet.predict import Predictor, decode_threads, expand_paths, predict  # noqa: E402
+from alexnet.inference import backends  # noqa: E402
+from alexnet.cli.main import main as alexnet_main  # noqa: E402
+from alexnet.inference.predict import Predictor, decode_threads, expand_paths, predict  # noqa: E402
 from jsonout import check_json_path, write_json  # noqa: E402  (bench/jsonout.py)
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 from photos import make_photo_folder  # noqa: E402  (bench/photos.py)

@@ -253,8 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: " + ", ".join(MODES))
     parser.add_argument("--json", default=None, help="write the report here")
     args = parser.parse_args(argv)
-    from alexnet.machine import machine
-    from alexnet.predict import Predictor
+    from alexnet.util.machine import machine
+    from alexnet.inference.predict import Predictor
     pngs = fashion_pngs(args.images)
     predictor = Predictor(args.checkpoint)
     answers = [predictor.topk([predictor.decode_bytes(png)], 5)[0] for png in pngs]       # one at a time

@@ -17,9 +17,9 @@ import sys
 import tempfile
 import time
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 

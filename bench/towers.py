@@ -22,9 +22,9 @@ import statistics
 import sys
 import time
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402

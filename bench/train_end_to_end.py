@@ -7,7 +7,7 @@ paper: a folder of 3000 real JPEG photos (bench/photos.py, the same as bench/inp
   torchvision way: ImageFolder -> Resize(256), RandomCrop(224), RandomHorizontalFlip, ToTensor,
       Normalize -> DataLoader(shuffle, W worker processes) -> alexnet_2012 (the same grouped LRN net)
       -> SGD(lr 0.01, momentum 0.9, weight decay 5e-4): the plain loop, no extras.
-  ours: ``alexnet.train.train(resolve_config("paper", max_steps=...))``, i.e. `alexnet train --recipe paper`:
+  ours: ``alexnet.train.loop.train(resolve_config("paper", max_steps=...))``, i.e. `alexnet train --recipe paper`:
       the folder prepared once into a 256x256 uint8 cache (timed separately, the one-off), then
       BatchLoader with W threads + TrainTransform (crop, flip, PCA lighting, mean image, 0-255 inputs),
       channels_last, the whole training loop as shipped (progress, NaN check, signal check; since issue 9 also
@@ -37,9 +37,9 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -141,8 +141,8 @@ def fashion_mnist_dataset(root: Path):
 
 def ours_run(recipe: str, data: str, args) -> tuple[float, float]:
     """`alexnet train --recipe R --max-steps warmup+steps`, as shipped. (images/s, mean training loss)."""
-    from alexnet.recipes import resolve_config
-    from alexnet.train import train
+    from alexnet.train.recipes import resolve_config
+    from alexnet.train.loop import train
     from alexnet.checkpoint import load_checkpoint
     with tempfile.TemporaryDirectory(prefix=f"bench-{recipe}-") as out:
         cfg = resolve_config(recipe, data=data, batch_size=args.batch_size, max_steps=args.warmup + args.steps,

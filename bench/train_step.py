@@ -23,9 +23,9 @@ import statistics
 import time
 from typing import Callable
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.memory)
+memory.configure()   # the memory settings, explicitly, before torch is imported (see alexnet.util.memory)
 
 import alexnet  # noqa: E402
 import torch  # noqa: E402
@@ -33,8 +33,8 @@ import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
 from alexnet.ops import linear as linear_ops, lrn as lrn_ops  # noqa: E402
-from alexnet.recipes import RECIPES  # noqa: E402
-from alexnet.summary import layer_table  # noqa: E402
+from alexnet.train.recipes import RECIPES  # noqa: E402
+from alexnet.models.summary import layer_table  # noqa: E402
 from machine import machine  # noqa: E402  (bench/machine.py)
 
 

@@ -35,16 +35,16 @@ import statistics
 import sys
 from pathlib import Path
 
-from alexnet import memory
+from alexnet.util import memory
 
-memory.configure()   # before torch's first allocation (see alexnet.memory)
+memory.configure()   # before torch's first allocation (see alexnet.util.memory)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from alexnet.cli import main as alexnet  # noqa: E402
+from alexnet.cli.main import main as alexnet  # noqa: E402
 from machine import load_average, machine  # noqa: E402  (bench/machine.py)
 
 ROOT = Path(__file__).resolve().parent
@@ -108,8 +108,8 @@ def test_top1(checkpoint: Path) -> float:
 
 def finished(out: Path, flags: list[str]) -> bool:
     """``out`` holds a complete run of exactly the config these flags give (the folder's name aside)."""
-    from alexnet.cli import build_parser
-    from alexnet.recipes import TrainConfig, resolve_config
+    from alexnet.cli.main import build_parser
+    from alexnet.train.recipes import TrainConfig, resolve_config
     if not (out / "last.pt").exists():
         return False
     args = vars(build_parser().parse_args(["train", *flags]))

@@ -3,13 +3,13 @@
     python tests/fault_driver.py "nan,step=20" train --data ...          # the batch of global step 20 becomes NaN
     torchrun ... tests/fault_driver.py "raise,rank=1,step=2" train ...     # rank 1 raises at global step 2
 
-The fault reaches ``alexnet.train.train`` as its ``on_step`` hook, called before each step's forward.
+The fault reaches ``alexnet.train.loop.train`` as its ``on_step`` hook, called before each step's forward.
 """
 import functools
 import sys
 
-import alexnet.train
-from alexnet.cli import main
+import alexnet.train.loop
+from alexnet.cli.main import main
 
 
 def fault(spec: str):
@@ -27,5 +27,5 @@ def fault(spec: str):
 
 
 if __name__ == "__main__":
-    alexnet.train.train = functools.partial(alexnet.train.train, on_step=fault(sys.argv[1]))
+    alexnet.train.loop.train = functools.partial(alexnet.train.loop.train, on_step=fault(sys.argv[1]))
     sys.exit(main(sys.argv[2:]))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from serve_load import bomb_png, fashion_pngs, start_server  # noqa: E402,F401  (re-exported for the tests)

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from alexnet.checkpoint import FORMAT, atomic_save
-from alexnet.cli import main
-from alexnet.recipes import RANGES, TrainConfig
+from alexnet.cli.main import main
+from alexnet.train.recipes import RANGES, TrainConfig
 
 
 def tiny_checkpoint(path, classes=("a", "b", "c")):
     """An alexnet_small checkpoint of 28x28 grey images, written without training."""
     from alexnet.data.stats import compute_stats
-    from alexnet.run import Preprocessing, build_model, model_spec
+    from alexnet.train.parts import Preprocessing, build_model, model_spec
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
     pre = Preprocessing(compute_stats(images), [28, 28], 1, 28, normalization="channel")
     spec = model_spec("alexnet_small", {}, len(classes), 1, 28)
@@ -97,7 +97,7 @@ def test_bad_flag_exits_2_naming_it(paths, capsys, argv, named):
 
 def test_every_numeric_train_field_has_a_range_rule():
     numeric = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", "float")}
-    assert numeric <= set(RANGES), f"add a rule to alexnet.recipes.RANGES for {sorted(numeric - set(RANGES))}"
+    assert numeric <= set(RANGES), f"add a rule to alexnet.train.recipes.RANGES for {sorted(numeric - set(RANGES))}"
 
 
 def test_bare_command_lists_the_commands_and_version(capsys):
@@ -111,9 +111,9 @@ def test_bare_command_lists_the_commands_and_version(capsys):
 
 
 def test_eval_checks_outputs_before_evaluating(tmp_path, capsys, monkeypatch):
-    import alexnet.evaluate
+    import alexnet.inference.evaluate
     ckpt = tiny_checkpoint(tmp_path / "best.pt")
-    monkeypatch.setattr(alexnet.evaluate, "evaluate_checkpoints", lambda *a, **k: pytest.fail("evaluated"))
+    monkeypatch.setattr(alexnet.inference.evaluate, "evaluate_checkpoints", lambda *a, **k: pytest.fail("evaluated"))
     (tmp_path / "ro").write_text("")
     for flag, target in (("--json", tmp_path / "ro" / "r.json"), ("--confusion", tmp_path)):
         assert main(["eval", ckpt, flag, str(target)]) == 2
@@ -160,8 +160,8 @@ def test_messages_name_the_real_flags(tmp_path, capsys):
 
 
 def test_unwritable_out_is_refused_before_loading_data(tmp_path, capsys, monkeypatch):
-    import alexnet.checks
-    monkeypatch.setattr(alexnet.checks.os, "access", lambda path, mode: False)   # as root, nothing is unwritable
+    import alexnet.util.checks
+    monkeypatch.setattr(alexnet.util.checks.os, "access", lambda path, mode: False)   # as root, nothing is unwritable
     for argv in (["train", "--out", str(tmp_path)], ["prepare", "fashion-mnist", "--out", str(tmp_path / "c")],
                  ["eval", str(tmp_path / "x.pt"), "--json", str(tmp_path / "r.json")]):
         assert main(argv) == 2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data import open_dataset, prepare
 from alexnet.data.decode import MAX_PIXELS, BadImage, decode_image, probe_image
 from alexnet.errors import UsageError

@@ -32,7 +32,7 @@ def test_transfer_bench_runs_end_to_end(tmp_path):
     import numpy as np
     import torch
     from alexnet.checkpoint import atomic_save
-    from alexnet.recipes import resolve_config
+    from alexnet.train.recipes import resolve_config
     from data_fixtures import idx_folder
     from test_bad_flags import tiny_checkpoint
     source = tiny_checkpoint(tmp_path / "source.pt", classes=tuple("01234"))
@@ -78,7 +78,7 @@ def test_towers_bench_on_the_cpu(tmp_path):
 
 def test_machine_line_names_the_gpus(monkeypatch):
     import torch
-    from alexnet.machine import machine
+    from alexnet.util.machine import machine
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: "NVIDIA H200")

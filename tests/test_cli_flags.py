@@ -3,8 +3,8 @@ import dataclasses
 
 import pytest
 
-from alexnet.cli import build_parser
-from alexnet.recipes import TrainConfig
+from alexnet.cli.main import build_parser
+from alexnet.train.recipes import TrainConfig
 
 
 def _train_flags() -> set[str]:

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.cli import main
-from alexnet.compare import Budget, choose_input_size, common_input_size, parse_models, run_config, summarise
-from alexnet.compare_report import markdown_table, plot_compare
+from alexnet.cli.main import main
+from alexnet.compare.runner import Budget, choose_input_size, common_input_size, parse_models, run_config, summarise
+from alexnet.compare.report import markdown_table, plot_compare
 from alexnet.errors import UsageError
 from alexnet.models import create_model
-from alexnet.summary import layer_table
+from alexnet.models.summary import layer_table
 from data_fixtures import write_idx
 
 TWO = ["lenet5", "alexnet_small"]
@@ -74,7 +74,7 @@ def test_compare_trains_scores_and_reports_both_models(compared):
 
 
 def test_the_reported_test_accuracy_is_the_checkpoints(compared):
-    from alexnet.evaluate import evaluate_checkpoints
+    from alexnet.inference.evaluate import evaluate_checkpoints
     _, _, out = compared
     run = json.loads((out / "compare.json").read_text())["runs"][1]
     report = evaluate_checkpoints([run["out"] + "/best.pt"], split="test", ten_crop=False, progress=False)
@@ -157,14 +157,14 @@ def test_the_command_line_stays_light():
     """`alexnet --help` builds every parser, compare's included, without importing torch or matplotlib."""
     import subprocess
     import sys
-    code = ("import sys; from alexnet.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'matplotlib', 'alexnet.compare', 'alexnet.data') if m in sys.modules))")
+    code = ("import sys; from alexnet.cli.main import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'alexnet.compare.runner', 'alexnet.data') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "[]\n"
 
 
 def test_a_diverging_model_loses_neither_the_others_nor_the_report(few_fashion, tmp_path, monkeypatch):
-    import alexnet.compare as compare_module
-    from alexnet.compare_report import write_outputs
+    import alexnet.compare.runner as compare_module
+    from alexnet.compare.report import write_outputs
     from alexnet.errors import NonFiniteLoss
 
     def fake_run(cfg):

@@ -13,13 +13,13 @@ import torchvision
 from PIL import Image
 from safetensors.torch import save_file
 
-from alexnet.caffe_proto import CaffeLayer, blob_bytes, net_bytes, parse_blob, parse_net
+from alexnet.interchange.caffe_proto import CaffeLayer, blob_bytes, net_bytes, parse_blob, parse_net
 from alexnet.checkpoint import load_checkpoint, load_model
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data.decode import decode_image
 from alexnet.models import create_model
-from alexnet.predict import predict
-from alexnet.run import Preprocessing
+from alexnet.inference.predict import predict
+from alexnet.train.parts import Preprocessing
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 CLASSES = [f"class{i}" for i in range(10)]

@@ -2,8 +2,8 @@
 A bare `alexnet train` only trains."""
 import pytest
 
-from alexnet import recipes
-from alexnet.cli import main
+from alexnet.train import recipes
+from alexnet.cli.main import main
 
 
 @pytest.fixture

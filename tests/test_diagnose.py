@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 import alexnet
-from alexnet.cli import main
-from alexnet.diagnose import LayerStats, StallWatch, activation_stats
-from alexnet.recipes import resolve_config
-from alexnet.schedule import param_groups as _param_groups
-from alexnet.train import train
+from alexnet.cli.main import main
+from alexnet.train.diagnose import LayerStats, StallWatch, activation_stats
+from alexnet.train.recipes import resolve_config
+from alexnet.train.schedule import param_groups as _param_groups
+from alexnet.train.loop import train
 
 SMALL = dict(train_subset=256, batch_size=64, epochs=1, val_subset=128, quiet=True)
 
@@ -203,7 +203,7 @@ def test_paper_recipe_departures_and_the_literal_text():
     assert names[:4] == ["conv1", "norm1", "relu1", "pool1"] and names.index("relu2") < names.index("norm2")
     assert f.norm1.alpha_sum == pytest.approx(2e-5) and f.norm1.k == 2.0 and f.norm1.groups == 2   # 1e-4 / 5
     from alexnet.models.alexnet import PAPER_NOTES
-    from alexnet.recipes import PAPER_DEPARTURES
+    from alexnet.train.recipes import PAPER_DEPARTURES
     assert len(PAPER_DEPARTURES) == 7 and all("cuda-convnet2" in d or "Caffe" in d for d in PAPER_DEPARTURES[:3])
     assert "--clip-grad-norm 5" in PAPER_DEPARTURES[3] and "docs/paper_recipe.md" in PAPER_DEPARTURES[3]
     for departure, kwarg in zip(PAPER_DEPARTURES[4:], ("lrn 'cuda-convnet2'", "norm_before_relu [1]",
@@ -259,7 +259,7 @@ def test_train_warns_in_plain_words_when_the_loss_sits_at_chance(fashion, tmp_pa
 
 
 def test_the_stall_advice_fits_the_network():
-    from alexnet.diagnose import GENERIC_STALL_FIXES, STALL_FIXES, stall_fixes
+    from alexnet.train.diagnose import GENERIC_STALL_FIXES, STALL_FIXES, stall_fixes
     from alexnet.models import create_model
     assert stall_fixes(create_model("alexnet_small", num_classes=3)) == STALL_FIXES
     assert stall_fixes(create_model("lenet5", num_classes=3)) == GENERIC_STALL_FIXES

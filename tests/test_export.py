@@ -17,16 +17,16 @@ import pytest
 import torch
 
 from alexnet.checkpoint import FORMAT, atomic_save, model_from_checkpoint
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data.stats import compute_stats
 from alexnet.ops.exportable import FixedAdaptiveAvgPool
-from alexnet.run import Preprocessing, build_model, model_spec
+from alexnet.train.parts import Preprocessing, build_model, model_spec
 from data_fixtures import idx_folder, save
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from alexnet import export  # noqa: E402  (after the skips: it needs neither, but its tests do)
+from alexnet.interchange import export  # noqa: E402  (after the skips: it needs neither, but its tests do)
 
 
 def randomized(state: dict, seed: int = 0) -> dict:

@@ -1,13 +1,13 @@
-"""`alexnet features` and alexnet.features: any layer's activations, for every model family, as an npz."""
+"""`alexnet features` and alexnet.inspection.features: any layer's activations, for every model family, as an npz."""
 import numpy as np
 import pytest
 import torch
 
 from alexnet.checkpoint import FORMAT, atomic_save
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data import open_dataset
 from alexnet.errors import UsageError
-from alexnet.features import extract_features, layer_names, resolve_layer
+from alexnet.inspection.features import extract_features, layer_names, resolve_layer
 from alexnet.models import create_model
 from data_fixtures import idx_folder
 
@@ -19,7 +19,7 @@ def to_unit(batch: torch.Tensor) -> torch.Tensor:
 def tiny_run(root, n_train=60, n_test=20):
     """An untrained alexnet_small checkpoint whose training data is an idx folder of 28x28 grey images."""
     from alexnet.data.stats import compute_stats
-    from alexnet.run import Preprocessing, build_model, model_spec
+    from alexnet.train.parts import Preprocessing, build_model, model_spec
     data = str(idx_folder(root / "data", n_train, n_test, size=28, classes=4))
     train = open_dataset(data, "train", progress=False)
     pre = Preprocessing(compute_stats(np.asarray(train.images)), [28, 28], 1, 28, normalization="channel")

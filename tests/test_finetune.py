@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from alexnet.checkpoint import load_checkpoint
-from alexnet.cli import main
-from alexnet.recipes import resolve_config
-from alexnet.run_folder import releasing, resume_config
-from alexnet.train import _sgd_step, setup, train
+from alexnet.cli.main import main
+from alexnet.train.recipes import resolve_config
+from alexnet.train.run_folder import releasing, resume_config
+from alexnet.train.loop import _sgd_step, setup, train
 from data_fixtures import cifar10_folder, idx_folder
 
 TINY = dict(batch_size=16, epochs=2, crop_size=28, padding=0, flip=False, quiet=True, seed=3)

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from data_fixtures import photo_folder
 
 

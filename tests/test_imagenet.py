@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data import cache, open_dataset, prepare
 from alexnet.data.decode import decode_image
 

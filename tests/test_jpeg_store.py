@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data import cache, compute_stats, open_dataset, prepare, writing
 from alexnet.data.jpeg_store import JpegImages, decode_pil, encode
 from alexnet.data.loader import BatchLoader

@@ -8,7 +8,7 @@ import signal
 import numpy as np
 import pytest
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data.listing import list_csv, list_image_folder
 from alexnet.errors import UsageError
 from data_fixtures import photo_folder, save

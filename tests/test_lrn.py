@@ -14,7 +14,7 @@ import alexnet
 from alexnet.ops import _lrn_cpu
 from alexnet.ops import lrn as lrn_ops
 from alexnet.ops.lrn import LocalResponseNorm, local_response_norm
-from alexnet.summary import describe
+from alexnet.models.summary import describe
 
 
 def paper_lrn(a: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""alexnet.memory: large freed CPU tensors are reused instead of page-faulted in afresh every step, once a
+"""alexnet.util.memory: large freed CPU tensors are reused instead of page-faulted in afresh every step, once a
 program opts in (the ``alexnet`` command and the benchmarks do); ``import alexnet`` alone changes nothing."""
 import os
 import subprocess
@@ -8,7 +8,7 @@ import pytest
 
 PROBE = r"""
 import resource, sys
-from alexnet import memory
+from alexnet.util import memory
 if sys.argv[1] == "configure":
     memory.configure()
 import torch
@@ -49,7 +49,7 @@ def test_freed_blocks_are_reused_without_page_faults():
 
 
 def test_configure_sets_huge_pages_for_torch():
-    code = "import os; from alexnet import memory; memory.configure(); print(os.environ['THP_MEM_ALLOC_ENABLE'])"
+    code = "import os; from alexnet.util import memory; memory.configure(); print(os.environ['THP_MEM_ALLOC_ENABLE'])"
     assert _run(code) == "1"
 
 
@@ -59,11 +59,11 @@ def test_import_alexnet_changes_nothing_in_the_process():
 import os, sys, tempfile
 import matplotlib
 backend = matplotlib.rcParams._get_backend_or_none()   # None: not chosen yet (resolving it would choose one)
-import alexnet, alexnet.plots
-from alexnet import memory
+import alexnet, alexnet.util.plots
+from alexnet.util import memory
 state = [memory.mode(), os.environ.get("THP_MEM_ALLOC_ENABLE"), "torch" in sys.modules]
 with tempfile.TemporaryDirectory() as tmp:
-    alexnet.plots.plot_confusion(__import__("numpy").eye(3, dtype=int), ["a", "b", "c"], os.path.join(tmp, "c.png"))
+    alexnet.util.plots.plot_confusion(__import__("numpy").eye(3, dtype=int), ["a", "b", "c"], os.path.join(tmp, "c.png"))
     assert os.path.getsize(os.path.join(tmp, "c.png")) > 0
 state += [matplotlib.rcParams._get_backend_or_none() == backend, "matplotlib.pyplot" in sys.modules]
 print(state)
@@ -74,7 +74,8 @@ print(state)
 def test_the_command_line_configures_memory_before_torch():
     code = r"""
 import os, sys
-from alexnet import cli, memory
+from alexnet.cli import main as cli
+from alexnet.util import memory
 before = (memory.mode(), "torch" in sys.modules)   # importing the command line imports no torch
 assert cli.main(["models"]) == 0
 print([*before, memory.mode(), os.environ.get("THP_MEM_ALLOC_ENABLE")])

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-import alexnet.run
-import alexnet.train
+import alexnet.train.parts
+import alexnet.train.loop
 from alexnet.checkpoint import load_checkpoint
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data.augment import lighting_shift
 from alexnet.data.transforms import Draw, TrainTransform
-from alexnet.recipes import resolve_config
+from alexnet.train.recipes import resolve_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from photos import class_names, write_photo_folder  # noqa: E402  (bench/photos.py)
@@ -114,10 +114,10 @@ def test_paper_recipe_holds_out_val_and_applies_pca_lighting(photos, cache, tmp_
             batches.append((self, draw, out - unlit))
             return out
 
-    monkeypatch.setattr(alexnet.run, "TrainTransform", RecordingTransform)    # what Preprocessing builds
+    monkeypatch.setattr(alexnet.train.parts, "TrainTransform", RecordingTransform)    # what Preprocessing builds
     data, out = photos / "flat", tmp_path / "run"
     cfg = resolve_config("paper", data=str(data), epochs=1, batch_size=8, out=str(out), quiet=True)
-    alexnet.train.train(cfg)
+    alexnet.train.loop.train(cfg)
     _check_paper_run(out, train_images=18, stats_images=20)   # 0.1 of 20 held out for val
     stats = load_checkpoint(out / "best.pt")["data"]["stats"]
 

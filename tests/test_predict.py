@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import backends
-from alexnet.cli import main
-from alexnet.predict import Predictor, expand_paths, predict
+from alexnet.inference import backends
+from alexnet.cli.main import main
+from alexnet.inference.predict import Predictor, expand_paths, predict
 from data_fixtures import save, truncated_jpeg
 from test_bad_flags import tiny_checkpoint
 

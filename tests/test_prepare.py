@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data import DatasetStats, compute_stats, open_dataset, prepare
 from alexnet.data import cache, preparation, stats, writing
 from alexnet.data.decode import decode_image

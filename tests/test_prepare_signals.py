@@ -18,7 +18,7 @@ REPO = str(Path(__file__).resolve().parent.parent)
 # python -m alexnet, with each decode slowed down (inherited by the forked workers) so the run lasts seconds
 SLOW_PREPARE = ("import sys, time, alexnet.data.parallel as p; d = p.decode_image\n"
                 "def slow(*a, **k):\n    time.sleep(0.03)\n    return d(*a, **k)\n"
-                "p.decode_image = slow\nfrom alexnet.cli import main\nsys.exit(main(sys.argv[1:]))")
+                "p.decode_image = slow\nfrom alexnet.cli.main import main\nsys.exit(main(sys.argv[1:]))")
 
 
 def _jpegs(root: Path, n: int = 200) -> Path:

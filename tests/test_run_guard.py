@@ -14,7 +14,7 @@ from PIL import Image
 
 from alexnet import checkpoint
 from alexnet.checkpoint import load_checkpoint
-from alexnet.cli import main
+from alexnet.cli.main import main
 
 TINY = ["--data", "fashion-mnist", "--train-subset", "256", "--batch-size", "64", "--val-subset", "200", "--quiet"]
 
@@ -81,7 +81,7 @@ def test_a_run_that_died_before_its_first_checkpoint_does_not_block_its_folder(f
 
 
 def test_metrics_are_written_after_last_pt(fashion, tmp_path, monkeypatch):
-    from alexnet import train as train_module
+    from alexnet.train import loop as train_module
     order = []
     real_save, real_append = train_module.atomic_save, train_module.append_metrics
     monkeypatch.setattr(train_module, "atomic_save", lambda obj, path: (order.append(path.name), real_save(obj, path)))

@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from alexnet.recipes import resolve_config
-from alexnet.schedule import LRSchedule
+from alexnet.train.recipes import resolve_config
+from alexnet.train.schedule import LRSchedule
 
 STEPS = 10   # per epoch
 

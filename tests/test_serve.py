@@ -20,11 +20,11 @@ with warnings.catch_warnings():          # Starlette 1.x: "install httpx2" (http
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
-from alexnet.batcher import MicroBatcher  # noqa: E402
-from alexnet.cli import main  # noqa: E402
-from alexnet.cli_serve import parse_size  # noqa: E402
+from alexnet.serve.batcher import MicroBatcher  # noqa: E402
+from alexnet.cli.main import main  # noqa: E402
+from alexnet.cli.serve import parse_size  # noqa: E402
 from alexnet.errors import UsageError  # noqa: E402
-from alexnet.serve import Settings, create_app, load_predictor  # noqa: E402
+from alexnet.serve.app import Settings, create_app, load_predictor  # noqa: E402
 from serve_fixtures import bomb_png, fashion_files, png_bytes, quick_checkpoint, real_bomb_png  # noqa: E402
 
 MAX_BYTES = 400_000
@@ -245,7 +245,7 @@ def test_serve_refuses_a_port_in_use(checkpoint, capsys):
 
 def test_an_onnx_export_serves_the_same_answers(checkpoint, client, tmp_path):
     pytest.importorskip("onnxruntime")
-    from alexnet.export import export_checkpoint
+    from alexnet.interchange.export import export_checkpoint
     onnx_file = str(tmp_path / "model.onnx")
     export_checkpoint(checkpoint, "onnx", onnx_file)
     settings = Settings(onnx_file)
@@ -263,8 +263,8 @@ def test_serve_runs_backend_auto_for_a_stream(checkpoint, client, monkeypatch):
     faster one at a time (backends.ONNXRUNTIME_FASTER, measured for alexnet_owt) is exported in memory and served
     on onnxruntime with the same answers; any other stays on torch (test_model_healthz_and_the_page)."""
     pytest.importorskip("onnxruntime")
-    from alexnet import backends
-    from alexnet.cli import build_parser
+    from alexnet.inference import backends
+    from alexnet.cli.main import build_parser
     assert build_parser().parse_args(["serve", checkpoint]).backend == Settings(checkpoint).backend == "auto"
     monkeypatch.setattr(backends, "ONNXRUNTIME_FASTER", frozenset({"alexnet_small"}))
     settings = Settings(checkpoint)

@@ -38,7 +38,7 @@ def test_the_page_shows_the_top1_of_an_uploaded_image(fashion, tmp_path_factory,
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ready
     from selenium.webdriver.support.ui import WebDriverWait
-    from alexnet.predict import Predictor
+    from alexnet.inference.predict import Predictor
     driver = _browser_or_skip(monkeypatch)
     checkpoint = quick_checkpoint(tmp_path_factory)
     image = fashion_files(tmp_path / "images", n=1)[0]

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.errors import UsageError
 from alexnet.models import create_model
-from alexnet.show import DPI, kernel_blocks, mosaic, nearest_neighbors, plot_kernels, plot_neighbors, scaled_kernels
+from alexnet.inspection.show import DPI, kernel_blocks, mosaic, nearest_neighbors, plot_kernels, plot_neighbors, scaled_kernels
 from test_features import tiny_run
 
 
@@ -107,7 +107,7 @@ def test_neighbors_figure_layout_and_colours(tmp_path):
 
 def test_cli_show_neighbors_finds_a_training_query_itself_first(run, capsys):
     """Queries from the training split: each one's nearest training image is itself, at distance 0."""
-    from alexnet.show import show_neighbors
+    from alexnet.inspection.show import show_neighbors
     ckpt, data = run
     info = show_neighbors(str(ckpt), split="train", queries=4, k=3, seed=1, progress=False)
     assert [row[0] for row in info["neighbors"]] == info["queries"]

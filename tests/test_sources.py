@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.data import FASHION_MNIST_CLASSES, ImageSet, open_dataset
 from alexnet.data import builtin
 from alexnet.data.holdout import holdout_count, holdout_order

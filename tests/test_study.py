@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-from alexnet import study_stats
-from alexnet.cli import main
+from alexnet.study import stats as study_stats
+from alexnet.cli.main import main
 from alexnet.ops.lrn import LocalResponseNorm
-from alexnet.studies import FIG1_BASE, STUDIES, Arm, Study, _remove_layer
-from alexnet.study import arm_settings, layer_lists, run_study, study_options
-from alexnet.study_metrics import crossing, lrn_divisor
+from alexnet.study.studies import FIG1_BASE, STUDIES, Arm, Study, _remove_layer
+from alexnet.study.runner import arm_settings, layer_lists, run_study, study_options
+from alexnet.study.metrics import crossing, lrn_divisor
 
 
 def test_t_quantiles_are_the_tabulated_ones():
@@ -96,7 +96,7 @@ IDENTICAL = Study("identical", "test", "the same settings twice", {},
 
 
 def test_a_planted_difference_is_found_and_identical_arms_are_inconclusive(fashion, tmp_path, monkeypatch):
-    monkeypatch.setattr("alexnet.study.BASE", FAST_BASE)
+    monkeypatch.setattr("alexnet.study.runner.BASE", FAST_BASE)
     options = study_options(seeds=3, budget="quick", epochs=None, data=None, model=None, out=str(tmp_path))
     options["budget"]["train"]["batch_size"] = 32          # 32 steps: enough to learn something
     options["out"] = str(tmp_path / "planted")
@@ -144,7 +144,7 @@ def test_relu_vs_tanh_sweeps_lrs_and_draws_fig1(fashion, tmp_path):
 
 
 def test_every_study_is_run_by_all_and_points_at_one_of_its_arms():
-    from alexnet.studies import ALL_ORDER
+    from alexnet.study.studies import ALL_ORDER
     assert sorted(ALL_ORDER) == sorted(STUDIES)
     for study in STUDIES.values():
         assert study.about in [a.name for a in study.arms[1:]] and study.arm(study.about).expected in (-1, 1)

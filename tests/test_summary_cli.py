@@ -2,9 +2,9 @@
 import subprocess
 import sys
 
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.models import create_model
-from alexnet.summary import layer_table, summary_text
+from alexnet.models.summary import layer_table, summary_text
 
 
 def test_paper_shapes_in_layer_table():

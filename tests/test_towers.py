@@ -10,12 +10,12 @@ import torch.nn.functional as F
 
 import alexnet
 from alexnet.checkpoint import load_checkpoint, load_state_dict_checked, model_from_checkpoint
-from alexnet.cli import main
+from alexnet.cli.main import main
 from alexnet.errors import UsageError
 from alexnet.models.towers import TwoTowerAlexNet, tower_devices
 from alexnet.ops import lrn as lrn_ops
-from alexnet.recipes import resolve_config
-from alexnet.summary import summary_text
+from alexnet.train.recipes import resolve_config
+from alexnet.models.summary import summary_text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from photos import write_photo_folder  # noqa: E402  (bench/photos.py)

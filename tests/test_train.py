@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from alexnet.checkpoint import load_checkpoint
-from alexnet.cli import main
-from alexnet.recipes import resolve_config
-from alexnet.run_folder import resume_config
-from alexnet.train import train
+from alexnet.cli.main import main
+from alexnet.train.recipes import resolve_config
+from alexnet.train.run_folder import resume_config
+from alexnet.train.loop import train
 
 SMALL = dict(train_subset=1024, batch_size=64, epochs=2, val_subset=1000, quiet=True)
 
@@ -116,8 +116,8 @@ def test_sigterm_saves_and_resume_matches_straight_run(fashion, tmp_path):
 
 def test_ddp_ranks_agree_on_stop_signals_every_n_steps_not_every_step(fashion, tmp_path, monkeypatch):
     """Under DDP each agreement is an all-reduce and a host sync: every STOP_CHECK_EVERY steps and at epoch ends."""
-    from alexnet import distributed
-    from alexnet import train as train_module
+    from alexnet.train import distributed
+    from alexnet.train import loop as train_module
     agreements = []
     monkeypatch.setattr(train_module, "STOP_CHECK_EVERY", 5)
     monkeypatch.setattr(distributed, "active", lambda: True)                 # one process posing as a rank

@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from alexnet.errors import UsageError
+from alexnet.util.atomic import atomic_path
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -101,16 +101,16 @@ def find_builtin(name: str, data_root: str | None = None, *, progress: bool = Tr
 
 
 def download(builtin: Builtin, folder: str, *, progress: bool = True) -> None:
-    """Download each missing file into ``folder`` (temp file, MD5 check, then rename)."""
+    """Download each missing file into ``folder`` (a temporary file, checked against its MD5, then renamed:
+    ``alexnet.util.atomic``)."""
     os.makedirs(folder, exist_ok=True)
     for filename, md5 in builtin.md5.items():
         path = os.path.join(folder, filename)
         if os.path.isfile(path) or os.path.isfile(path[:-3]):
             continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", dir=folder)
-        try:
+        with atomic_path(path) as tmp:
             digest = hashlib.md5()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(builtin.url + filename,
+            with open(tmp, "wb") as out, urllib.request.urlopen(builtin.url + filename,
                                                                     timeout=DOWNLOAD_TIMEOUT_S) as response:
                 total = int(response.headers.get("Content-Length") or 0) or None
                 with tqdm(total=total, unit="B", unit_scale=True, desc=filename, disable=not progress,
@@ -123,7 +123,3 @@ def download(builtin: Builtin, folder: str, *, progress: bool = True) -> None:
                 raise UsageError(f"{builtin.url + filename}: MD5 {digest.hexdigest()} does not match the expected "
                                  f"{md5}; the download is corrupt or the file changed. Run again, or put the "
                                  f"file in {folder} yourself.")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)

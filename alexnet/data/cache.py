@@ -33,6 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from alexnet.errors import Terminated, UsageError
+from alexnet.util.atomic import FULL
 
 FORMAT_VERSION = 1
 CACHE_METADATA = "alexnet-cache.json"
@@ -159,7 +160,7 @@ class SplitWriter:
         return len(self.labels)
 
 
-NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+NO_SPACE = FULL            # ENOSPC, EDQUOT: one set for every writer (alexnet.util.atomic)
 
 
 def reserve(path: str) -> None:

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from alexnet.checks import write_atomically
+from alexnet.util.atomic import write_atomically
 from alexnet.data import cache
 from alexnet.data.decode import convert_channels, fit_arrays, shape_rule
 from alexnet.data.holdout import stored_order

@@ -10,7 +10,7 @@ from alexnet.models import alexnet, comparison, fig1  # noqa: F401  (registers e
 from alexnet.models.alexnet import AlexNet
 from alexnet.models.comparison import LeNet5
 from alexnet.models.towers import TwoTowerAlexNet
-from alexnet.registry import REGISTRY, ModelInfo
+from alexnet.models.registry import REGISTRY, ModelInfo
 
 __all__ = ["AlexNet", "LeNet5", "create_model", "list_models", "model_info"]
 

@@ -16,7 +16,7 @@ from torch import nn
 from alexnet.errors import UsageError
 from alexnet.ops.linear import Linear
 from alexnet.ops.lrn import LocalResponseNorm, relu_lrn_max_pool
-from alexnet.registry import register_model
+from alexnet.models.registry import register_model
 
 # LRN constants as each source states them. "sum": alpha multiplies the window's sum of squares (the paper's
 # formula [3.3]); "mean": alpha is divided by n first (cuda-convnet2's layer.py, Caffe, torch.nn).
@@ -193,7 +193,7 @@ PAPER_NOTES = (
     "--recipe paper trains this net with Krizhevsky's code where it differs from the text (cuda-convnet2: LRN "
     "alpha/n, conv1's LRN before its ReLU, conv3-5 std 0.03, 2x bias lr, no bias decay), bias 0.1 (Caffe's) and "
     "gradients clipped to norm 5 (measured needed); --recipe paper-literal with the text's conventions, bias 1 and "
-    "one rate, which stalls at ln K (docs/paper_recipe.md, alexnet.recipes.PAPER_DEPARTURES)",
+    "one rate, which stalls at ln K (docs/paper_recipe.md, alexnet.train.recipes.PAPER_DEPARTURES)",
 )
 
 

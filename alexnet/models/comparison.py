@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models.vgg import VGG
 
 from alexnet.ops.lrn import LocalResponseNorm
-from alexnet.registry import register_model
+from alexnet.models.registry import register_model
 
 
 class LeNet5(nn.Module):

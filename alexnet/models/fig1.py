@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import UsageError
-from alexnet.registry import register_model
+from alexnet.models.registry import register_model
 
 
 class FourLayerCNN(nn.Module):

@@ -24,6 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from alexnet.util.atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 # -march=native: the cache key includes the CPU's feature flags, so a cache shared between
@@ -94,9 +96,8 @@ class Kernel:
             built = Path(tmp) / f"{self.prefix}.so"
             subprocess.run([*compiler, "-std=c++17", "-shared", "-fPIC", *flags, str(source), "-o", str(built)],
                            check=True, capture_output=True, timeout=300)
-            staged = target.with_suffix(f".{os.getpid()}.tmp")
-            shutil.copyfile(built, staged)
-            os.replace(staged, target)  # atomic: concurrent builders never see a half-written library
+            with atomic_path(target, suffix=".so") as staged:   # concurrent builders never see half a library
+                shutil.copyfile(built, staged)
         return target
 
     def open(self, path: Path) -> ctypes.CDLL:

@@ -1,4 +1,4 @@
-"""Stand-ins the ONNX exporter can write, for a network at one input size (``onnx_ready``; ``alexnet.export``).
+"""Stand-ins the ONNX exporter can write, for a network at one input size (``onnx_ready``; ``alexnet.interchange.export``).
 
 - Our ``LocalResponseNorm`` becomes ONNX's own ``LRN`` node. ONNX divides alpha by size, like torch and Caffe, so a
   layer with the paper's alpha on the sum [3.3] gets ``alpha * size``. Groups (alexnet_2012's towers [3.2]): one

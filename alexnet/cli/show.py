@@ -1,0 +1,94 @@
+"""``alexnet features`` and ``alexnet show kernels|neighbors``: parsing only; the work is in alexnet.inspection.features
+and alexnet.inspection.show, imported when a command runs (``alexnet --help`` stays fast)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alexnet.util import checks
+from alexnet.errors import UsageError
+
+LAYER_HELP = ("a layer as `alexnet summary` names it (features.conv5, classifier.fc7) or its last part when "
+              "unique (conv5, pool5, fc7, relu7); default last-hidden: the input of the final fully connected "
+              "layer, which for the AlexNet family in eval mode is the post-ReLU fc7 the paper uses [6.1]")
+
+
+def _features(args: argparse.Namespace) -> int:
+    from alexnet.inspection.features import checkpoint_features, default_out, save_features
+    checks.at_least(args.batch_size, 1, "--batch-size")
+    out = args.out or default_out(args.checkpoint, args.layer or "last-hidden", args.split)
+    checks.writable_file(out, "--out")      # before the work: finished features are not thrown away
+    result = checkpoint_features(args.checkpoint, args.data, args.split, args.layer, batch_size=args.batch_size,
+                                 device=args.device, data_root=args.data_root)
+    save_features(result, out)
+    n, dim = result["features"].shape
+    print(f"{out}: {n} x {dim} features of {result['layer']} ({result['data']}, {args.split}, "
+          f"{len(result['classes'])} classes)")
+    return 0
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    from alexnet.inspection.show import show_kernels
+    checks.writable_file(args.out, "--out")
+    info = show_kernels(args.checkpoint, args.out)
+    print(f"{info['png']}: {info['model']} " + " | ".join(f"{label}" for label, _ in info["blocks"]))
+    return 0
+
+
+def _neighbors(args: argparse.Namespace) -> int:
+    from alexnet.inspection.show import show_neighbors
+    checks.at_least(args.queries, 1, "--queries")
+    checks.at_least(args.k, 1, "--k")
+    checks.at_least(args.batch_size, 1, "--batch-size")
+    checks.writable_file(args.out, "--out")
+    info = show_neighbors(args.checkpoint, args.data, args.split, queries=args.queries, k=args.k, layer=args.layer,
+                          out=args.out, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                          data_root=args.data_root)
+    print(f"{info['png']}: {len(info['queries'])} {args.split} images and their {args.k} nearest training images "
+          f"in {info['layer']}; {info['same_class']:.0%} of the neighbours share the query's class")
+    return 0
+
+
+def _show_usage(parser: argparse.ArgumentParser):
+    def handler(args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        raise UsageError("choose what to show: kernels or neighbors")
+    return handler
+
+
+def _data_flags(p: argparse.ArgumentParser, split: str) -> None:
+    p.add_argument("--split", default=split, choices=["train", "val", "test"], help=f"(default: {split})")
+    p.add_argument("--layer", default=None, help=LAYER_HELP)
+    p.add_argument("--data-root", default=None, help="folder holding builtin datasets (searched first)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+
+
+def add_parsers(sub) -> None:
+    """The ``features`` and ``show`` sub-commands, on the main parser's sub-parsers."""
+    p = sub.add_parser("features", help="activations of a layer for every image of a split, as an npz file")
+    p.add_argument("checkpoint")
+    p.add_argument("data", nargs="?", metavar="DATA", help="data to run (default: the checkpoint's training data)")
+    _data_flags(p, "test")
+    p.add_argument("--out", metavar="NPZ", help="features (N x D float32), labels, classes, indices "
+                   "(default: features_<layer>_<split>.npz next to the checkpoint)")
+    p.set_defaults(func=_features)
+
+    show = sub.add_parser("show", help="what a network learned: conv1's kernels (Fig. 3), nearest neighbours (Fig. 4)")
+    show.set_defaults(func=_show_usage(show))
+    figures = show.add_subparsers(dest="figure", metavar="FIGURE")
+    p = figures.add_parser("kernels", help="the first conv layer's kernels as an image grid (the paper's Fig. 3)")
+    p.add_argument("checkpoint")
+    p.add_argument("--out", metavar="PNG", help="image to write (default: kernels.png next to the checkpoint)")
+    p.set_defaults(func=_kernels)
+
+    p = figures.add_parser("neighbors", help="query images and the training images nearest in feature space "
+                           "(the paper's Fig. 4)")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="data of the queries and the training images (default: the checkpoint's)")
+    _data_flags(p, "test")
+    p.add_argument("--queries", type=int, default=5, help="query images, drawn with --seed (default: 5)")
+    p.add_argument("--k", type=int, default=6, help="neighbours per query (default: 6, as in Fig. 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the query draw (default: 0)")
+    p.add_argument("--out", metavar="PNG", help="image to write (default: neighbors_<split>.png next to the checkpoint)")
+    p.set_defaults(func=_neighbors)

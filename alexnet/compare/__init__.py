@@ -1,0 +1,1 @@
+"""``alexnet compare``: AlexNet against torchvision's families on one dataset (``runner``) and its report."""

@@ -1,0 +1,244 @@
+"""``alexnet convert``: published AlexNet weights into this project's checkpoints, with class names and
+preprocessing inside, so that ``alexnet eval`` and ``alexnet predict`` need nothing else.
+
+Three files are read, told apart by their bytes: torchvision's ``.pth`` (a zip written by ``torch.save``,
+loaded as weights only), BVLC Caffe's ``.caffemodel`` (binary protobuf, read by ``alexnet.interchange.caffe_proto``) and
+``.safetensors``. Their tensors come in one of three layouts, told apart by their names:
+
+- ``torchvision``: ``features.0.weight`` ... ``classifier.6.bias``, torchvision's AlexNet: ``alexnet_owt``
+  (torchvision's own class, so the keys are the same), with torchvision's ImageNet preprocessing;
+- ``caffe``: ``conv1.weight`` ... ``fc8.bias`` (a caffemodel's layers, in order): ``alexnet_caffe``
+  (bvlc_alexnet) or ``caffenet`` (bvlc_reference_caffenet), with Caffe's preprocessing. Caffe feeds BGR, so
+  conv1's three input channels are reversed here and the checkpoint takes RGB like every other one;
+- ``ours``: ``features.conv1.weight`` ... (this project's alexnet_caffe/caffenet state dicts): RGB already.
+
+The number of classes follows the last layer (ImageNet's 1000 names by default; ``classes`` for others).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from alexnet.interchange.caffe_proto import ProtoError, parse_net
+from alexnet.checkpoint import FORMAT, atomic_save
+from alexnet.errors import UsageError
+from alexnet.models import create_model
+from alexnet.interchange.caffe_preprocessing import caffe_preprocessing, leading_ones_dropped, torchvision_preprocessing
+from alexnet.train.parts import model_spec
+
+CAFFE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+CAFFE_TYPES = ("Convolution",) * 5 + ("InnerProduct",) * 3
+TORCHVISION_LAYERS = ("features.0", "features.3", "features.6", "features.8", "features.10",
+                      "classifier.1", "classifier.4", "classifier.6")
+CAFFE_NETS = {"alexnet": "alexnet_caffe", "caffenet": "caffenet"}     # NetParameter.name -> our model
+MODELS = ("alexnet_owt", "alexnet_caffe", "caffenet")
+KNOWN = "a torchvision AlexNet .pth, a Caffe .caffemodel or a .safetensors file of either"
+
+
+@dataclass
+class Weights:
+    """A weights file's tensors, by the names of its ``layout``, and what the file said about itself."""
+
+    tensors: dict[str, torch.Tensor]
+    kind: str                 # "pth", "caffemodel" or "safetensors"
+    layout: str               # "torchvision", "caffe" or "ours"
+    net_name: str = ""        # a caffemodel's NetParameter.name, or a safetensors file's "model" metadata
+    file_names: dict[str, str] = field(default_factory=dict)   # conv1 -> a caffemodel's own name for it
+
+
+def read_weights(path: str | os.PathLike) -> Weights:
+    """The tensors of ``path`` and their layout; a UsageError naming the file when it is none of ``KNOWN``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; give {KNOWN}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    net_name, file_names = "", {}
+    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and path.suffix.lower() != ".caffemodel"):
+        kind, tensors = "pth", _read_torch(path)
+    elif len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
+        kind, (tensors, net_name) = "safetensors", _read_safetensors(path)
+    else:
+        kind, (tensors, net_name, file_names) = "caffemodel", _read_caffemodel(path)
+    tensors = {k.removeprefix("module."): v for k, v in tensors.items()}   # saved from DataParallel
+    return Weights(tensors, kind, _layout(tensors, path), net_name, file_names)
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a bad file; each is this one error
+        raise UsageError(f"{path} is not a readable weights-only torch file ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0] if str(err) else ''}); give {KNOWN}") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        raise UsageError(f"{path} is already an alexnet checkpoint; eval and predict take it as it is")
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UsageError(f"{path} is a torch file but not a state dict of tensors; give a model's state_dict() "
+                         f"saved with torch.save, e.g. torchvision's alexnet-owt-7be5be79.pth")
+    return dict(obj)
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UsageError(f"{path} is not a readable .safetensors file ({err}); give {KNOWN}") from None
+    return tensors, metadata.get("model", "")
+
+
+def _read_caffemodel(path: Path) -> tuple[dict[str, torch.Tensor], str, dict[str, str]]:
+    """conv1.weight ... fc8.bias from the net's layers that hold weights, taken in order (a fine-tuned net may
+    rename fc8), checked to be five convolutions then three inner products, each with weights and a bias."""
+    try:
+        name, layers = parse_net(path.read_bytes())
+    except ProtoError as err:
+        raise UsageError(f"{path} is not {KNOWN} (read as a caffemodel: {err})") from None
+    weighted = [layer for layer in layers if layer.blobs]
+    if not weighted:
+        raise UsageError(f"{path} is not {KNOWN} (read as a caffemodel it holds no layer with weights)")
+    found = [(layer.name, layer.type) for layer in weighted]
+    if [t for _, t in found] != list(CAFFE_TYPES) or any(len(layer.blobs) != 2 for layer in weighted):
+        raise UsageError(f"{path}: layers with weights {found} (blobs {[len(l.blobs) for l in weighted]}) are not "
+                         f"AlexNet's five convolutions and three inner products, each with weights and a bias; "
+                         f"convert reads bvlc_alexnet and bvlc_reference_caffenet (--model alexnet_caffe or caffenet)")
+    tensors = {}
+    for ours, layer in zip(CAFFE_LAYERS, weighted):
+        tensors[f"{ours}.weight"], tensors[f"{ours}.bias"] = (torch.from_numpy(b) for b in layer.blobs)
+    return tensors, name, {ours: layer.name for ours, layer in zip(CAFFE_LAYERS, weighted)}
+
+
+def _our_name(caffe_name: str) -> str:
+    return f"{'features' if caffe_name.startswith('conv') else 'classifier'}.{caffe_name}"
+
+
+def _layout(tensors: dict, path: Path) -> str:
+    keys = set(tensors)
+    for layout, prefixes in (("torchvision", TORCHVISION_LAYERS), ("caffe", CAFFE_LAYERS),
+                             ("ours", [_our_name(n) for n in CAFFE_LAYERS])):
+        if keys == {f"{p}.{s}" for p in prefixes for s in ("weight", "bias")}:
+            return layout
+    raise UsageError(f"{path}: unknown layout: its tensors are {sorted(keys)[:6]}{'...' if len(keys) > 6 else ''}; "
+                     "convert reads torchvision's AlexNet (features.0.weight ... classifier.6.bias), Caffe's "
+                     "(conv1.weight ... fc8.bias) or this project's alexnet_caffe (features.conv1.weight ...)")
+
+
+def choose_model(weights: Weights, model: str | None, path: str) -> str:
+    """--model, checked against the layout; else alexnet_owt for torchvision's, or the Caffe net's own name."""
+    if weights.layout == "torchvision":
+        if model not in (None, "alexnet_owt"):
+            raise UsageError(f"--model {model}: {path} holds torchvision's AlexNet (features.0 ... classifier.6), "
+                             f"which is alexnet_owt; pass --model alexnet_owt or leave --model out")
+        return "alexnet_owt"
+    if model is not None:
+        if model not in ("alexnet_caffe", "caffenet"):
+            raise UsageError(f"--model {model}: {path} holds Caffe's AlexNet layers (conv1 ... fc8), which convert to "
+                             f"alexnet_caffe (bvlc_alexnet) or caffenet (bvlc_reference_caffenet); pass one of those")
+        return model
+    guess = weights.net_name.lower().replace("bvlc_", "").replace("reference_", "")
+    guess = CAFFE_NETS.get(guess, guess if guess in CAFFE_NETS.values() else None)
+    if guess is None:
+        named = f"the net is named {weights.net_name!r}, neither" if weights.net_name else "the file names neither"
+        raise UsageError(f"{path}: {named} bvlc_alexnet's 'AlexNet' nor 'CaffeNet'; their weights have the same "
+                         f"shapes (they differ in the order of pooling and LRN): pass --model alexnet_caffe or "
+                         f"--model caffenet")
+    return guess
+
+
+def state_dict_for(weights: Weights, model: str, path: str) -> tuple[dict[str, torch.Tensor], dict, int]:
+    """(our state dict, model kwargs, num_classes): every tensor checked against ``model`` built on the meta
+    device; legacy 4-D Caffe shapes ((1, 1, out, in) for an inner product) reshaped; conv1 made RGB."""
+    names = TORCHVISION_LAYERS if weights.layout == "torchvision" else CAFFE_LAYERS
+    prefix = {n: n if weights.layout == "torchvision" else _our_name(n) for n in names}
+    file_prefix = {n: prefix[n] if weights.layout == "ours" else n for n in names}
+    source = {n: tuple(weights.tensors[f"{file_prefix[n]}.{part}"] for part in ("weight", "bias")) for n in names}
+    last, first_fc = source[names[-1]][0], source[names[5]][0]
+    num_classes = leading_ones_dropped(last.shape)[0]
+    width = leading_ones_dropped(first_fc.shape)[0]
+    kwargs = {"fc_width": width} if weights.layout != "torchvision" and width != 4096 else {}
+    with torch.device("meta"):
+        expected = create_model(model, num_classes=num_classes, in_channels=3, **kwargs).state_dict()
+    state = {}
+    for name in names:
+        for part, tensor in zip(("weight", "bias"), source[name]):
+            key = f"{prefix[name]}.{part}"
+            shape = expected[key].shape
+            if tuple(tensor.shape) != tuple(shape):
+                if leading_ones_dropped(tensor.shape) != leading_ones_dropped(shape):
+                    label = f"{name}.{part}"
+                    if weights.file_names.get(name, name) != name:
+                        label += f" (the file's layer {weights.file_names[name]!r})"
+                    raise UsageError(f"{path}: layer {label} has shape {tuple(tensor.shape)} but {model} expects "
+                                     f"{tuple(shape)}; {_shape_hint(weights.layout)}")
+                tensor = tensor.reshape(shape)
+            state[key] = tensor.detach().to(torch.float32).contiguous()
+    if set(state) != set(expected):
+        raise UsageError(f"{path}: {model} also has {sorted(set(expected) - set(state))}, which the file lacks")
+    if weights.layout == "caffe":            # Caffe's BGR input: conv1's channels reversed, so it takes RGB
+        state["features.conv1.weight"] = state["features.conv1.weight"].flip(1).contiguous()
+    return state, kwargs, num_classes
+
+
+def _shape_hint(layout: str) -> str:
+    if layout == "torchvision":
+        return ("torchvision's AlexNet (alexnet_owt: convolutions 64-192-384-256-256, fc 4096) is the network "
+                "this layout converts to; was the file saved from another network?")
+    return ("alexnet_caffe (--model alexnet_caffe, bvlc_alexnet) and caffenet (--model caffenet) take "
+            "bvlc_alexnet's shapes: 3 input channels, conv2/conv4/conv5 in two groups, 6x6x256 into fc6; "
+            "weights of another network do not convert (fc sizes and the number of classes may differ)")
+
+
+def read_classes(path: str | None, count: int, source: str) -> list[str]:
+    """Class names: one a line of ``path``; else ImageNet's 1000 (torchvision's list, in the synset order
+    Caffe's ILSVRC 2012 models use too) when the net has 1000 outputs."""
+    if path is None:
+        if count != 1000:
+            raise UsageError(f"{source} has {count} outputs, not ImageNet's 1000: pass --classes FILE "
+                             f"with {count} class names, one a line")
+        from torchvision.models import AlexNet_Weights
+        return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    try:
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise UsageError(f"--classes {path}: cannot read it ({err}); give a text file, one class name a line") from None
+    names = [line for line in lines if line]
+    if len(names) != count:
+        raise UsageError(f"--classes {path} has {len(names)} names but {source} has {count} outputs; "
+                         f"give a file with {count} names, one a line")
+    return names
+
+
+def convert(weights_path: str, out: str, *, model: str | None = None, mean: str | None = None,
+            classes: str | None = None) -> dict:
+    """Write ``out``, a checkpoint of ``weights_path`` (atomically); returns what was converted."""
+    if os.path.exists(out) and os.path.samefile(out, weights_path):
+        raise UsageError(f"--out {out} is the weights file itself; give another path")
+    weights = read_weights(weights_path)
+    name = choose_model(weights, model, weights_path)
+    if mean is not None and name == "alexnet_owt":
+        raise UsageError("--mean is Caffe's mean; torchvision's weights use ImageNet's mean/std: leave --mean out")
+    state, kwargs, num_classes = state_dict_for(weights, name, weights_path)
+    names = read_classes(classes, num_classes, weights_path)
+    pre = torchvision_preprocessing() if name == "alexnet_owt" else caffe_preprocessing(mean)
+    digest = hashlib.sha256()
+    with open(weights_path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            digest.update(chunk)
+    source = {"file": os.path.basename(weights_path), "sha256": digest.hexdigest(), "format": weights.kind,
+              "layout": weights.layout, "net_name": weights.net_name, "bgr_to_rgb": weights.layout == "caffe",
+              "preprocessing": pre.source}
+    config = {"data": None, "data_root": None, "val_fraction": 0.0, "seed": 0, "ten_crop": False, "model": name,
+              "model_kwargs": kwargs, "converted_from": source["file"]}
+    input_size = 224 if name == "alexnet_owt" else 227
+    ckpt = {"format": FORMAT, "model": model_spec(name, kwargs, num_classes, 3, input_size), "classes": names,
+            "config": config, "data": pre.to_dict(), "state_dict": state, "source": source}
+    atomic_save(ckpt, out)
+    return {"out": out, "model": name, "num_classes": num_classes, **source}

@@ -1,0 +1,235 @@
+"""``alexnet serve``'s web app (Starlette, run by uvicorn): predictions over HTTP, and a page to try images.
+
+Routes: ``GET /`` the page (alexnet/serve/static/), ``POST /predict`` (a multipart ``file`` or the raw image as the
+body) -> ``{"topk": [{label, index, prob}], "model", "ms"}`` (``predict --json``'s top-k), ``GET /model`` (what
+is served and how its inputs are preprocessed), ``GET /healthz`` (and how the micro-batching goes).
+
+Uploads go through ``Predictor.decode_bytes``, the decoding ``alexnet predict`` uses for files, then through
+the micro-batcher (alexnet/serve/batcher.py) to ``Predictor.topk``. A bad request gets a JSON ``{"error": ...}`` with
+its status: 413 a body over ``max_bytes`` (refused from Content-Length before reading, or as soon as a streamed
+body passes it) or an image over ``max_pixels`` (from its header, before any pixel is decoded); 415 a media
+type or bytes that are no image format; 400 an empty, truncated or corrupt image or a malformed multipart
+body; 422 a multipart body without its ``file`` field.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from alexnet.serve.batcher import MicroBatcher
+from alexnet.data.decode import MAX_PIXELS, BadImage, NotAnImage, TooManyPixels
+from alexnet.inference.predict import Predictor
+
+ENVIRONMENT = "ALEXNET_SERVE"          # the settings, as JSON, for worker processes (--workers > 1)
+IMAGE_TYPES = ("image/",)
+NEUTRAL_TYPES = ("", "application/octet-stream",     # no claim either way: the bytes decide
+                 "application/x-www-form-urlencoded")   # (curl --data-binary's default)
+
+
+@dataclass
+class Settings:
+    checkpoint: str
+    topk: int = 5
+    max_bytes: int = 10_000_000
+    max_pixels: int = MAX_PIXELS
+    batch_window_ms: float = 5.0
+    max_batch: int = 32
+    device: str = "auto"
+    backend: str | None = "auto"      # alexnet.inference.backends.auto_backend for a stream of single images
+    ten_crop: bool | None = None
+    threads: int = 0                  # threads per inference call, torch and onnxruntime (0: as they are)
+
+
+class Problem(Exception):
+    """A request the server refuses: its HTTP status and a sentence saying what was wrong."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def load_predictor(settings: Settings) -> Predictor:
+    if settings.threads:
+        import torch
+        torch.set_num_threads(settings.threads)       # process-wide: serve's process (or worker) is ours
+    return Predictor(settings.checkpoint, ten_crop=settings.ten_crop, device=settings.device,
+                     backend=settings.backend, batch_size=max(settings.max_batch, 1),
+                     intra_op_threads=settings.threads)
+
+
+def create_app(predictor: Predictor, settings: Settings) -> Starlette:
+    """The app serving ``predictor`` (loaded once, by the caller) under ``settings``."""
+    batcher = MicroBatcher(predictor.topk, k=settings.topk, window_s=settings.batch_window_ms / 1000,
+                           max_batch=settings.max_batch)
+    card = model_card(predictor, settings)
+    page = (resources.files("alexnet.serve") / "static" / "index.html").read_text(encoding="utf-8")
+
+    async def predict(request: Request) -> Response:
+        started = time.perf_counter()
+        data = await upload(request, settings.max_bytes)
+        try:
+            image = await run_in_threadpool(predictor.decode_bytes, data, settings.max_pixels)
+        except TooManyPixels as err:
+            raise Problem(413, f"{err} (this server's limit: --max-pixels {settings.max_pixels:,})") from None
+        except NotAnImage as err:
+            raise Problem(415, f"{err}; send a PNG, JPEG, WebP, BMP, TIFF or GIF image") from None
+        except BadImage as err:
+            raise Problem(400, f"cannot decode the image: {err}") from None
+        topk = await batcher.submit(image)
+        return JSONResponse({"topk": topk, "model": card["name"],
+                             "ms": round((time.perf_counter() - started) * 1000, 2)})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": card["name"], "batching": batcher.stats()})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        batcher.start()
+        yield
+        await batcher.stop()               # uvicorn ran it after the in-flight requests were answered
+
+    routes = [Route("/", lambda request: HTMLResponse(page)),
+              Route("/predict", predict, methods=["POST"]),
+              Route("/model", lambda request: JSONResponse(card)),
+              Route("/healthz", healthz),
+              Mount("/static", StaticFiles(packages=[("alexnet.serve", "static")]), name="static")]
+    handlers = {Problem: _problem, HTTPException: _http_error, Exception: _server_error}
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app.state.batcher, app.state.predictor = batcher, predictor
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker process of ``alexnet serve --workers N``: the settings come in $ALEXNET_SERVE."""
+    settings = Settings(**json.loads(os.environ[ENVIRONMENT]))
+    return create_app(load_predictor(settings), settings)
+
+
+async def upload(request: Request, max_bytes: int) -> bytes:
+    """The image's bytes: a multipart body's ``file`` part, or the whole body. Raises Problem."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await read_body(request, max_bytes)
+    if media != "multipart/form-data":
+        check_media_type(media, "the body's Content-Type")
+        return body
+
+    async def once():
+        yield body
+    try:
+        form = await MultiPartParser(request.headers, once(), max_files=4, max_fields=16).parse()
+    except MultiPartException as err:
+        raise Problem(400, f"malformed multipart body: {err.message}") from None
+    try:
+        part = form.get("file")
+        if part is None or isinstance(part, str):
+            raise Problem(422, "the multipart body has no file field named 'file'; send the image as "
+                               "file=@photo.jpg (curl -F), or as the raw body" + (f" (fields: {', '.join(form)})"
+                                                                                     if form else ""))
+        check_media_type((part.content_type or "").split(";")[0].strip().lower(), "the 'file' part's Content-Type")
+        return await part.read()
+    finally:
+        await form.close()
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, refused with 413 from its Content-Length before any of it is read, or as soon as a streamed
+    (chunked) body passes ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise Problem(400, f"Content-Length {declared!r} is not a number of bytes")
+        if int(declared) > max_bytes:
+            raise Problem(413, too_large(f"{int(declared):,} bytes", max_bytes))
+    chunks, total = [], 0
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > max_bytes:
+                raise Problem(413, too_large(f"over {max_bytes:,} bytes (stopped reading there)", max_bytes))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Problem(400, "the client went away before the body was sent") from None
+    return b"".join(chunks)
+
+
+def too_large(size: str, max_bytes: int) -> str:
+    return f"the body is {size}; this server takes at most {max_bytes:,} (--max-bytes): send a smaller image"
+
+
+def check_media_type(media: str, what: str) -> None:
+    if media in NEUTRAL_TYPES or media.startswith(IMAGE_TYPES):
+        return
+    raise Problem(415, f"{what} is {media}, not an image type; send image/png, image/jpeg, ... or "
+                       "application/octet-stream, or a multipart form with the image in 'file'")
+
+
+def model_card(predictor: Predictor, settings: Settings) -> dict:
+    """What ``GET /model`` answers: the network, its classes, its input and preprocessing, where it came from."""
+    info, data = predictor.info, predictor.data
+    stats = data.get("stats") or {}
+    preprocessing = {key: data.get(key) for key in ("image_size", "channels", "crop_size", "resize_to",
+                                                    "normalization", "pixel_scale")}
+    preprocessing.update(decode=data.get("decode", "square"), ten_crop=predictor.ten_crop,
+                         channel_mean=stats.get("channel_mean"), channel_std=stats.get("channel_std"),
+                         mean_image="subtracted" if data.get("normalization") == "mean_image" else "not used")
+    return {"name": info["model"]["name"], "classes": list(predictor.classes), "num_classes": len(predictor.classes),
+            "input_size": [data["channels"], data["crop_size"], data["crop_size"]],
+            "preprocessing": preprocessing, "parameters": parameter_count(predictor),
+            "backend": predictor.loaded.backend, "device": str(predictor.loaded.device), "threads": threads(predictor),
+            "checkpoint": {"file": os.path.basename(settings.checkpoint), "bytes": os.path.getsize(settings.checkpoint),
+                           "model": info["model"], "data_source": data.get("source", ""), "config": info["config"]},
+            "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels, "topk": settings.topk,
+                       "batch_window_ms": settings.batch_window_ms, "max_batch": settings.max_batch}}
+
+
+def threads(predictor: Predictor) -> int:
+    """Threads each inference call runs on: onnxruntime's session setting, or PyTorch's process-wide count."""
+    model = predictor.loaded.model
+    if predictor.loaded.backend == "onnxruntime":
+        chosen = int(model.session.get_session_options().intra_op_num_threads)
+        from alexnet.util.machine import usable_cpus
+        return chosen or usable_cpus()      # 0: onnxruntime's default, one per core
+    import torch
+    return torch.get_num_threads()
+
+
+def parameter_count(predictor: Predictor) -> int:
+    import torch
+    model = predictor.loaded.model
+    if not isinstance(model, torch.nn.Module):       # onnxruntime: the same spec built without memory
+        from alexnet.train.parts import build_model
+        with torch.device("meta"):
+            model = build_model(predictor.info["model"])
+    return sum(p.numel() for p in model.parameters())
+
+
+async def _problem(request: Request, err: Problem) -> Response:
+    return JSONResponse({"error": str(err), "status": err.status}, status_code=err.status)
+
+
+async def _http_error(request: Request, err: HTTPException) -> Response:
+    message = {404: f"no such page: {request.url.path} (try /, /predict, /model, /healthz)",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(err.status_code, err.detail)
+    return JSONResponse({"error": message, "status": err.status_code}, status_code=err.status_code,
+                        headers=err.headers)
+
+
+async def _server_error(request: Request, err: Exception) -> Response:
+    return JSONResponse({"error": f"internal error: {type(err).__name__}: {err}", "status": 500}, status_code=500)
+
+
+def settings_json(settings: Settings) -> str:
+    return json.dumps(asdict(settings))
