@@ -204,11 +204,12 @@ def test_paper_recipe_departures_and_the_literal_text():
     assert f.norm1.alpha_sum == pytest.approx(2e-5) and f.norm1.k == 2.0 and f.norm1.groups == 2   # 1e-4 / 5
     from alexnet.models.alexnet import PAPER_NOTES
     from alexnet.train.recipes import PAPER_DEPARTURES
-    assert len(PAPER_DEPARTURES) == 7 and all("cuda-convnet2" in d or "Caffe" in d for d in PAPER_DEPARTURES[:3])
-    assert "--clip-grad-norm 5" in PAPER_DEPARTURES[3] and "docs/paper_recipe.md" in PAPER_DEPARTURES[3]
+    assert len(PAPER_DEPARTURES) == 7 and all("cuda-convnet2" in d.source or "Caffe" in d.source
+                                              for d in PAPER_DEPARTURES[:3])
+    assert "--clip-grad-norm 5" in str(PAPER_DEPARTURES[3]) and "docs/paper_recipe.md" in str(PAPER_DEPARTURES[3])
     for departure, kwarg in zip(PAPER_DEPARTURES[4:], ("lrn 'cuda-convnet2'", "norm_before_relu [1]",
                                                         "init 'cuda-convnet2'")):
-        assert "cuda-convnet2" in departure and f"model_kwargs {kwarg}" in departure
+        assert "cuda-convnet2" in departure.source and f"model_kwargs {kwarg}" in str(departure)
     assert any("paper-literal" in note for note in PAPER_NOTES)
     model = alexnet.create_model("alexnet_2012", num_classes=3)
     groups = _param_groups(model, paper)

@@ -4,7 +4,8 @@ The resolved config is written to ``config.json`` and stored in every checkpoint
 
 ``paper-literal`` is the paper's text [4, 5] word for word. ``paper`` is the paper as it trains: the text,
 except where Krizhevsky's own code (cuda-convnet2's ImageNet configs) says what he ran, Caffe's bias 0.1, and
-gradient clipping, which the measurement showed is needed (``PAPER_DEPARTURES``, each with its source; see
+gradient clipping, which the measurement showed is needed (``PAPER_DEPARTURES``: each a ``Departure`` record with
+the field it sets, its value, its source and why; ``paper`` is ``paper-literal`` with them applied; see
 docs/paper_recipe.md). With the literal init the first SGD step moves fc8 by ~20% of its norm (fc7 hands it
 a vector of ~4096 values near 1 for every image), the logits blow up (std 1.7 -> 15 -> 23 in two steps,
 loss ~17 over steps 1-5 with 9 classes) and the network falls back to predicting the class frequencies (loss
@@ -15,6 +16,7 @@ top, 3 epochs give 0.997/0.987/0.980 (colour) and 0.979/0.996/0.958 (grey) held-
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -100,45 +102,96 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Where the `paper` recipe departs from the paper's text, and on whose authority.
+@dataclass(frozen=True)
+class Departure:
+    """One place where the ``paper`` recipe departs from the paper's text, and on whose authority."""
+    field: str      # the TrainConfig field it sets, or model_kwargs.KEY for one model argument
+    value: object   # what ``paper`` sets it to (``paper-literal`` keeps the text's)
+    what: str       # the change, in words
+    source: str     # who does it this way: cuda-convnet2's file, Caffe's bvlc_alexnet, or "measured here"
+    why: str        # what the text [section] says, and what was measured here (numbers, the doc they live in)
+
+    @property
+    def model_kwarg(self) -> str | None:
+        """KEY when the departure sets ``model_kwargs.KEY``, else None."""
+        return self.field.removeprefix("model_kwargs.") if self.field.startswith("model_kwargs.") else None
+
+    @property
+    def setting(self) -> str:
+        """As it is asked for: ``--bias-lr-mult 2``, ``--no-decay-norm-and-bias``, ``model_kwargs init_bias 0.1``."""
+        if self.model_kwarg:
+            return f"model_kwargs {self.model_kwarg} {self.value!r}"
+        flag = "--" + self.field.replace("_", "-")
+        if isinstance(self.value, bool):
+            return flag if self.value else "--no-" + flag[2:]
+        return f"{flag} {self.value:g}"
+
+    def __str__(self) -> str:
+        return f"{self.what} ({self.setting}). Source: {self.source}. Why: {self.why}"
+
+
+# Where the `paper` recipe departs from the paper's text: RECIPES["paper"] is RECIPES["paper-literal"] with these
 PAPER_DEPARTURES = (
-    "biases learn at 2x the weights' learning rate (--bias-lr-mult 2): the text [5] gives one rate for all "
-    "layers and says nothing of biases; cuda-convnet2's layer-params-imagenet-*.cfg sets epsB = 2 x epsW "
-    "(0.04 vs 0.02), Caffe's bvlc_alexnet lr_mult 2",
-    "no weight decay on biases (decay_norm_and_bias false): the text [5] decays 'the weights'; cuda-convnet2 "
-    "sets wball=0 for biases, Caffe decay_mult 0",
-    "bias 0.1 instead of 1 in conv2, conv4, conv5, fc6 and fc7 (model_kwargs init_bias 0.1): the text [5] says 1; "
-    "Caffe's bvlc_alexnet uses 0.1 'since initialization to 1 resulted in flat training loss'. Measured here "
-    "(docs/paper_recipe.md): with 1, fc8's first step is 20% of its norm, the loss blows up to ~17 and then sits "
-    "at ln K; 0.1 in fc6/fc7 alone is enough to learn, 0.1 in all five learns fastest",
-    "gradients clipped to a global L2 norm of 5 (--clip-grad-norm 5): the text [5] does not clip, nor do "
-    "cuda-convnet2's or Caffe's configs; measured needed here (docs/paper_recipe.md): without it the held-out top-1 "
-    "climbs and then collapses to chance on grey photos (0.342/0.125/0.717 after 3 epochs, seeds 0/1/2) and swings on "
-    "colour ones; with it 0.871/0.971/0.933 (grey) and 0.983/0.983/0.957 (colour). 5 is about 4x the gradient norm "
-    "of the first steps (1.1-1.7), fixed before any clipped run; a smaller step only when a gradient spikes",
-    "LRN alpha divided by n (model_kwargs lrn 'cuda-convnet2': 2e-5 on the sum of squares, k=2): the text [3.3] puts "
-    "1e-4 on the sum; cuda-convnet2's layer.py divides the cfg's scale 1e-4 by the window size 5 (Caffe's LRN also "
-    "divides by n). Measured with the next two (docs/paper_recipe.md): 3 epochs reach 0.958-0.996 held-out top-1 "
-    "on both photo sets, seeds 0-4, against 0.846-0.983 with the text's conventions",
-    "conv1's LRN before its ReLU (model_kwargs norm_before_relu [1]): the text [3.3] applies it after the ReLU; "
-    "cuda-convnet2's layers-imagenet-2gpu-model.cfg normalises conv1's output (rnorm1) and applies the ReLU at pool1",
-    "conv3, conv4 and conv5 initialised with std 0.03 (model_kwargs init 'cuda-convnet2'): the text [5] says 0.01 "
-    "for every layer; cuda-convnet2's layers-imagenet-2gpu-model.cfg sets initW=0.03 on conv3-5",
+    Departure("bias_lr_mult", 2.0, "biases learn at 2x the weights' learning rate",
+              source="cuda-convnet2's layer-params-imagenet-*.cfg sets epsB = 2 x epsW (0.04 vs 0.02); Caffe's "
+              "bvlc_alexnet lr_mult 2",
+              why="the text [5] gives one rate for all layers and says nothing of biases"),
+    Departure("decay_norm_and_bias", False, "no weight decay on biases",
+              source="cuda-convnet2 sets wball=0 for biases; Caffe's bvlc_alexnet decay_mult 0",
+              why="the text [5] decays 'the weights'"),
+    Departure("model_kwargs.init_bias", 0.1, "bias 0.1 instead of 1 in conv2, conv4, conv5, fc6 and fc7",
+              source="Caffe's bvlc_alexnet uses 0.1 'since initialization to 1 resulted in flat training loss'",
+              why="the text [5] says 1. Measured here (docs/paper_recipe.md): with 1, fc8's first step is 20% of its "
+              "norm, the loss blows up to ~17 and then sits at ln K; 0.1 in fc6/fc7 alone is enough to learn, 0.1 in "
+              "all five learns fastest"),
+    Departure("clip_grad_norm", 5.0, "gradients clipped to a global L2 norm of 5",
+              source="measured here",
+              why="the text [5] does not clip, nor do cuda-convnet2's or Caffe's configs; measured needed here "
+              "(docs/paper_recipe.md): without it the held-out top-1 climbs and then collapses to chance on grey "
+              "photos (0.342/0.125/0.717 after 3 epochs, seeds 0/1/2) and swings on colour ones; with it "
+              "0.871/0.971/0.933 (grey) and 0.983/0.983/0.957 (colour). 5 is about 4x the gradient norm of the first "
+              "steps (1.1-1.7), fixed before any clipped run; a smaller step only when a gradient spikes"),
+    Departure("model_kwargs.lrn", "cuda-convnet2", "LRN alpha divided by n: 2e-5 on the sum of squares, k=2",
+              source="cuda-convnet2's layer.py divides the cfg's scale 1e-4 by the window size 5 (Caffe's LRN also "
+              "divides by n)",
+              why="the text [3.3] puts 1e-4 on the sum. Measured with the next two, conv1's order and conv3-5's init "
+              "(docs/paper_recipe.md): 3 epochs reach 0.958-0.996 held-out top-1 on both photo sets, seeds 0-4, "
+              "against 0.846-0.983 with the text's conventions"),
+    Departure("model_kwargs.norm_before_relu", [1], "conv1's LRN before its ReLU",
+              source="cuda-convnet2's layers-imagenet-2gpu-model.cfg normalises conv1's output (rnorm1) and applies "
+              "the ReLU at pool1",
+              why="the text [3.3] applies it after the ReLU"),
+    Departure("model_kwargs.init", "cuda-convnet2", "conv3, conv4 and conv5 initialised with std 0.03",
+              source="cuda-convnet2's layers-imagenet-2gpu-model.cfg sets initW=0.03 on conv3-5",
+              why="the text [5] says 0.01 for every layer"),
 )
-PAPER_CONVENTIONS = {"lrn": "cuda-convnet2", "norm_before_relu": [1], "init": "cuda-convnet2"}  # the last three
+# cuda-convnet2's conventions (LRN alpha/n, conv1's order, conv3-5's init): the model arguments it is the source of
+PAPER_CONVENTIONS = {d.model_kwarg: d.value for d in PAPER_DEPARTURES
+                     if d.model_kwarg and d.source.startswith("cuda-convnet2")}
+
+
+def apply_departures(base: dict, departures) -> dict:
+    """A copy of the recipe ``base`` with each departure's field (or model argument) set to its value."""
+    recipe = copy.deepcopy(base)
+    for departure in departures:
+        value = copy.deepcopy(departure.value)
+        if departure.model_kwarg:
+            recipe["model_kwargs"] = {**recipe.get("model_kwargs", {}), departure.model_kwarg: value}
+        else:
+            recipe[departure.field] = value
+    return recipe
+
+
+# [5] + [4]: the paper's text, literally.
+_PAPER_LITERAL = dict(model="alexnet_2012", model_kwargs={}, epochs=90, batch_size=128, lr=0.01, momentum=0.9,
+                      weight_decay=5e-4, schedule="plateau", image_size=256, crop_size=224, flip=True, pca_std=0.1,
+                      normalization="mean_image", pixel_scale=255.0, ten_crop=True, amp="off", out="runs/paper-literal")
 
 RECIPES: dict[str, dict] = {
-    # [5] + [4]: the paper's text, literally.
-    "paper-literal": dict(model="alexnet_2012", model_kwargs={}, epochs=90, batch_size=128, lr=0.01, momentum=0.9,
-                  weight_decay=5e-4, schedule="plateau", image_size=256, crop_size=224, flip=True, pca_std=0.1,
-                  normalization="mean_image", pixel_scale=255.0, ten_crop=True, amp="off", out="runs/paper-literal"),
+    "paper-literal": _PAPER_LITERAL,
     # the paper as it trains: the text, with PAPER_DEPARTURES (Krizhevsky's code where it differs; Caffe's bias;
     # clipping, measured)
-    "paper": dict(model="alexnet_2012", model_kwargs={"init_bias": 0.1, **PAPER_CONVENTIONS}, epochs=90,
-                  batch_size=128, lr=0.01, momentum=0.9, weight_decay=5e-4, decay_norm_and_bias=False,
-                  bias_lr_mult=2.0, schedule="plateau", clip_grad_norm=5.0,
-                  image_size=256, crop_size=224, flip=True, pca_std=0.1, normalization="mean_image",
-                  pixel_scale=255.0, ten_crop=True, amp="off", out="runs/paper"),
+    "paper": dict(apply_departures(_PAPER_LITERAL, PAPER_DEPARTURES), out="runs/paper"),
     # seed 002 / d2l: Fashion-MNIST resized to 224, plain SGD.
     "d2l": dict(data="fashion-mnist", model="alexnet_d2l", epochs=10, batch_size=128, lr=0.01, momentum=0.0,
                 weight_decay=0.0, schedule="constant", crop_size=0, resize_to=224, flip=False, pca_std=0.0,
