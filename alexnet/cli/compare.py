@@ -5,6 +5,7 @@ import argparse
 import shlex
 import sys
 
+from alexnet.cli import flags
 from alexnet.util import checks
 
 EXAMPLE = "lenet5,alexnet_small,vgg11_bn,resnet18"
@@ -17,21 +18,20 @@ def add_parsers(sub) -> None:
                                    "DIR/compare.md and DIR/compare.png.")
     p.add_argument("models", nargs="+", metavar="MODELS",
                    help=f"registered models, comma- or space-separated, e.g. {EXAMPLE}")
-    p.add_argument("--data", default="fashion-mnist", help="the data set, as for alexnet train (default: fashion-mnist)")
-    p.add_argument("--data-root", default=None, help="folder holding builtin datasets (searched first)")
-    p.add_argument("--epochs", type=int, default=2, help="epochs per run (default: 2)")
-    p.add_argument("--seeds", type=int, default=1, metavar="S", help="seeds 0..S-1, one run per model and seed; "
-                   "the table gives the mean (± std when S > 1) (default: 1)")
+    flags.data(p, "the data set, as for alexnet train (default: fashion-mnist)", default="fashion-mnist")
+    flags.data_root(p)
+    flags.epochs(p, 2)
+    flags.seeds(p, "seeds 0..S-1, one run per model and seed; the table gives the mean (± std when S > 1) "
+                "(default: 1)", default=1, metavar="S")
     p.add_argument("--train-subset", type=int, default=0, metavar="N",
                    help="train on the first N training images only (default: all)")
     p.add_argument("--val-subset", type=int, default=0, metavar="N",
                    help="validate each epoch (best.pt, the lr plateau) on the first N held-out images (default: all)")
-    p.add_argument("--input-size", type=int, default=None, metavar="PX", help="one input side for every model "
-                   "(default: the smallest every model accepts, from the data's own size up; e.g. 32 for "
-                   "Fashion-MNIST's 28 px with VGG or ResNet)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default: the quick recipe's)")
+    flags.input_size(p, "one input side for every model (default: the smallest every model accepts, from the "
+                     "data's own size up; e.g. 32 for Fashion-MNIST's 28 px with VGG or ResNet)", metavar="PX")
+    flags.batch_size(p, None, help="batch size (default: the quick recipe's)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the quick recipe's)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    flags.device(p)
     p.add_argument("--out", default="runs/compare", metavar="DIR",
                    help="folder for compare.json/.md/.png and the runs (DIR/runs/MODEL-seedK) (default: runs/compare)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")

@@ -13,6 +13,7 @@ from alexnet.util import atomic, checks
 from alexnet.cli import compare as cli_compare
 from alexnet.cli import convert as cli_convert
 from alexnet.cli import export as cli_export
+from alexnet.cli import flags
 from alexnet.cli import serve as cli_serve
 from alexnet.cli import show as cli_show
 from alexnet.cli import study as cli_study
@@ -175,13 +176,6 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _backend_flag(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default=default,
-                   help="what runs the network (default: " + ("auto: onnxruntime for an .onnx export, torch (our "
-                        "eager path, the faster for files, docs/inference/) for a checkpoint" if default == "auto" else
-                        "onnxruntime for an .onnx export, torch otherwise") + ")")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from alexnet import __version__
     parser = argparse.ArgumentParser(prog="alexnet", description="AlexNet (NIPS 2012), reproduced faithfully.")
@@ -193,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summary", help="layer-by-layer table: output shapes, parameters, multiply-adds")
     p.add_argument("model")
-    p.add_argument("--input-size", type=int, default=None, help="input side in pixels (default: the model's)")
+    flags.input_size(p, "input side in pixels (default: the model's)")
     p.add_argument("--in-channels", type=int, default=None, help="input channels (default: the model's)")
     p.add_argument("--num-classes", type=int, default=1000)
     p.set_defaults(func=_summary)
@@ -207,13 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop on any bad image instead of skipping it")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="force 1 (grey) or 3 (RGB) channels (default: 1 only if every image is grey)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the held-out validation order")
+    flags.seed(p, "the held-out validation order")
     p.add_argument("--store", choices=("auto", "raw", "jpeg"), default="auto",
                    help="raw: uint8 arrays, nothing to decode while training (196 KB per 256x256 colour image); "
                         "jpeg: each square as JPEG bytes, about 10x smaller, decoded by the loader (default auto: "
                         "jpeg for ILSVRC-2012 and for photo sources whose raw store would exceed 8 GiB, else raw)")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality of --store jpeg (default 90)")
-    p.add_argument("--data-root", default=None, help="folder holding builtin datasets (searched first)")
+    flags.data_root(p)
     p.add_argument("--image-column", default=None, help="CSV column of image paths or ids")
     p.add_argument("--label-column", default=None, help="CSV column of labels")
     p.set_defaults(func=_prepare)
@@ -229,28 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="top-1/top-5, per-class accuracy and confusion matrix of a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint, or an .onnx or .safetensors file from alexnet export")
-    p.add_argument("--data", help="data to evaluate on (default: the checkpoint's training data)")
-    p.add_argument("--data-root")
-    p.add_argument("--split", default="test", choices=["train", "val", "test"])
-    p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
-                   help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
+    flags.data(p, "data to evaluate on (default: the checkpoint's training data)")
+    flags.data_root(p)
+    flags.split(p)
+    flags.ten_crop(p)
     p.add_argument("--ensemble", nargs="+", metavar="CKPT", help="more checkpoints whose softmax is averaged [6]")
-    p.add_argument("--json", metavar="FILE", help="write the report as JSON (- for stdout)")
+    flags.json_output(p, "report")
     p.add_argument("--confusion", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
-    _backend_flag(p)
+    flags.batch_size(p)
+    flags.device(p)
+    flags.backend(p)
     p.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-k classes for image files or folders")
     p.add_argument("checkpoint", help="a checkpoint, or an .onnx or .safetensors file from alexnet export")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
-                   help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
-    p.add_argument("--json", metavar="FILE", help="write the predictions as JSON (- for stdout)")
-    p.add_argument("--device", default="auto")
-    _backend_flag(p, default="auto")
+    flags.topk(p, "classes listed for each image (default: 5)")
+    flags.ten_crop(p)
+    flags.json_output(p, "predictions")
+    flags.device(p)
+    flags.backend(p, "auto", auto="onnxruntime for an .onnx export, torch (our eager path, the faster for files, "
+                                  "docs/inference/) for a checkpoint")
     p.set_defaults(func=_predict)
     cli_compare.add_parsers(sub)
     cli_show.add_parsers(sub)

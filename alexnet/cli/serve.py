@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 
+from alexnet.cli import flags
 from alexnet.util import checks
 from alexnet.errors import UsageError
 
@@ -39,7 +40,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only; "
                                                        "0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
-    p.add_argument("--topk", type=int, default=5, metavar="K", help="classes in each answer (default: 5)")
+    flags.topk(p, "classes in each answer (default: 5)")
     p.add_argument("--max-bytes", default="10MB", metavar="SIZE", help="largest request body, e.g. 10MB, 512KB (default: 10MB)")
     p.add_argument("--max-pixels", default=None, metavar="PIXELS",
                    help="largest image, width x height from its header (default: PIL's limit, 89478485)")
@@ -48,12 +49,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-batch", type=int, default=32, metavar="N", help="most images in one forward pass (default: 32; "
                                                              "1 with --batch-window-ms 0: one request at a time)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of the model")
-    p.add_argument("--ten-crop", action=argparse.BooleanOptionalAction, default=None,
-                   help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", choices=("auto", "torch", "onnxruntime"), default="auto",
-                   help="what runs the network (default: auto: onnxruntime for an .onnx export and for a checkpoint "
-                        "of a model it runs faster one image at a time (alexnet_owt, docs/inference/), torch otherwise)")
+    flags.ten_crop(p)
+    flags.device(p)
+    flags.backend(p, "auto", auto="onnxruntime for an .onnx export and for a checkpoint of a model it runs faster one "
+                                  "image at a time (alexnet_owt, docs/inference/), torch otherwise")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="threads per inference call, PyTorch's and onnxruntime's (default 0: one per core); on a "
                         "machine busy with other work, 1 keeps batch-1 latency steady (docs/inference/)")

@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alexnet.cli import flags
 from alexnet.util import checks
 from alexnet.errors import UsageError
-
-LAYER_HELP = ("a layer as `alexnet summary` names it (features.conv5, classifier.fc7) or its last part when "
-              "unique (conv5, pool5, fc7, relu7); default last-hidden: the input of the final fully connected "
-              "layer, which for the AlexNet family in eval mode is the post-ReLU fc7 the paper uses [6.1]")
 
 
 def _features(args: argparse.Namespace) -> int:
@@ -57,11 +54,11 @@ def _show_usage(parser: argparse.ArgumentParser):
 
 
 def _data_flags(p: argparse.ArgumentParser, split: str) -> None:
-    p.add_argument("--split", default=split, choices=["train", "val", "test"], help=f"(default: {split})")
-    p.add_argument("--layer", default=None, help=LAYER_HELP)
-    p.add_argument("--data-root", default=None, help="folder holding builtin datasets (searched first)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="auto")
+    flags.split(p, split)
+    flags.layer(p)
+    flags.data_root(p)
+    flags.batch_size(p)
+    flags.device(p)
 
 
 def add_parsers(sub) -> None:
@@ -85,10 +82,10 @@ def add_parsers(sub) -> None:
     p = figures.add_parser("neighbors", help="query images and the training images nearest in feature space "
                            "(the paper's Fig. 4)")
     p.add_argument("checkpoint")
-    p.add_argument("--data", help="data of the queries and the training images (default: the checkpoint's)")
+    flags.data(p, "data of the queries and the training images (default: the checkpoint's)")
     _data_flags(p, "test")
     p.add_argument("--queries", type=int, default=5, help="query images, drawn with --seed (default: 5)")
     p.add_argument("--k", type=int, default=6, help="neighbours per query (default: 6, as in Fig. 4)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the query draw (default: 0)")
+    flags.seed(p, "the query draw")
     p.add_argument("--out", metavar="PNG", help="image to write (default: neighbors_<split>.png next to the checkpoint)")
     p.set_defaults(func=_neighbors)

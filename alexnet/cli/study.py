@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from alexnet.cli import flags
 from alexnet.errors import UsageError
 
 
@@ -12,10 +13,10 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("study", help="reproduce a claim of the paper with paired, seeded ablations (--list)")
     p.add_argument("name", nargs="?", help="a study (see --list), or all")
     p.add_argument("--list", action="store_true", help="list the studies with the paper's claim and section")
-    p.add_argument("--data", help="dataset (default: fashion-mnist at 24 px crops of 28)")
+    flags.data(p, "dataset (default: fashion-mnist at 24 px crops of 28)")
     p.add_argument("--model", help="model of the non-Fig.-1 studies (default: alexnet_small)")
-    p.add_argument("--seeds", type=int, help="seeds per arm (quick: 2, full: 3)")
-    p.add_argument("--epochs", type=int, help="epochs per run (default: the budget's)")
+    flags.seeds(p, "seeds per arm (quick: 2, full: 3)")
+    flags.epochs(p, None, shown="the budget's")
     p.add_argument("--budget", default="quick", choices=("quick", "full"),
                    help="quick: a test-sized run; full: `study all` at 3 seeds in about an hour on 2 CPU cores")
     p.add_argument("--out", help="output folder (default: studies/<name>; all: studies/, one folder per study)")
