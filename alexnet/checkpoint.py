@@ -1,39 +1,167 @@
-"""Checkpoints: written atomically, read only as weights (``torch.load(weights_only=True)``).
+"""The checkpoint contract: one typed record that every command reads and writes.
 
-A checkpoint is a plain dict of tensors and JSON-like values, so loading never runs pickled code:
-``model`` (registry name and arguments), ``classes``, ``config`` (the resolved run config),
-``data`` (what evaluation needs to preprocess exactly like training), ``state_dict`` and, for a
-resumable ``last.pt``, ``optimizer``, ``schedule``, ``position`` and ``rng``.
+A checkpoint file is a plain dict of tensors and JSON-like values, read with ``torch.load(weights_only=True)``
+so that loading never runs pickled code. ``Checkpoint`` is that dict as a type, the one place its keys are read
+by name (``from_dict``/``to_dict``; the training position is ``alexnet.train.position``'s, the export metadata
+``alexnet.interchange.export``'s strings of ``model_dict``/``data_dict``):
+
+- ``model``: a ``ModelSpec``, the registry name and the arguments that rebuild the network;
+- ``classes``: the class names, in label order;
+- ``config``: the resolved run config (``alexnet.train.recipes.TrainConfig.to_dict()``): the data set it names,
+  its val fraction and seed, the recipe's test-time views (``ten_crop``);
+- ``data``: the ``Preprocessing`` (statistics, sizes, normalisation) training used, so evaluation feeds the
+  network what training fed it [4];
+- ``state_dict``: the weights (empty for an export's metadata, whose weights live in the export);
+- for a resumable ``last.pt``, ``training``: optimizer, schedule, position, history, best and RNG states;
+- anything else (``alexnet convert``'s ``source``: the file converted and its hash) in ``extra``, kept as it is.
+
+``Checkpoint.load(path)`` checks the marker and the parts (a ``UsageError`` naming the file and what is wrong);
+``save`` writes atomically (``alexnet.util.atomic``); ``open_split`` opens a split the way the checkpoint's run
+opened it; ``ten_crop`` is the recipe's default view.
 """
 from __future__ import annotations
 
 import os
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from alexnet.data.preprocessing import Preprocessing
 from alexnet.errors import UsageError
-from alexnet.train.parts import build_model
 from alexnet.util.atomic import atomic_path
+from alexnet.weights import FORMAT, load_checked
 
-FORMAT = "alexnet-checkpoint-v1"
 REQUIRED = ("model", "classes", "config", "data", "state_dict")   # what eval, predict and resume read
 MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
+TRAINING_KEYS = ("optimizer", "schedule", "position", "history", "best", "rng")   # last.pt's, for resume
+__all__ = ["FORMAT", "Checkpoint", "ModelSpec", "atomic_save", "load_checkpoint", "load_model"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What rebuilds a network: the registry name, the head, the input, and the model's own arguments."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    input_size: int
+    kwargs: dict = field(default_factory=dict)
+
+    def build(self, **extra) -> nn.Module:
+        """The network (``extra``: placement arguments such as ``towers``), freshly initialised."""
+        from alexnet.models import create_model
+        return create_model(self.name, num_classes=self.num_classes, in_channels=self.in_channels,
+                            input_size=self.input_size, **self.kwargs, **extra)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "num_classes": self.num_classes, "in_channels": self.in_channels,
+                "input_size": self.input_size, "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, spec: dict) -> "ModelSpec":
+        return cls(spec["name"], spec["num_classes"], spec["in_channels"], spec["input_size"],
+                   dict(spec.get("kwargs", {})))
+
+
+@dataclass
+class Checkpoint:
+    model: ModelSpec
+    classes: list[str]
+    config: dict
+    preprocessing: Preprocessing
+    state_dict: dict[str, torch.Tensor] = field(default_factory=dict)
+    training: dict | None = None          # TRAINING_KEYS of a resumable last.pt
+    extra: dict = field(default_factory=dict)   # other entries (convert's "source"), kept on a round trip
+
+    # ---- what the run said ------------------------------------------------------------------------------------
+    @property
+    def ten_crop(self) -> bool:
+        """The recipe's test-time views: the paper's 10 crops [4], or the centre view."""
+        return bool(self.config.get("ten_crop", False))
+
+    @property
+    def data(self) -> str | None:
+        """The data set the run trained on, as ``--data`` named it (None: converted weights)."""
+        return self.config.get("data") or None
+
+    def open_split(self, split: str, *, data: str | None = None, data_root: str | None = None,
+                   progress: bool = True, source: str = "the checkpoint"):
+        """One split of ``data`` (default: the training data) opened as the checkpoint's run opened it: the same
+        stored size and channels, the same held-out fraction and seed."""
+        from alexnet.data import open_dataset
+        spec = data or self.data
+        if not spec:
+            if self.config.get("converted_from"):    # published weights: no data set of their own
+                raise UsageError(f"{source} holds weights converted from {self.config['converted_from']} and no data "
+                                 "set of its own; pass --data (e.g. an ImageNet validation folder)")
+            raise UsageError(f"{source} does not name its training data; give DATA (--data)")
+        return open_dataset(spec, split, data_root=data_root or self.config.get("data_root"),
+                            size=self.preprocessing.image_size[0], val_fraction=self.config.get("val_fraction", 0.1),
+                            seed=self.config.get("seed", 0), channels=self.preprocessing.channels, progress=progress)
+
+    def eval_transform(self, ten_crop: bool | None = None):
+        """The evaluation view of this checkpoint's preprocessing (``ten_crop`` None: the recipe's)."""
+        return self.preprocessing.eval_transform(self.ten_crop if ten_crop is None else ten_crop)
+
+    # ---- the network ------------------------------------------------------------------------------------------
+    def build_model(self, **extra) -> nn.Module:
+        """The network with these weights loaded (shapes checked), in eval mode."""
+        model = self.model.build(**extra)
+        load_checked(model, self.state_dict)
+        return model.eval()
+
+    def without_weights(self) -> "Checkpoint":
+        """The same record with no tensors: what an export's metadata carries and predict/eval keep."""
+        return Checkpoint(self.model, list(self.classes), dict(self.config), self.preprocessing)
+
+    # ---- the file ---------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out = {"format": FORMAT, "model": self.model.to_dict(), "classes": list(self.classes), "config": self.config,
+               "data": self.preprocessing.to_dict(), "state_dict": self.state_dict}
+        return {**self.extra, **out, **(self.training or {})}
+
+    @classmethod
+    def from_dict(cls, ckpt: Any, source: str | os.PathLike = "checkpoint") -> "Checkpoint":
+        """The record of a loaded dict; a UsageError naming ``source`` and the parts missing or malformed."""
+        if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+            raise UsageError(f"{source} is not an alexnet checkpoint (no '{FORMAT}' marker); "
+                             "to load plain state dicts use alexnet.weights.load_checked")
+        model = ckpt.get("model")
+        missing = [key for key in REQUIRED if key not in ckpt]
+        missing += [f"model.{key}" for key in MODEL_KEYS if isinstance(model, dict) and key not in model]
+        if missing or not isinstance(model, dict) or not isinstance(ckpt.get("state_dict"), dict):
+            raise UsageError(f"{source} is an alexnet checkpoint with parts missing or malformed: "
+                             f"{', '.join(missing) or 'model/state_dict is not a dict'}; was it written by a broken "
+                             "or edited run?")
+        training = {key: ckpt[key] for key in TRAINING_KEYS if key in ckpt} or None
+        extra = {key: value for key, value in ckpt.items() if key not in (*REQUIRED, *TRAINING_KEYS, "format")}
+        return cls(ModelSpec.from_dict(model), list(ckpt["classes"]), dict(ckpt["config"]),
+                   Preprocessing.from_dict(ckpt["data"]), ckpt["state_dict"], training, extra)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> "Checkpoint":
+        """``path`` read as weights only and checked (``load_checkpoint``, then ``from_dict``)."""
+        return cls.from_dict(load_checkpoint(path, map_location), path)
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_save(self.to_dict(), path)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` whole or not at all, fsynced (``alexnet.util.atomic``): a crash at any moment leaves the old
     file or the new one under ``path``, never a part. A full disk or quota raises ``NoSpace`` (exit 1) saying
     whether the earlier checkpoint is still there."""
-    with atomic_path(path, durable=True) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint as weights only; anything that would need arbitrary unpickling is refused."""
+    """The raw dict of an alexnet checkpoint, loaded as weights only; anything that would need arbitrary
+    unpickling is refused. Most callers want ``Checkpoint.load``."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint {path} does not exist")
@@ -49,43 +177,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                          "give a .pt written by alexnet train") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UsageError(f"{path} is not an alexnet checkpoint (no '{FORMAT}' marker); "
-                         "to load plain state dicts use alexnet.checkpoint.load_state_dict_checked")
+                         "to load plain state dicts use alexnet.weights.load_checked")
     return ckpt
 
 
-def check_complete(ckpt: dict, path: str | os.PathLike) -> None:
-    """Every part eval, predict and resume read is there (a UsageError naming the file and the parts, else)."""
-    missing = [key for key in REQUIRED if key not in ckpt]
-    missing += [f"model.{key}" for key in MODEL_KEYS if isinstance(ckpt.get("model"), dict) and key not in ckpt["model"]]
-    if missing or not isinstance(ckpt.get("model"), dict) or not isinstance(ckpt.get("state_dict"), dict):
-        raise UsageError(f"{path} is an alexnet checkpoint with parts missing or malformed: "
-                         f"{', '.join(missing) or 'model/state_dict is not a dict'}; was it written by a broken or "
-                         "edited run?")
-
-
-def load_state_dict_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """``model.load_state_dict`` with errors that name the layer and both shapes."""
-    own = model.state_dict()
-    for key, value in state_dict.items():
-        if key in own and own[key].shape != value.shape:
-            raise UsageError(f"{source}: layer {key} has shape {tuple(value.shape)} but the model expects "
-                             f"{tuple(own[key].shape)} (trained for a different number of classes or channels?)")
-    missing = sorted(set(own) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(own))
-    if missing or unexpected:
-        raise UsageError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    model.load_state_dict(state_dict)
-
-
-def model_from_checkpoint(ckpt: dict) -> nn.Module:
-    """Rebuild the model from the arguments stored in ``ckpt`` and load its weights (eval mode)."""
-    model = build_model(ckpt["model"])
-    load_state_dict_checked(model, ckpt["state_dict"])
-    return model.eval()
-
-
-def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load ``path`` and return (model in eval mode, checkpoint dict)."""
-    ckpt = load_checkpoint(path, map_location)
-    check_complete(ckpt, path)
-    return model_from_checkpoint(ckpt), ckpt
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:
+    """The network of ``path`` in eval mode, and its checkpoint."""
+    ckpt = Checkpoint.load(path, map_location)
+    return ckpt.build_model(), ckpt

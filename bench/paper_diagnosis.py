@@ -198,8 +198,8 @@ def main() -> int:
 
 
 def _classes(run_folder: Path) -> list[str]:
-    from alexnet.checkpoint import load_checkpoint
-    return load_checkpoint(run_folder / "last.pt")["classes"]
+    from alexnet.checkpoint import Checkpoint
+    return Checkpoint.load(run_folder / "last.pt").classes
 
 
 if __name__ == "__main__":

@@ -11,20 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.checkpoint import FORMAT, atomic_save
+from alexnet.weights import FORMAT
+from conftest import build_checkpoint
 from alexnet.cli.main import main
 from alexnet.train.recipes import RANGES, TrainConfig
 
 
 def tiny_checkpoint(path, classes=("a", "b", "c")):
     """An alexnet_small checkpoint of 28x28 grey images, written without training."""
-    from alexnet.data.stats import compute_stats
-    from alexnet.train.parts import Preprocessing, build_model, model_spec
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
-    pre = Preprocessing(compute_stats(images), [28, 28], 1, 28, normalization="channel")
-    spec = model_spec("alexnet_small", {}, len(classes), 1, 28)
-    atomic_save({"format": FORMAT, "model": spec, "classes": list(classes), "config": {"ten_crop": False},
-                 "data": pre.to_dict(), "state_dict": build_model(spec).state_dict()}, path)
+    build_checkpoint(classes=classes, images=images).save(path)
     return str(path)
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import alexnet
-from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint, load_state_dict_checked
+from alexnet.checkpoint import FORMAT, atomic_save, load_checkpoint
+from alexnet.weights import load_checked as load_state_dict_checked
 from alexnet.errors import UsageError
 
 

@@ -19,7 +19,7 @@ from alexnet.cli.main import main
 from alexnet.data.decode import decode_image
 from alexnet.models import create_model
 from alexnet.inference.predict import predict
-from alexnet.train.parts import Preprocessing
+from alexnet.data.preprocessing import Preprocessing
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 CLASSES = [f"class{i}" for i in range(10)]
@@ -55,8 +55,8 @@ def torchvision_files(tmp_path_factory):
 def test_torchvision_pth_logits_equal_torchvision(torchvision_files):
     net, folder = torchvision_files
     model, ckpt = load_model(folder / "owt.pt")
-    assert ckpt["model"]["name"] == "alexnet_owt" and ckpt["classes"][:2] == ["tench", "goldfish"]
-    assert len(ckpt["classes"]) == 1000 and ckpt["source"]["layout"] == "torchvision"
+    assert ckpt.model.name == "alexnet_owt" and ckpt.classes[:2] == ["tench", "goldfish"]
+    assert len(ckpt.classes) == 1000 and ckpt.extra["source"]["layout"] == "torchvision"
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(model(x), net(x), rtol=1e-5, atol=1e-5)
@@ -138,8 +138,8 @@ def test_caffemodel_equals_caffe_on_bgr_input(tmp_path, v1):
     assert main(["convert", str(tmp_path / "net.caffemodel"), "--out", str(tmp_path / "net.pt"),
                  "--classes", write_classes(tmp_path)]) == 0
     model, ckpt = load_model(tmp_path / "net.pt")
-    assert ckpt["model"]["name"] == "alexnet_caffe" and ckpt["classes"] == CLASSES
-    assert ckpt["model"]["kwargs"] == {"fc_width": 32} and ckpt["source"]["bgr_to_rgb"]
+    assert ckpt.model.name == "alexnet_caffe" and ckpt.classes == CLASSES
+    assert ckpt.model.kwargs == {"fc_width": 32} and ckpt.extra["source"]["bgr_to_rgb"]
     rgb = torch.rand(2, 3, 227, 227, generator=torch.Generator().manual_seed(2)) * 255
     with torch.no_grad():
         ours, caffe = model(rgb), reference(rgb.flip(1))
@@ -346,7 +346,7 @@ def test_full_size_v1_caffemodel_like_bvlc_alexnet(tmp_path):
     assert main(["convert", str(tmp_path / "bvlc_alexnet.caffemodel"), "--out", str(tmp_path / "bvlc_alexnet.pt"),
                  "--mean", str(tmp_path / "imagenet_mean.binaryproto")]) == 0
     model, ckpt = load_model(tmp_path / "bvlc_alexnet.pt")
-    assert ckpt["classes"][0] == "tench" and ckpt["model"]["kwargs"] == {} and ckpt["data"]["image_size"] == [256, 256]
+    assert ckpt.classes[0] == "tench" and ckpt.model.kwargs == {} and ckpt.preprocessing.image_size == [256, 256]
     paths = photos(tmp_path / "photos")
     with torch.no_grad():
         expected = F.softmax(reference(caffe_input(paths, mean[0])), dim=1)

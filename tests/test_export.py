@@ -16,11 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.checkpoint import FORMAT, atomic_save, model_from_checkpoint
+from alexnet.checkpoint import Checkpoint
 from alexnet.cli.main import main
-from alexnet.data.stats import compute_stats
 from alexnet.ops.exportable import FixedAdaptiveAvgPool
-from alexnet.train.parts import Preprocessing, build_model, model_spec
+from conftest import build_checkpoint
 from data_fixtures import idx_folder, save
 
 onnx = pytest.importorskip("onnx")
@@ -43,41 +42,34 @@ def randomized(state: dict, seed: int = 0) -> dict:
     return out
 
 
-def make_ckpt(name: str = "alexnet_small", kwargs: dict | None = None, *, classes: int = 5, channels: int = 1,
-              size: int = 28, stored: int | None = None, normalization: str = "channel", pixel_scale: float = 1.0,
-              weights: str = "random", config: dict | None = None, images: np.ndarray | None = None) -> dict:
-    """A checkpoint dict (as train writes it) for ``name``; ``weights``: random (He) or init (the zoo's)."""
-    stored = stored or size
-    if images is None:
-        images = np.random.default_rng(0).integers(0, 256, (4, stored, stored, channels), dtype=np.uint8)
-    pre = Preprocessing(compute_stats(images), [stored, stored], channels, size, normalization=normalization,
-                        pixel_scale=pixel_scale)
-    spec = model_spec(name, kwargs or {}, classes, channels, size)
-    state = build_model(spec).state_dict()
-    return {"format": FORMAT, "model": spec, "classes": [f"class{i}" for i in range(classes)],
-            "config": config or {"ten_crop": False}, "data": pre.to_dict(),
-            "state_dict": randomized(state) if weights == "random" else state}
-
-
-def trained_scale(ckpt: dict, top: float = 20.0) -> dict:
-    """The last layer scaled so the largest |logit| on example inputs is ``top``, as a trained network's are
-    (He-random weights on 0-255 inputs give logits in the hundreds, where float32 rounding alone is ~1e-4)."""
-    with torch.no_grad():
-        now = model_from_checkpoint(ckpt)(export.example_batch(ckpt, 2)).abs().max().item()
-    last = [k for k in ckpt["state_dict"] if k.endswith("weight")][-1]
-    for key in (last, last[:-len("weight")] + "bias"):
-        ckpt["state_dict"][key] = ckpt["state_dict"][key] * (top / now)
+def make_ckpt(name: str = "alexnet_small", kwargs: dict | None = None, *, weights: str = "random",
+              **options) -> Checkpoint:
+    """A checkpoint (``conftest.build_checkpoint``) for ``name``; ``weights``: random (He) or init (the zoo's)."""
+    ckpt = build_checkpoint(name, kwargs, **{"classes": 5, **options})
+    if weights == "random":
+        ckpt.state_dict = randomized(ckpt.state_dict)
     return ckpt
 
 
-def onnx_session(ckpt: dict):
+def trained_scale(ckpt: Checkpoint, top: float = 20.0) -> Checkpoint:
+    """The last layer scaled so the largest |logit| on example inputs is ``top``, as a trained network's are
+    (He-random weights on 0-255 inputs give logits in the hundreds, where float32 rounding alone is ~1e-4)."""
+    with torch.no_grad():
+        now = ckpt.build_model()(export.example_batch(ckpt, 2)).abs().max().item()
+    last = [k for k in ckpt.state_dict if k.endswith("weight")][-1]
+    for key in (last, last[:-len("weight")] + "bias"):
+        ckpt.state_dict[key] = ckpt.state_dict[key] * (top / now)
+    return ckpt
+
+
+def onnx_session(ckpt: Checkpoint):
     data = export.onnx_bytes(ckpt, export.metadata(ckpt))
     return onnx.load_model_from_string(data), ort.InferenceSession(data, providers=["CPUExecutionProvider"])
 
 
-def max_diff_vs_eager(ckpt: dict, run, batches=(1, 7)) -> list[tuple[int, float, float]]:
+def max_diff_vs_eager(ckpt: Checkpoint, run, batches=(1, 7)) -> list[tuple[int, float, float]]:
     """(batch, max |logit difference| of ``run`` against the eager model (fused, as predict runs it), max |logit|)."""
-    eager = model_from_checkpoint(ckpt)
+    eager = ckpt.build_model()
     rows = []
     for batch in batches:
         x = export.example_batch(ckpt, batch, seed=batch)
@@ -94,8 +86,8 @@ def test_metadata_round_trips_exactly():
     props = export.metadata(ckpt)
     assert all(isinstance(v, str) for v in props.values()) and set(export.KEYS) <= set(props)
     info = export.read_metadata(props, "f.onnx")
-    assert info["model"] == ckpt["model"] and info["classes"] == ckpt["classes"] and info["config"] == ckpt["config"]
-    got, want = Preprocessing.from_dict(info["data"]), Preprocessing.from_dict(ckpt["data"])
+    assert info.model == ckpt.model and info.classes == ckpt.classes and info.config == ckpt.config
+    got, want = info.preprocessing, ckpt.preprocessing
     assert got.stats.mean_image.dtype == np.float32 and got.stats.mean_image.shape == (32, 32, 1)
     assert np.array_equal(got.stats.mean_image, want.stats.mean_image)       # bit-identical, not rounded
     assert (got.crop_size, got.normalization, got.image_size) == (want.crop_size, want.normalization, want.image_size)
@@ -146,7 +138,7 @@ def test_owt_at_256_passes_the_adaptive_pool_trap():
     """torchvision's AdaptiveAvgPool2d((6, 6)) on alexnet_owt's 7x7 map at 256 px: the plain exporter refuses it;
     ours swaps in the pool's exact linear map for that size and the logits match."""
     ckpt = make_ckpt("alexnet_owt", classes=10, channels=3, size=256, stored=256, weights="init")
-    plain = model_from_checkpoint(ckpt)
+    plain = ckpt.build_model()
     trunk = torch.nn.Sequential(plain.features, plain.avgpool)        # the trap, without the classifier's weights
     with warnings.catch_warnings(), pytest.raises(Exception, match="factor of input size"):
         warnings.simplefilter("ignore")
@@ -166,8 +158,8 @@ def make_run(folder: Path) -> Path:
     ckpt = make_ckpt(kwargs={"norm": "lrn", "norm_layers": [1, 2]}, normalization="mean_image",
                      images=np.asarray(train.images),
                      config={"data": str(root), "data_root": None, "val_fraction": 0.1, "seed": 0, "ten_crop": False})
-    ckpt["classes"] = list(train.classes)
-    atomic_save(ckpt, folder / "best.pt")
+    ckpt.classes = list(train.classes)
+    ckpt.save(folder / "best.pt")
     for i in range(6):
         save(folder / "images" / f"{i}.png", np.asarray(train.images[i, :, :, 0]))
     return folder
@@ -221,23 +213,23 @@ def test_export_command_then_predict_and_eval_agree_across_backends(tmp_path, ca
 
 def test_each_file_carries_classes_preprocessing_and_a_dynamic_batch(run_dir):
     run_ckpt = run_dir
-    ckpt = torch.load(run_ckpt / "best.pt", weights_only=True)
+    ckpt = Checkpoint.load(run_ckpt / "best.pt")
     proto = onnx.load(str(run_ckpt / "best.onnx"))
     props = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(props["alexnet.classes"]) == ckpt["classes"]
+    assert json.loads(props["alexnet.classes"]) == ckpt.classes
     assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim[1:]] == [1, 28, 28]
     extra = {key: "" for key in export.KEYS}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.load(str(run_ckpt / "best.torchscript.pt"), _extra_files=extra)
-    assert export.read_metadata(extra, "ts")["classes"] == ckpt["classes"]
+    assert export.read_metadata(extra, "ts").classes == ckpt.classes
     for batch, diff, _ in max_diff_vs_eager(ckpt, lambda x: scripted(x).detach()):
         assert diff <= 1e-4, (batch, diff)
     from safetensors import safe_open
     with safe_open(str(run_ckpt / "best.safetensors"), framework="pt") as f:
-        assert export.read_metadata(f.metadata(), "st")["model"] == ckpt["model"]
-        assert all(torch.equal(f.get_tensor(k), v) for k, v in ckpt["state_dict"].items())
+        assert export.read_metadata(f.metadata(), "st").model == ckpt.model
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in ckpt.state_dict.items())
 
 
 @pytest.mark.parametrize("argv,named", [

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet.checkpoint import FORMAT, atomic_save
+from conftest import build_checkpoint
 from alexnet.cli.main import main
 from alexnet.data import open_dataset
 from alexnet.errors import UsageError
@@ -18,16 +18,11 @@ def to_unit(batch: torch.Tensor) -> torch.Tensor:
 
 def tiny_run(root, n_train=60, n_test=20):
     """An untrained alexnet_small checkpoint whose training data is an idx folder of 28x28 grey images."""
-    from alexnet.data.stats import compute_stats
-    from alexnet.train.parts import Preprocessing, build_model, model_spec
     data = str(idx_folder(root / "data", n_train, n_test, size=28, classes=4))
     train = open_dataset(data, "train", progress=False)
-    pre = Preprocessing(compute_stats(np.asarray(train.images)), [28, 28], 1, 28, normalization="channel")
-    spec = model_spec("alexnet_small", {}, len(train.classes), 1, 28)
     torch.manual_seed(0)
     config = {"data": data, "val_fraction": 0.1, "seed": 0, "ten_crop": False}
-    atomic_save({"format": FORMAT, "model": spec, "classes": train.classes, "config": config,
-                 "data": pre.to_dict(), "state_dict": build_model(spec).state_dict()}, root / "best.pt")
+    build_checkpoint(classes=train.classes, config=config, images=train.images).save(root / "best.pt")
     return root / "best.pt", data
 
 

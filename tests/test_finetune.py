@@ -33,14 +33,14 @@ def _setup(**overrides):
     cfg = resolve_config("quick", **dict(TINY, **overrides))
     with releasing(cfg.out):
         run = setup(cfg, resume=False, force=False)
-        run.writer.close()
+        run.observers.close()
     return run
 
 
 def _state(run_or_path):
     if isinstance(run_or_path, str):
         return load_checkpoint(run_or_path)["state_dict"]
-    return {k: v.detach().cpu() for k, v in run_or_path.raw_model.state_dict().items()}
+    return {k: v.detach().cpu() for k, v in run_or_path.parts.raw_model.state_dict().items()}
 
 
 def test_init_copies_every_weight_exactly_and_no_optimizer_state(source, tmp_path):
@@ -49,8 +49,8 @@ def test_init_copies_every_weight_exactly_and_no_optimizer_state(source, tmp_pat
     assert theirs.keys() == ours.keys()
     for key in theirs:
         assert torch.equal(theirs[key], ours[key]), key
-    assert run.optimizer.state_dict()["state"] == {}          # momentum buffers start empty
-    assert run.epoch == run.global_step == 0 and run.history == []
+    assert run.parts.optimizer.state_dict()["state"] == {}          # momentum buffers start empty
+    assert run.position.epoch == run.position.global_step == 0 and run.position.history == []
     assert json.loads((tmp_path / "ft" / "config.json").read_text())["init"] == source["ckpt"]   # the record
 
 
@@ -111,8 +111,8 @@ def test_freeze_keeps_frozen_weights_and_statistics_and_trains_the_rest(source, 
 
 def test_frozen_layers_stay_in_eval_mode(source, tmp_path):
     run = _setup(data=source["five"], out=str(tmp_path / "ft"), init=source["ckpt"], freeze="fc6")
-    run.model.train()
-    features, classifier = run.raw_model.features, run.raw_model.classifier
+    run.parts.model.train()
+    features, classifier = run.parts.raw_model.features, run.parts.raw_model.classifier
     assert not any(m.training for m in features.modules() if not list(m.children())) and not classifier.fc6.training
     assert classifier.drop6.training and classifier.fc8.weight.requires_grad     # after fc6: it trains
     assert not classifier.fc6.weight.requires_grad
@@ -139,12 +139,12 @@ def test_head_lr_mult_is_the_lr_of_the_heads_step(source, tmp_path):
     run = _setup(data=source["five"], out=str(tmp_path / "ft"), init=source["ckpt"], head_lr_mult=10.0,
                  bias_lr_mult=2.0, lr=0.01, momentum=0.0, weight_decay=0.0, nesterov=False, schedule="constant",
                  warmup_epochs=0.0, label_smoothing=0.0)
-    model = run.raw_model
-    mult = {id(p): g["lr_mult"] for g in run.optimizer.param_groups for p in g["params"]}
+    model = run.parts.raw_model
+    mult = {id(p): g["lr_mult"] for g in run.parts.optimizer.param_groups for p in g["params"]}
     fc7, fc8 = model.classifier.fc7, model.classifier.fc8
     assert (mult[id(fc7.weight)], mult[id(fc7.bias)], mult[id(fc8.weight)], mult[id(fc8.bias)]) == (1, 2, 10, 20)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
-    x, y = next(iter(run.loader.iterate(0, 0)))
+    x, y = next(iter(run.parts.loader.iterate(0, 0)))
     _sgd_step(run, x, y, 0)
     for name, p in model.named_parameters():      # plain SGD: the step is exactly lr x mult x grad
         lr = 0.01 * mult[id(p)]

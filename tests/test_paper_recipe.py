@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-import alexnet.train.parts
+import alexnet.data.preprocessing
 import alexnet.train.loop
 from alexnet.checkpoint import load_checkpoint
 from alexnet.cli.main import main
@@ -114,7 +114,7 @@ def test_paper_recipe_holds_out_val_and_applies_pca_lighting(photos, cache, tmp_
             batches.append((self, draw, out - unlit))
             return out
 
-    monkeypatch.setattr(alexnet.train.parts, "TrainTransform", RecordingTransform)    # what Preprocessing builds
+    monkeypatch.setattr(alexnet.data.preprocessing, "TrainTransform", RecordingTransform)    # what Preprocessing builds
     data, out = photos / "flat", tmp_path / "run"
     cfg = resolve_config("paper", data=str(data), epochs=1, batch_size=8, out=str(out), quiet=True)
     alexnet.train.loop.train(cfg)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 import alexnet
-from alexnet.checkpoint import load_checkpoint, load_state_dict_checked, model_from_checkpoint
+from alexnet.checkpoint import Checkpoint, load_checkpoint
+from alexnet.weights import load_checked as load_state_dict_checked
 from alexnet.cli.main import main
 from alexnet.errors import UsageError
 from alexnet.models.towers import TwoTowerAlexNet, tower_devices
@@ -196,7 +197,7 @@ def test_cli_train_with_towers_on_cpu_and_the_checkpoint_loads_into_the_plain_mo
     ckpt = load_checkpoint(tmp_path / "a" / "last.pt")
     assert ckpt["config"]["towers"] == "cpu,cpu" and "towers" not in ckpt["model"]["kwargs"]
     assert ckpt["position"]["global_step"] == 2
-    plain = model_from_checkpoint(ckpt)                        # what eval and predict build: no towers
+    plain = Checkpoint.from_dict(ckpt).build_model()           # what eval and predict build: no towers
     assert type(plain).__name__ == "AlexNet"
     split = alexnet.create_model("alexnet_2012", num_classes=2, towers="cpu,cpu")
     split.load_state_dict(ckpt["state_dict"])

@@ -6,17 +6,14 @@ import os
 import numpy as np
 from PIL import Image
 
-from alexnet.checkpoint import load_checkpoint
-from alexnet.data import open_dataset
+from alexnet.checkpoint import Checkpoint
 from alexnet.inference.evaluate import evaluate_checkpoints, format_accuracy
 from alexnet.inference.predict import format_predictions, predict
 
 
 def write_samples(out: str, count: int = 6) -> list[str]:
     """Save the first ``count`` test images as PNG files (one per class where possible)."""
-    ckpt = load_checkpoint(os.path.join(out, "best.pt"))
-    config = ckpt["config"]
-    test = open_dataset(config["data"], "test", data_root=config.get("data_root"), progress=False)
+    test = Checkpoint.load(os.path.join(out, "best.pt")).open_split("test", progress=False)
     folder = os.path.join(out, "samples")
     os.makedirs(folder, exist_ok=True)
     paths, seen = [], set()

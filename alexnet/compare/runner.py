@@ -96,8 +96,8 @@ def measure_model(checkpoint: str) -> dict:
     from alexnet.checkpoint import load_model
     from alexnet.models.summary import layer_table
     model, ckpt = load_model(checkpoint)
-    spec = ckpt["model"]
-    rows = layer_table(model, (spec["in_channels"], spec["input_size"], spec["input_size"]))
+    spec = ckpt.model
+    rows = layer_table(model, (spec.in_channels, spec.input_size, spec.input_size))
     return {"params": sum(p.numel() for p in model.parameters()), "macs": sum(row.macs for row in rows)}
 
 

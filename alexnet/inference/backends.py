@@ -1,9 +1,9 @@
 """What ``predict`` and ``eval`` run: a checkpoint or an exported file, on PyTorch or onnxruntime.
 
 ``load(path, backend, device)`` gives a ``Loaded``: ``model`` maps a preprocessed float32 batch (B, C, H, W) on
-``device`` to logits, and ``info`` holds what the checkpoint holds besides the weights (``model``, ``classes``,
-``config``, ``data``), read from the checkpoint or from the export's metadata (``alexnet.interchange.export``). Preprocessing
-is built from ``info["data"]`` by the caller, one code path whatever runs the network.
+``device`` to logits, and ``info`` is the checkpoint without its weights (``alexnet.checkpoint.Checkpoint``: model spec, classes,
+config, preprocessing), read from the checkpoint or from the export's metadata (``alexnet.interchange.export``).
+Preprocessing is built from ``info.preprocessing`` by the caller, one code path whatever runs the network.
 
 Backends: ``torch`` (a ``.pt`` checkpoint, or a ``.safetensors`` export rebuilt into the zoo's model) and
 ``onnxruntime`` (an ``.onnx`` export, or a checkpoint exported in memory first). The default follows the file:
@@ -22,11 +22,12 @@ from typing import Callable
 
 import torch
 
-from alexnet.checkpoint import check_complete, load_checkpoint, load_state_dict_checked, model_from_checkpoint
+from alexnet.checkpoint import Checkpoint
 from alexnet.errors import UsageError
 from alexnet.interchange.export import INPUT, onnx_bytes, read_metadata
 from alexnet.ops.linear import Linear
-from alexnet.train.parts import build_model, resolve_device
+from alexnet.train.parts import resolve_device
+from alexnet.weights import load_checked, read_safetensors
 
 BACKENDS = ("torch", "onnxruntime")
 AUTO = "auto"
@@ -42,7 +43,7 @@ ONNXRUNTIME_FASTER = frozenset({"alexnet_owt"})
 @dataclass
 class Loaded:
     model: Callable[[torch.Tensor], torch.Tensor]   # has .eval(); logits for a batch on ``device``
-    info: dict                                      # model, classes, config, data
+    info: Checkpoint                                # without weights: model spec, classes, config, preprocessing
     backend: str
     device: torch.device                            # where its inputs go
 
@@ -94,7 +95,7 @@ def auto_backend(path: str | os.PathLike, device: str = "auto", images: int | No
         return "torch"
     if model is None:
         _exists(str(path))
-        model = _read_checkpoint(str(path))["model"]["name"]
+        model = _read_checkpoint(str(path)).model.name
     return "onnxruntime" if model in ONNXRUNTIME_FASTER else "torch"
 
 
@@ -109,7 +110,7 @@ def load(path: str, backend: str | None = None, device: str = "auto", images: in
         if kind == "checkpoint" and resolve_device(device).type == "cpu":
             _exists(path)
             ckpt = _read_checkpoint(path)       # read once: it names the model, and it is what runs
-        backend = auto_backend(path, device, images, ckpt["model"]["name"] if ckpt else None)
+        backend = auto_backend(path, device, images, ckpt.model.name if ckpt else None)
     backend = backend or default_backend(path)
     if backend not in BACKENDS:
         raise UsageError(f"--backend must be one of {', '.join((AUTO, *BACKENDS))}, got {backend!r}")
@@ -123,7 +124,7 @@ def load(path: str, backend: str | None = None, device: str = "auto", images: in
         model, info = _from_safetensors(path)
     else:
         ckpt = ckpt or _read_checkpoint(path)
-        model, info = model_from_checkpoint(ckpt), _info(ckpt)
+        model, info = ckpt.build_model(), ckpt.without_weights()
     return Loaded(onednn_linear(model).to(target, memory_format=torch.channels_last), info, "torch", target)
 
 
@@ -143,17 +144,11 @@ def _exists(path: str) -> None:
         raise UsageError(f"{path} does not exist" if not Path(path).exists() else f"{path} is not a file")
 
 
-def _read_checkpoint(path: str) -> dict:
+def _read_checkpoint(path: str) -> Checkpoint:
     if _is_torchscript(path):
         raise UsageError(f"{path} is a TorchScript export; predict and eval read the checkpoint it came from, "
                          "or an .onnx or .safetensors export (alexnet export --format onnx)")
-    ckpt = load_checkpoint(path, map_location="cpu")
-    check_complete(ckpt, path)
-    return ckpt
-
-
-def _info(ckpt: dict) -> dict:
-    return {key: ckpt[key] for key in ("model", "classes", "config", "data")}
+    return Checkpoint.load(path, map_location="cpu")
 
 
 def _is_torchscript(path: str) -> bool:
@@ -165,16 +160,10 @@ def _is_torchscript(path: str) -> bool:
 
 
 def _from_safetensors(path: str):
-    from safetensors import SafetensorError, safe_open
-    try:
-        with safe_open(path, framework="pt") as f:
-            props = f.metadata() or {}
-            state = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UsageError(f"{path} is not a readable safetensors file ({err}); was it truncated?") from None
+    state, props = read_safetensors(Path(path), label=path)
     info = read_metadata(props, path)
-    model = build_model(info["model"])
-    load_state_dict_checked(model, state, source=str(path))
+    model = info.model.build()
+    load_checked(model, state, source=str(path))
     return model.eval(), info
 
 
@@ -193,7 +182,7 @@ def _providers(device: str) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def _onnxruntime(path: str, kind: str, device: str, ckpt: dict | None = None, threads: int = 0) -> Loaded:
+def _onnxruntime(path: str, kind: str, device: str, ckpt: Checkpoint | None = None, threads: int = 0) -> Loaded:
     try:
         import onnxruntime
     except ImportError:
@@ -213,6 +202,6 @@ def _onnxruntime(path: str, kind: str, device: str, ckpt: dict | None = None, th
                          "to .onnx for onnxruntime")
     else:            # a checkpoint, exported in memory: the same network onnxruntime would run from a file
         ckpt = ckpt or _read_checkpoint(path)
-        info = _info(ckpt)
+        info = ckpt.without_weights()
         session = onnxruntime.InferenceSession(onnx_bytes(ckpt), options, providers=providers)
     return Loaded(OnnxModel(session), info, "onnxruntime", torch.device("cpu"))

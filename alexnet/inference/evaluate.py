@@ -15,12 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.inference import backends
-from alexnet.data import open_dataset
 from alexnet.data.jpeg_store import JpegImages
 from alexnet.errors import UsageError
 from alexnet.util.plots import plot_confusion
 from alexnet.util.progress import Progress
-from alexnet.train.parts import Preprocessing
 
 
 def as_nchw(batch: np.ndarray | torch.Tensor | JpegImages) -> torch.Tensor:
@@ -89,30 +87,24 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
                          progress: bool = True, backend: str | None = None) -> dict:
     """Evaluate one checkpoint, or the softmax average of several (an ensemble [6]), on a split.
 
-    ``ten_crop=None`` uses the checkpoint's recipe setting (``config["ten_crop"]``). Checkpoints or exports
+    ``ten_crop=None`` uses the checkpoint's recipe setting (``Checkpoint.ten_crop``). Checkpoints or exports
     (``alexnet.inference.backends.load``; ``backend`` None: each file's default).
     """
     loaded = [backends.load(path, backend, device) for path in checkpoints]
     first = loaded[0].info
     for path, item in zip(checkpoints[1:], loaded[1:]):
-        if item.info["classes"] != first["classes"]:
+        if item.info.classes != first.classes:
             raise UsageError(f"--ensemble: {path} was trained on other classes than {checkpoints[0]}")
-    config = first["config"]
     if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one centre view
-        ten_crop = bool(config.get("ten_crop", False))
-    spec = data or config["data"]
-    if not spec:                  # converted published weights: no data set of their own
-        raise UsageError(f"{checkpoints[0]} holds weights converted from {config.get('converted_from', 'a file')} "
-                         "and no data set of its own; pass --data (e.g. an ImageNet validation folder)")
-    dataset = open_dataset(spec, split, data_root=data_root or config.get("data_root"),
-                           size=first["data"]["image_size"][0], val_fraction=config["val_fraction"],
-                           seed=config["seed"], channels=first["data"]["channels"], progress=progress)
-    if dataset.classes != first["classes"]:
+        ten_crop = first.ten_crop
+    spec = data or first.data
+    dataset = first.open_split(split, data=data, data_root=data_root, progress=progress, source=checkpoints[0])
+    if dataset.classes != first.classes:
         raise UsageError(f"{spec} ({split}) has classes {dataset.classes[:5]}... but the checkpoint was trained on "
-                         f"{first['classes'][:5]}...; evaluate on data with the same classes")
+                         f"{first.classes[:5]}...; evaluate on data with the same classes")
     probs = 0
     for path, item in zip(checkpoints, loaded):
-        transform = Preprocessing.from_dict(item.info["data"]).eval_transform(ten_crop)
+        transform = item.info.eval_transform(ten_crop)
         probs = probs + predict_probs([item.model], dataset.images, transform,
                                       batch_size=batch_size, device=item.device, progress=progress,
                                       desc=f"eval {os.path.basename(path)}")

@@ -21,7 +21,6 @@ from alexnet.errors import UsageError
 from alexnet.inference.evaluate import predict_probs
 from alexnet.util.machine import usable_cpus
 from alexnet.util.progress import Progress
-from alexnet.train.parts import Preprocessing
 
 PROGRESS_FROM = 512          # images: a progress bar (stderr) for folders at least this large
 
@@ -54,20 +53,20 @@ class Predictor:
                  intra_op_threads: int = 0) -> None:
         self.loaded = backends.load(checkpoint, backend, device, images, intra_op_threads)   # images: for "auto"
         self.info = self.loaded.info
-        self.data, self.classes = self.info["data"], self.info["classes"]
+        self.preprocessing, self.classes = self.info.preprocessing, self.info.classes
         if ten_crop is None:      # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)
-            ten_crop = bool(self.info["config"].get("ten_crop", False))
+            ten_crop = self.info.ten_crop
         self.ten_crop, self.batch_size = ten_crop, batch_size
-        self.transform = Preprocessing.from_dict(self.data).eval_transform(ten_crop)
+        self.transform = self.preprocessing.eval_transform(ten_crop)
 
     @property
     def side(self) -> int:
-        return self.data["image_size"][0]
+        return self.preprocessing.image_size[0]
 
     def decode(self, path: str | io.BytesIO, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         """uint8 (H, W, C) as the model's data was decoded [4]; raises BadImage with the reason."""
-        return decode_image(path, channels=self.data["channels"], size=self.side,
-                            rule=self.data.get("decode", "square"), max_pixels=max_pixels)
+        return decode_image(path, channels=self.preprocessing.channels, size=self.side,
+                            rule=self.preprocessing.decode_rule, max_pixels=max_pixels)
 
     def decode_bytes(self, data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         """``decode`` for an image file's bytes (an upload): the same decoding, the same BadImage reasons."""

@@ -18,12 +18,11 @@ import torch
 from torch import nn
 
 from alexnet.checkpoint import load_model
-from alexnet.data import open_dataset
 from alexnet.errors import UsageError
 from alexnet.inference.evaluate import as_nchw
 from alexnet.util.atomic import atomic_path
 from alexnet.util.progress import Progress
-from alexnet.train.parts import Preprocessing, resolve_device
+from alexnet.train.parts import resolve_device
 
 LAST_HIDDEN = "last-hidden"
 
@@ -118,29 +117,17 @@ def checkpoint_features(checkpoint: str, data: str | None = None, split: str = "
     """
     model, ckpt = load_model(checkpoint)
     resolve_layer(model, layer)        # a bad --layer is refused before any data is opened
-    dataset = open_checkpoint_data(ckpt, data, split, data_root=data_root, progress=progress)
+    dataset = ckpt.open_split(split, data=data, data_root=data_root, progress=progress)
     device = resolve_device(device)
-    transform = Preprocessing.from_dict(ckpt["data"]).eval_transform()
+    transform = ckpt.preprocessing.eval_transform()
     features = extract_features(model.to(device), dataset.images, transform, layer, batch_size=batch_size,
                                 device=device, progress=progress, desc=f"features {split}")
     result = {"features": features, "labels": np.asarray(dataset.labels, np.int64),
               "classes": np.asarray(dataset.classes, dtype=str), "indices": np.arange(len(dataset.labels)),
-              "layer": layer_label(model, layer), "data": data or ckpt["config"].get("data"), "split": split}
+              "layer": layer_label(model, layer), "data": data or ckpt.data, "split": split}
     if getattr(dataset, "paths", None) is not None:
         result["paths"] = np.asarray(dataset.paths, dtype=str)
     return result
-
-
-def open_checkpoint_data(ckpt: dict, data: str | None, split: str, *, data_root: str | None = None,
-                         progress: bool = True):
-    """One split of ``data`` (default: the checkpoint's training data) as the checkpoint's run opened it."""
-    config = ckpt.get("config", {})
-    spec = data or config.get("data")
-    if not spec:
-        raise UsageError("the checkpoint does not name its training data; give DATA (--data)")
-    return open_dataset(spec, split, data_root=data_root or config.get("data_root"),
-                        size=ckpt["data"]["image_size"][0], val_fraction=config.get("val_fraction", 0.1),
-                        seed=config.get("seed", 0), channels=ckpt["data"]["channels"], progress=progress)
 
 
 def default_out(checkpoint: str, layer: str, split: str) -> str:

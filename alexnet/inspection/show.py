@@ -17,10 +17,10 @@ from torch import nn
 
 from alexnet.checkpoint import load_model
 from alexnet.errors import UsageError
-from alexnet.inspection.features import extract_features, layer_label, open_checkpoint_data, resolve_layer
+from alexnet.inspection.features import extract_features, layer_label, resolve_layer
 from alexnet.models import model_info
 from alexnet.util.plots import new_figure, save_figure
-from alexnet.train.parts import Preprocessing, resolve_device
+from alexnet.train.parts import resolve_device
 
 DPI = 110   # plots.save_figure's
 
@@ -96,7 +96,7 @@ def plot_kernels(blocks: list[tuple[str, np.ndarray]], path: str | os.PathLike, 
 def show_kernels(checkpoint: str, out: str | None = None) -> dict:
     """Fig. 3: conv1's kernels of ``checkpoint`` as ``out`` (default: kernels.png next to it)."""
     model, ckpt = load_model(checkpoint)
-    name = ckpt["model"]["name"]
+    name = ckpt.model.name
     out = out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "kernels.png")
     blocks = kernel_blocks(model, model_info(name).towers)
     plot_kernels(blocks, out, f"{name}: first-layer kernels of {os.path.basename(checkpoint)}")
@@ -153,12 +153,12 @@ def show_neighbors(checkpoint: str, data: str | None = None, split: str = "test"
     model, ckpt = load_model(checkpoint)
     resolve_layer(model, layer)
     out = out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), f"neighbors_{split}.png")
-    train_set = open_checkpoint_data(ckpt, data, "train", data_root=data_root, progress=progress)
-    query_set = open_checkpoint_data(ckpt, data, split, data_root=data_root, progress=progress)
+    train_set = ckpt.open_split("train", data=data, data_root=data_root, progress=progress)
+    query_set = ckpt.open_split(split, data=data, data_root=data_root, progress=progress)
     picks = np.sort(np.random.default_rng(seed).choice(len(query_set), size=min(queries, len(query_set)), replace=False))
     device = resolve_device(device)
     model = model.to(device)
-    transform = Preprocessing.from_dict(ckpt["data"]).eval_transform()
+    transform = ckpt.preprocessing.eval_transform()
     run = dict(layer=layer, batch_size=batch_size, device=device, progress=progress)
     pool = extract_features(model, train_set.images, transform, desc="features train", **run)
     query_images = np.asarray(query_set.images[picks])

@@ -23,15 +23,12 @@ from pathlib import Path
 
 import torch
 
-from alexnet.interchange.caffe_proto import ProtoError, parse_net
-from alexnet.checkpoint import FORMAT, atomic_save
+from alexnet.checkpoint import Checkpoint, ModelSpec
 from alexnet.errors import UsageError
 from alexnet.models import create_model
 from alexnet.interchange.caffe_preprocessing import caffe_preprocessing, leading_ones_dropped, torchvision_preprocessing
-from alexnet.train.parts import model_spec
+from alexnet.weights import CAFFE_LAYERS, read_weights
 
-CAFFE_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-CAFFE_TYPES = ("Convolution",) * 5 + ("InnerProduct",) * 3
 TORCHVISION_LAYERS = ("features.0", "features.3", "features.6", "features.8", "features.10",
                       "classifier.1", "classifier.4", "classifier.6")
 CAFFE_NETS = {"alexnet": "alexnet_caffe", "caffenet": "caffenet"}     # NetParameter.name -> our model
@@ -40,8 +37,8 @@ KNOWN = "a torchvision AlexNet .pth, a Caffe .caffemodel or a .safetensors file 
 
 
 @dataclass
-class Weights:
-    """A weights file's tensors, by the names of its ``layout``, and what the file said about itself."""
+class Converted:
+    """A weights file's tensors by the names of its ``layout``, and what the file said about itself."""
 
     tensors: dict[str, torch.Tensor]
     kind: str                 # "pth", "caffemodel" or "safetensors"
@@ -50,70 +47,15 @@ class Weights:
     file_names: dict[str, str] = field(default_factory=dict)   # conv1 -> a caffemodel's own name for it
 
 
-def read_weights(path: str | os.PathLike) -> Weights:
-    """The tensors of ``path`` and their layout; a UsageError naming the file when it is none of ``KNOWN``."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path} {'is a folder' if path.is_dir() else 'does not exist'}; give {KNOWN}")
-    with open(path, "rb") as f:
-        head = f.read(16)
-    net_name, file_names = "", {}
-    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and path.suffix.lower() != ".caffemodel"):
-        kind, tensors = "pth", _read_torch(path)
-    elif len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < path.stat().st_size:
-        kind, (tensors, net_name) = "safetensors", _read_safetensors(path)
-    else:
-        kind, (tensors, net_name, file_names) = "caffemodel", _read_caffemodel(path)
-    tensors = {k.removeprefix("module."): v for k, v in tensors.items()}   # saved from DataParallel
-    return Weights(tensors, kind, _layout(tensors, path), net_name, file_names)
-
-
-def _read_torch(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a bad file; each is this one error
-        raise UsageError(f"{path} is not a readable weights-only torch file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''}); give {KNOWN}") from None
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+def read_published(path: str | os.PathLike) -> Converted:
+    """The tensors of ``path`` (``alexnet.weights``) and their layout; a UsageError naming the file when it is
+    none of ``KNOWN``."""
+    weights = read_weights(path, hint=f"give {KNOWN}")
+    if weights.kind == "checkpoint":
         raise UsageError(f"{path} is already an alexnet checkpoint; eval and predict take it as it is")
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise UsageError(f"{path} is a torch file but not a state dict of tensors; give a model's state_dict() "
-                         f"saved with torch.save, e.g. torchvision's alexnet-owt-7be5be79.pth")
-    return dict(obj)
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    from safetensors import SafetensorError, safe_open
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-            metadata = f.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UsageError(f"{path} is not a readable .safetensors file ({err}); give {KNOWN}") from None
-    return tensors, metadata.get("model", "")
-
-
-def _read_caffemodel(path: Path) -> tuple[dict[str, torch.Tensor], str, dict[str, str]]:
-    """conv1.weight ... fc8.bias from the net's layers that hold weights, taken in order (a fine-tuned net may
-    rename fc8), checked to be five convolutions then three inner products, each with weights and a bias."""
-    try:
-        name, layers = parse_net(path.read_bytes())
-    except ProtoError as err:
-        raise UsageError(f"{path} is not {KNOWN} (read as a caffemodel: {err})") from None
-    weighted = [layer for layer in layers if layer.blobs]
-    if not weighted:
-        raise UsageError(f"{path} is not {KNOWN} (read as a caffemodel it holds no layer with weights)")
-    found = [(layer.name, layer.type) for layer in weighted]
-    if [t for _, t in found] != list(CAFFE_TYPES) or any(len(layer.blobs) != 2 for layer in weighted):
-        raise UsageError(f"{path}: layers with weights {found} (blobs {[len(l.blobs) for l in weighted]}) are not "
-                         f"AlexNet's five convolutions and three inner products, each with weights and a bias; "
-                         f"convert reads bvlc_alexnet and bvlc_reference_caffenet (--model alexnet_caffe or caffenet)")
-    tensors = {}
-    for ours, layer in zip(CAFFE_LAYERS, weighted):
-        tensors[f"{ours}.weight"], tensors[f"{ours}.bias"] = (torch.from_numpy(b) for b in layer.blobs)
-    return tensors, name, {ours: layer.name for ours, layer in zip(CAFFE_LAYERS, weighted)}
+    path = Path(path)
+    return Converted(weights.tensors, weights.kind, _layout(weights.tensors, path), weights.net_name,
+                     weights.file_names)
 
 
 def _our_name(caffe_name: str) -> str:
@@ -131,7 +73,7 @@ def _layout(tensors: dict, path: Path) -> str:
                      "(conv1.weight ... fc8.bias) or this project's alexnet_caffe (features.conv1.weight ...)")
 
 
-def choose_model(weights: Weights, model: str | None, path: str) -> str:
+def choose_model(weights: Converted, model: str | None, path: str) -> str:
     """--model, checked against the layout; else alexnet_owt for torchvision's, or the Caffe net's own name."""
     if weights.layout == "torchvision":
         if model not in (None, "alexnet_owt"):
@@ -153,7 +95,7 @@ def choose_model(weights: Weights, model: str | None, path: str) -> str:
     return guess
 
 
-def state_dict_for(weights: Weights, model: str, path: str) -> tuple[dict[str, torch.Tensor], dict, int]:
+def state_dict_for(weights: Converted, model: str, path: str) -> tuple[dict[str, torch.Tensor], dict, int]:
     """(our state dict, model kwargs, num_classes): every tensor checked against ``model`` built on the meta
     device; legacy 4-D Caffe shapes ((1, 1, out, in) for an inner product) reshaped; conv1 made RGB."""
     names = TORCHVISION_LAYERS if weights.layout == "torchvision" else CAFFE_LAYERS
@@ -221,7 +163,7 @@ def convert(weights_path: str, out: str, *, model: str | None = None, mean: str 
     """Write ``out``, a checkpoint of ``weights_path`` (atomically); returns what was converted."""
     if os.path.exists(out) and os.path.samefile(out, weights_path):
         raise UsageError(f"--out {out} is the weights file itself; give another path")
-    weights = read_weights(weights_path)
+    weights = read_published(weights_path)
     name = choose_model(weights, model, weights_path)
     if mean is not None and name == "alexnet_owt":
         raise UsageError("--mean is Caffe's mean; torchvision's weights use ImageNet's mean/std: leave --mean out")
@@ -238,7 +180,6 @@ def convert(weights_path: str, out: str, *, model: str | None = None, mean: str 
     config = {"data": None, "data_root": None, "val_fraction": 0.0, "seed": 0, "ten_crop": False, "model": name,
               "model_kwargs": kwargs, "converted_from": source["file"]}
     input_size = 224 if name == "alexnet_owt" else 227
-    ckpt = {"format": FORMAT, "model": model_spec(name, kwargs, num_classes, 3, input_size), "classes": names,
-            "config": config, "data": pre.to_dict(), "state_dict": state, "source": source}
-    atomic_save(ckpt, out)
+    Checkpoint(ModelSpec(name, num_classes, 3, input_size, kwargs), names, config, pre, state,
+               extra={"source": source}).save(out)
     return {"out": out, "model": name, "num_classes": num_classes, **source}

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.checkpoint import check_complete, load_checkpoint, model_from_checkpoint
+from alexnet.checkpoint import Checkpoint, ModelSpec
+from alexnet.data.preprocessing import Preprocessing
 from alexnet.errors import Failure, UsageError
 from alexnet.ops.exportable import onnx_ready
-from alexnet.train.parts import Preprocessing
 from alexnet.util.atomic import atomic_path
 
 MARKER = "alexnet-export-v1"
@@ -50,22 +50,23 @@ class ExportError(Failure):
 
 
 # ---- the metadata --------------------------------------------------------------------------------------------
-def metadata(ckpt: dict) -> dict[str, str]:
+def metadata(ckpt: Checkpoint) -> dict[str, str]:
     """The strings every exported file carries (see the module docstring)."""
-    data = dict(ckpt["data"], stats=dict(ckpt["data"]["stats"]))
+    data = ckpt.preprocessing.to_dict()
     mean = np.ascontiguousarray(data["stats"]["mean_image"], dtype="<f4")
     data["stats"]["mean_image"] = {"dtype": "float32", "shape": list(mean.shape),
                                    "base64": base64.b64encode(mean.tobytes()).decode("ascii")}
-    return {"alexnet.format": MARKER, "alexnet.model": json.dumps(ckpt["model"]),
-            "alexnet.classes": json.dumps(ckpt["classes"]), "alexnet.preprocessing": json.dumps(data),
-            "alexnet.config": json.dumps(ckpt["config"]),
+    return {"alexnet.format": MARKER, "alexnet.model": json.dumps(ckpt.model.to_dict()),
+            "alexnet.classes": json.dumps(ckpt.classes), "alexnet.preprocessing": json.dumps(data),
+            "alexnet.config": json.dumps(ckpt.config),
             "alexnet.input": f"{INPUT}: float32 (batch, C, H, W), images preprocessed as alexnet.preprocessing says "
-                             f"(alexnet.train.parts.Preprocessing.from_dict(...).eval_transform()); {OUTPUT}: (batch, classes)"}
+                             f"(alexnet.data.preprocessing.Preprocessing.from_dict(...).eval_transform()); {OUTPUT}: "
+                             "(batch, classes)"}
 
 
-def read_metadata(props: dict[str, str | bytes], path: str | os.PathLike) -> dict:
-    """The checkpoint-like dict (model, classes, config, data) of an exported file's metadata (values as str, or
-    as bytes: ``torch.jit.load``'s extra files)."""
+def read_metadata(props: dict[str, str | bytes], path: str | os.PathLike) -> Checkpoint:
+    """The checkpoint (without weights) an exported file's metadata describes (values as str, or as bytes:
+    ``torch.jit.load``'s extra files)."""
     props = {key: value.decode() if isinstance(value, bytes) else value for key, value in props.items()}
     if props.get("alexnet.format") != MARKER:
         raise UsageError(f"{path} carries no alexnet metadata ('alexnet.format': {MARKER!r}); "
@@ -76,24 +77,24 @@ def read_metadata(props: dict[str, str | bytes], path: str | os.PathLike) -> dic
         mean = data["stats"]["mean_image"]
         data["stats"]["mean_image"] = np.frombuffer(base64.b64decode(mean["base64"]), dtype="<f4").reshape(
             mean["shape"]).astype(np.float32)
+        return Checkpoint(ModelSpec.from_dict(model), list(classes), dict(config), Preprocessing.from_dict(data))
     except (KeyError, TypeError, ValueError) as err:
         raise UsageError(f"{path}: its alexnet metadata is incomplete or malformed ({type(err).__name__}: {err}); "
                          "export the checkpoint again") from None
-    return {"model": model, "classes": classes, "config": config, "data": data}
 
 
-def example_batch(ckpt: dict, batch: int, seed: int = 0) -> torch.Tensor:
+def example_batch(ckpt: Checkpoint, batch: int, seed: int = 0) -> torch.Tensor:
     """Random images of the stored size, preprocessed as the checkpoint's evaluation does: realistic inputs."""
-    data = ckpt["data"]
-    height, width = data["image_size"]
-    images = torch.randint(0, 256, (batch, data["channels"], height, width), dtype=torch.uint8,
+    prep = ckpt.preprocessing
+    height, width = prep.image_size
+    images = torch.randint(0, 256, (batch, prep.channels, height, width), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(seed))
-    return Preprocessing.from_dict(data).eval_transform()(images).contiguous()
+    return prep.eval_transform()(images).contiguous()
 
 
-def onnx_bytes(ckpt: dict, props: dict[str, str] | None = None) -> bytes:
+def onnx_bytes(ckpt: Checkpoint, props: dict[str, str] | None = None) -> bytes:
     """The checkpoint's network as an ONNX model (batch axis dynamic), with ``props`` as metadata_props."""
-    return to_onnx(model_from_checkpoint(ckpt), example_batch(ckpt, 1), props)
+    return to_onnx(ckpt.build_model(), example_batch(ckpt, 1), props)
 
 
 def to_onnx(model: torch.nn.Module, example: torch.Tensor, props: dict[str, str] | None = None) -> bytes:
@@ -123,10 +124,10 @@ def to_onnx(model: torch.nn.Module, example: torch.Tensor, props: dict[str, str]
 
 
 # ---- writing and checking ------------------------------------------------------------------------------------
-def _compare(name: str, run, ckpt: dict) -> list[tuple[int, float]]:
+def _compare(name: str, run, ckpt: Checkpoint) -> list[tuple[int, float]]:
     """Max |logit difference| of ``run`` (a batch -> logits callable) against the eager model, per batch size;
     an ExportError when one is above 1e-4 times the logits' scale."""
-    eager = model_from_checkpoint(ckpt)
+    eager = ckpt.build_model()
     diffs = []
     for batch in CHECK_BATCHES:
         x = example_batch(ckpt, batch, seed=batch)
@@ -141,7 +142,7 @@ def _compare(name: str, run, ckpt: dict) -> list[tuple[int, float]]:
     return diffs
 
 
-def _check_onnx(tmp: Path, ckpt: dict) -> str:
+def _check_onnx(tmp: Path, ckpt: Checkpoint) -> str:
     try:
         import onnxruntime
     except ImportError:
@@ -159,8 +160,8 @@ def to_torchscript(model: torch.nn.Module, example: torch.Tensor) -> torch.jit.S
         return torch.jit.trace(model, example, check_trace=False)
 
 
-def _write_torchscript(tmp: Path, ckpt: dict, props: dict[str, str]) -> str:
-    traced = to_torchscript(model_from_checkpoint(ckpt), example_batch(ckpt, 1))
+def _write_torchscript(tmp: Path, ckpt: Checkpoint, props: dict[str, str]) -> str:
+    traced = to_torchscript(ckpt.build_model(), example_batch(ckpt, 1))
     with warnings.catch_warnings():   # torch.jit's deprecation notes
         warnings.simplefilter("ignore")
         buffer = io.BytesIO()        # (saved through a buffer: the archive's folder is not named after tmp)
@@ -171,10 +172,10 @@ def _write_torchscript(tmp: Path, ckpt: dict, props: dict[str, str]) -> str:
     return "torch.jit.load vs eager: " + ", ".join(f"max |logit diff| {d:.2g} at batch {b}" for b, d in diffs)
 
 
-def _write_safetensors(tmp: Path, ckpt: dict, props: dict[str, str]) -> str:
+def _write_safetensors(tmp: Path, ckpt: Checkpoint, props: dict[str, str]) -> str:
     from safetensors import safe_open
     from safetensors.torch import save_file
-    tensors = {key: value.detach().contiguous() for key, value in ckpt["state_dict"].items()}
+    tensors = {key: value.detach().contiguous() for key, value in ckpt.state_dict.items()}
     save_file(tensors, str(tmp), metadata=props)
     with safe_open(str(tmp), framework="pt") as f:
         if f.metadata() != props or any(not torch.equal(f.get_tensor(k), v) for k, v in tensors.items()):
@@ -202,10 +203,9 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str) -> dict:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if Path(checkpoint).suffix.lower() in (".onnx", ".safetensors"):
         raise UsageError(f"{checkpoint} is already an export; give the .pt checkpoint it was written from")
-    ckpt = load_checkpoint(checkpoint)
-    check_complete(ckpt, checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
     props = metadata(ckpt)
-    with atomic_path(out, durable=True) as tmp:
+    with atomic_path(out, durable=True, label=f"--out {out}") as tmp:
         if fmt == "onnx":
             tmp.write_bytes(onnx_bytes(ckpt, props))
             check = _check_onnx(tmp, ckpt)
@@ -213,6 +213,6 @@ def export_checkpoint(checkpoint: str, fmt: str, out: str) -> dict:
             check = _write_torchscript(tmp, ckpt, props)
         else:
             check = _write_safetensors(tmp, ckpt, props)
-    return {"out": out, "format": fmt, "bytes": os.path.getsize(out), "model": ckpt["model"]["name"],
-            "input": [None, ckpt["model"]["in_channels"], ckpt["data"]["crop_size"], ckpt["data"]["crop_size"]],
-            "classes": len(ckpt["classes"]), "check": check}
+    side = ckpt.preprocessing.crop_size
+    return {"out": out, "format": fmt, "bytes": os.path.getsize(out), "model": ckpt.model.name,
+            "input": [None, ckpt.model.in_channels, side, side], "classes": len(ckpt.classes), "check": check}

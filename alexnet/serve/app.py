@@ -178,19 +178,18 @@ def check_media_type(media: str, what: str) -> None:
 
 def model_card(predictor: Predictor, settings: Settings) -> dict:
     """What ``GET /model`` answers: the network, its classes, its input and preprocessing, where it came from."""
-    info, data = predictor.info, predictor.data
-    stats = data.get("stats") or {}
-    preprocessing = {key: data.get(key) for key in ("image_size", "channels", "crop_size", "resize_to",
-                                                    "normalization", "pixel_scale")}
-    preprocessing.update(decode=data.get("decode", "square"), ten_crop=predictor.ten_crop,
-                         channel_mean=stats.get("channel_mean"), channel_std=stats.get("channel_std"),
-                         mean_image="subtracted" if data.get("normalization") == "mean_image" else "not used")
-    return {"name": info["model"]["name"], "classes": list(predictor.classes), "num_classes": len(predictor.classes),
-            "input_size": [data["channels"], data["crop_size"], data["crop_size"]],
+    info, prep = predictor.info, predictor.preprocessing
+    preprocessing = {key: getattr(prep, key) for key in ("image_size", "channels", "crop_size", "resize_to",
+                                                         "normalization", "pixel_scale")}
+    preprocessing.update(decode=prep.decode_rule, ten_crop=predictor.ten_crop,
+                         channel_mean=prep.stats.channel_mean.tolist(), channel_std=prep.stats.channel_std.tolist(),
+                         mean_image="subtracted" if prep.normalization == "mean_image" else "not used")
+    return {"name": info.model.name, "classes": list(predictor.classes), "num_classes": len(predictor.classes),
+            "input_size": [prep.channels, prep.crop_size, prep.crop_size],
             "preprocessing": preprocessing, "parameters": parameter_count(predictor),
             "backend": predictor.loaded.backend, "device": str(predictor.loaded.device), "threads": threads(predictor),
             "checkpoint": {"file": os.path.basename(settings.checkpoint), "bytes": os.path.getsize(settings.checkpoint),
-                           "model": info["model"], "data_source": data.get("source", ""), "config": info["config"]},
+                           "model": info.model.to_dict(), "data_source": prep.source, "config": info.config},
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels, "topk": settings.topk,
                        "batch_window_ms": settings.batch_window_ms, "max_batch": settings.max_batch}}
 
@@ -210,9 +209,8 @@ def parameter_count(predictor: Predictor) -> int:
     import torch
     model = predictor.loaded.model
     if not isinstance(model, torch.nn.Module):       # onnxruntime: the same spec built without memory
-        from alexnet.train.parts import build_model
         with torch.device("meta"):
-            model = build_model(predictor.info["model"])
+            model = predictor.info.model.build()
     return sum(p.numel() for p in model.parameters())
 
 

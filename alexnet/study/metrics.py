@@ -12,13 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.checkpoint import load_model
+from alexnet.checkpoint import Checkpoint, load_model
 from alexnet.util.atomic import write_atomically
-from alexnet.data import open_dataset
 from alexnet.inference.evaluate import accuracy_report, predict_probs
 from alexnet.models.alexnet import LocalResponseNorm
 from alexnet.ops.lrn import lrn_scale
-from alexnet.train.parts import Preprocessing, build_model
 
 _DATASETS: dict[tuple, object] = {}
 
@@ -28,14 +26,14 @@ def write_json(obj, path: str | os.PathLike) -> None:
     write_atomically(path, json.dumps(obj, indent=1) + "\n")
 
 
-def _images(config: dict, data: dict, split: str, subset: int):
-    """uint8 images and labels of ``split`` as the run saw its data; the first ``subset`` only when > 0."""
-    key = (config["data"], config.get("data_root"), split, config["val_fraction"], config["seed"] if split != "test"
-           else None, data["image_size"][0], data["channels"])
+def _images(ckpt: Checkpoint, split: str, subset: int):
+    """uint8 images and labels of ``split`` as the run saw its data; the first ``subset`` only when > 0. The runs
+    of a study share their data: each split is opened once (the test split does not depend on the seed)."""
+    config, prep = ckpt.config, ckpt.preprocessing
+    key = (ckpt.data, config.get("data_root"), split, config.get("val_fraction"),
+           config.get("seed") if split != "test" else None, prep.image_size[0], prep.channels)
     if key not in _DATASETS:
-        _DATASETS[key] = open_dataset(config["data"], split, data_root=config.get("data_root"),
-                                      size=data["image_size"][0], val_fraction=config["val_fraction"],
-                                      seed=config["seed"], channels=data["channels"], progress=False)
+        _DATASETS[key] = ckpt.open_split(split, progress=False)
     dataset = _DATASETS[key]
     n = subset or len(dataset.labels)
     return dataset.images[:n], dataset.labels[:n], dataset.classes
@@ -44,11 +42,10 @@ def _images(config: dict, data: dict, split: str, subset: int):
 def errors(checkpoints: list[str], split: str, subset: int, *, ten_crop: bool = False) -> dict:
     """Top-1/top-5 error (%) of one net or the softmax average of several [6] on a split."""
     loaded = [load_model(path) for path in checkpoints]
-    config, data = loaded[0][1]["config"], loaded[0][1]["data"]
-    images, labels, classes = _images(config, data, split, subset)
+    images, labels, classes = _images(loaded[0][1], split, subset)
     probs = 0
     for model, ckpt in loaded:
-        transform = Preprocessing.from_dict(ckpt["data"]).eval_transform(ten_crop)
+        transform = ckpt.preprocessing.eval_transform(ten_crop)
         probs = probs + predict_probs([model.to(memory_format=torch.channels_last)], images, transform)
     report = accuracy_report(probs / len(loaded), labels, classes)
     return {"top1_error": 100 * report["top1_error"], "top5_error": 100 * report["top5_error"]}
@@ -75,10 +72,10 @@ def lrn_divisor(model: torch.nn.Module, x: torch.Tensor) -> float | None:
 def lrn_divisors(checkpoint: str, seed: int) -> dict:
     """LRN's divisor on 256 test images for the trained net and for a fresh net of the same spec and seed."""
     model, ckpt = load_model(checkpoint)
-    images, _, _ = _images(ckpt["config"], ckpt["data"], "test", 256)
-    x = Preprocessing.from_dict(ckpt["data"]).eval_transform()(torch.tensor(np.asarray(images)).permute(0, 3, 1, 2))
+    images, _, _ = _images(ckpt, "test", 256)
+    x = ckpt.preprocessing.eval_transform()(torch.tensor(np.asarray(images)).permute(0, 3, 1, 2))
     torch.manual_seed(seed)
-    fresh = build_model(ckpt["model"])
+    fresh = ckpt.model.build()
     return {"lrn_divisor_init": lrn_divisor(fresh, x), "lrn_divisor_end": lrn_divisor(model, x)}
 
 

@@ -21,7 +21,6 @@ With ``--towers`` the layer names are the grouped model's (``features.conv2``, a
 from __future__ import annotations
 
 import json
-import pickle
 import re
 import sys
 from pathlib import Path
@@ -29,8 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet.checkpoint import FORMAT
+from alexnet.checkpoint import Checkpoint, ModelSpec
 from alexnet.errors import UsageError
+from alexnet.weights import kind_of, read_weights
 
 _TOWER = re.compile(r"^towers\.\d+\.")
 
@@ -120,72 +120,56 @@ def check_flags(cfg, resume: bool = False) -> None:
         frozen_layers(model, cfg.freeze)
 
 
-def read_weights(path: str) -> tuple[dict[str, torch.Tensor], dict | None, list | None]:
-    """(state dict, model spec or None, class names or None) of an alexnet checkpoint or a plain state dict."""
-    if not Path(path).is_file():
-        raise UsageError(f"--init {path} does not exist")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-        try:
-            return load_file(path), None, None
-        except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-            raise UsageError(f"--init {path} is not a readable safetensors file ({err})") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UsageError(f"--init {path}: refusing a file that is not weights-only (loading it would run code "
-                         "from the file)") from None
-    except Exception as err:  # noqa: BLE001 - torch.load fails in many ways on a file that is not a checkpoint
-        raise UsageError(f"--init {path} is not a checkpoint or state dict ({type(err).__name__}: {err})") from None
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if not isinstance(obj.get("model"), dict) or not isinstance(obj.get("state_dict"), dict):
-            raise UsageError(f"--init {path} is an alexnet checkpoint without its model or state_dict")
-        return obj["state_dict"], obj["model"], obj.get("classes")
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for prefix in ("module.", "_orig_mod."):        # saved from DDP or torch.compile
-            if all(k.startswith(prefix) for k in obj):
-                obj = {k[len(prefix):]: v for k, v in obj.items()}
-        return obj, None, None
-    raise UsageError(f"--init {path} is neither an alexnet checkpoint nor a state dict (a dict of tensors)")
+def read_init(path: str) -> tuple[dict[str, torch.Tensor], ModelSpec | None, list | None]:
+    """(state dict, model spec or None, class names or None) of ``--init``: an alexnet checkpoint, or a state dict
+    in a torch or safetensors file (``alexnet.weights``: DDP's and torch.compile's prefixes removed)."""
+    label = f"--init {path}"
+    if Path(path).is_file() and kind_of(Path(path)) == "caffemodel":
+        if Path(path).suffix.lower() == ".caffemodel":
+            raise UsageError(f"{label} is a Caffe model: convert it first (alexnet convert {path} --out CKPT), "
+                             "then pass --init CKPT")
+        raise UsageError(f"{label} is not a checkpoint or state dict (neither a torch file nor safetensors)")
+    weights = read_weights(path, label=label)
+    if weights.kind != "checkpoint":
+        return weights.tensors, None, None
+    ckpt = Checkpoint.from_dict(weights.checkpoint, label)
+    return ckpt.state_dict, ckpt.model, ckpt.classes
 
 
-def _check_spec(path: str, theirs: dict, ours: dict, input_flags: str) -> None:
-    if theirs.get("name") != ours["name"]:
-        raise UsageError(f"--init {path} holds {theirs.get('name')} weights and this run builds {ours['name']}; "
-                         f"fine-tune them with --model {theirs.get('name')}")
-    if theirs.get("in_channels") != ours["in_channels"]:
-        raise UsageError(f"--init {path} was trained on {theirs.get('in_channels')}-channel images and this data has "
-                         f"{ours['in_channels']} channel(s); its first layer cannot take them (alexnet prepare DATA "
-                         f"--out CACHE --channels {theirs.get('in_channels')} makes a copy with that many)")
-    if theirs.get("input_size") != ours["input_size"]:
-        raise UsageError(f"--init {path} was trained at {theirs.get('input_size')} px and this run feeds "
-                         f"{ours['input_size']} px; {input_flags} {theirs.get('input_size')} feeds it what it knows")
+def _check_spec(path: str, theirs: ModelSpec, ours: ModelSpec, input_flags: str) -> None:
+    if theirs.name != ours.name:
+        raise UsageError(f"--init {path} holds {theirs.name} weights and this run builds {ours.name}; "
+                         f"fine-tune them with --model {theirs.name}")
+    if theirs.in_channels != ours.in_channels:
+        raise UsageError(f"--init {path} was trained on {theirs.in_channels}-channel images and this data has "
+                         f"{ours.in_channels} channel(s); its first layer cannot take them (alexnet prepare DATA "
+                         f"--out CACHE --channels {theirs.in_channels} makes a copy with that many)")
+    if theirs.input_size != ours.input_size:
+        raise UsageError(f"--init {path} was trained at {theirs.input_size} px and this run feeds "
+                         f"{ours.input_size} px; {input_flags} {theirs.input_size} feeds it what it knows")
 
 
-def start(run, ckpt: dict | None) -> None:
-    """Copy the ``--init`` weights into ``run.raw_model`` (in place: the optimizer already holds these tensors),
-    unless the run is resumed (``ckpt``: its last.pt). Reports what was copied, reset and frozen."""
-    cfg, model = run.cfg, run.raw_model
-    if ckpt is not None:
-        return
-    if cfg.init:
-        copied, head = load_init(model, cfg, run.spec, run.classes, warn=run.is_main)
-        run.log(f"init: {copied} tensors from {cfg.init}" + (f"; {head} re-initialised (--reset-head)"
-                                                             if cfg.reset_head else "") + "; no optimizer state")
-    if cfg.freeze:
+def prepare(model: nn.Module, cfg, spec: ModelSpec, classes: list[str], *, resumed: bool, log, warn: bool = True) -> None:
+    """Fine-tuning in one call, before the optimizer takes the parameters: ``--init``'s weights copied into
+    ``model`` (not its optimizer state; a resumed run has its own in last.pt and skips this), then ``--freeze``.
+    ``log`` reports what was copied, reset and frozen."""
+    if cfg.init and not resumed:
+        copied, head = load_init(model, cfg, spec, classes, warn=warn)
+        log(f"init: {copied} tensors from {cfg.init}" + (f"; {head} re-initialised (--reset-head)"
+                                                         if cfg.reset_head else "") + "; no optimizer state")
+    freeze(model, cfg)
+    if cfg.freeze and not resumed:
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         layers = frozen_layers(model, cfg.freeze)
-        run.log(f"frozen: {layers[0]} ... {layers[-1]} ({frozen:,} of {total:,} parameters; eval mode)")
+        log(f"frozen: {layers[0]} ... {layers[-1]} ({frozen:,} of {total:,} parameters; eval mode)")
 
 
-def load_init(model: nn.Module, cfg, spec: dict, classes: list[str], warn: bool = True) -> tuple[int, str]:
+def load_init(model: nn.Module, cfg, spec: ModelSpec, classes: list[str], warn: bool = True) -> tuple[int, str]:
     """Load ``cfg.init`` into ``model`` (built from ``spec`` for ``classes``); (tensors copied, head name).
     ``warn``: say so on stderr when the head is kept for other class names."""
     path = cfg.init
-    state, theirs, their_classes = read_weights(path)
+    state, theirs, their_classes = read_init(path)
     if theirs is not None:
         _check_spec(path, theirs, spec, "--resize-to" if cfg.resize_to else "--crop-size")
     head = head_name(model)
@@ -194,9 +178,8 @@ def load_init(model: nn.Module, cfg, spec: dict, classes: list[str], warn: bool 
     if cfg.reset_head:
         state = {k: v for k, v in state.items() if not in_head(k)}
     hint = "is it a checkpoint of another --model, --model-kwargs or input size?"
-    if theirs is not None and theirs.get("kwargs", {}) != spec.get("kwargs", {}):
-        hint = f"it was built with --model-kwargs '{json.dumps(theirs.get('kwargs', {}))}' (this run: " \
-               f"'{json.dumps(spec.get('kwargs', {}))}')"
+    if theirs is not None and theirs.kwargs != spec.kwargs:
+        hint = f"it was built with --model-kwargs '{json.dumps(theirs.kwargs)}' (this run: '{json.dumps(spec.kwargs)}')"
     for key, value in state.items():
         if key in own and own[key].shape != value.shape:
             layer, _, tensor = key.rpartition(".")

@@ -1,31 +1,23 @@
-"""The run contract: what a checkpoint needs to rebuild its model and preprocess exactly like training.
-
-``train`` writes it into every checkpoint; ``evaluate``, ``predict`` and ``checkpoint`` read it back. Three
-pieces:
-
-- the device (``resolve_device``): "auto" is the GPU when there is one; under torchrun each process takes
-  the GPU of its LOCAL_RANK;
-- the model spec (``model_spec`` / ``build_model``): the registry name and the arguments that rebuild the
-  network (``{"name", "num_classes", "in_channels", "input_size", "kwargs"}``);
-- the preprocessing spec (``Preprocessing``): the training set's statistics (mean image, channel mean and
-  std, RGB eigenvectors), the stored image size and channels, the network's input size, the resize, the
-  normalisation and the pixel scale; the train and eval transforms are both built from it, so what
-  evaluation feeds the network is what training fed it.
+"""The parts of a training run, built before its first step: where it runs (``resolve_device``, ``resolve_towers``
+[3.2]), then the model, the optimizer [5], the schedule, the loader and the preprocessing (``build_parts``).
+What a checkpoint needs to rebuild them is ``alexnet.checkpoint``'s (``ModelSpec``, ``Preprocessing``).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
-from alexnet.train import distributed
-from alexnet.util.checks import no_towers_in
-from alexnet.data.transforms import EvalTransform, TrainTransform
-from alexnet.data.stats import DatasetStats, compute_stats
+from alexnet.checkpoint import Checkpoint, ModelSpec
+from alexnet.data import open_dataset
+from alexnet.data.loader import BatchLoader
+from alexnet.data.preprocessing import Preprocessing
 from alexnet.errors import UsageError
-from alexnet.models import create_model
+from alexnet.train import distributed, finetune
+from alexnet.train.run_folder import check_training_set
+from alexnet.train.schedule import LRSchedule, param_groups
+from alexnet.util.checks import no_towers_in
 
 
 def resolve_device(name: str) -> torch.device:
@@ -46,65 +38,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def model_spec(name: str, kwargs: dict, num_classes: int, in_channels: int, input_size: int) -> dict:
-    return {"name": name, "num_classes": num_classes, "in_channels": in_channels, "input_size": input_size,
-            "kwargs": dict(kwargs)}
-
-
-def build_model(spec: dict, **extra) -> nn.Module:
-    """The network a model spec describes (``extra``: placement arguments such as ``towers``)."""
-    return create_model(spec["name"], num_classes=spec["num_classes"], in_channels=spec["in_channels"],
-                        input_size=spec["input_size"], **spec.get("kwargs", {}), **extra)
-
-
-@dataclass
-class Preprocessing:
-    """How images become network inputs; ``to_dict`` is the ``data`` entry of every checkpoint."""
-
-    stats: DatasetStats
-    image_size: list[int]                 # stored (height, width)
-    channels: int
-    crop_size: int                        # the network's input side
-    resize_to: int | None = None          # batched resize before cropping (d2l: 28 -> 224)
-    normalization: str = "mean_image"     # mean_image [4] | channel | none
-    pixel_scale: float = 1.0              # 255: inputs in 0-255 pixel units, as the paper feeds them
-    source: str = ""
-    extra: dict = field(default_factory=dict)   # keys a newer version wrote, kept on a round trip
-
-    @classmethod
-    def of(cls, train_set, *, crop_size: int, resize_to: int, normalization: str, pixel_scale: float):
-        """The spec of a training set (its statistics computed here when the cache has none)."""
-        stats = train_set.stats or compute_stats(np.asarray(train_set.images))
-        _, height, width, channels = train_set.images.shape
-        return cls(stats, [height, width], channels, crop_size, resize_to or None, normalization, pixel_scale,
-                   train_set.source)
-
-    def to_dict(self) -> dict:
-        values = asdict(self)
-        values["stats"], extra = self.stats.to_dict(), values.pop("extra")
-        return {**extra, **values}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Preprocessing":
-        names = {"stats", "image_size", "channels", "crop_size", "resize_to", "normalization", "pixel_scale",
-                 "source"}
-        known = {k: v for k, v in data.items() if k in names}
-        known["stats"] = DatasetStats.from_dict(data["stats"])
-        known.setdefault("pixel_scale", 1.0)     # checkpoints from before pixel_scale was stored
-        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
-
-    def train_transform(self, *, padding: int = 0, flip: bool = True, pca_std: float = 0.0) -> TrainTransform:
-        """Random crops, flips and PCA lighting [4] on top of this preprocessing."""
-        return TrainTransform(crop_size=self.crop_size, padding=padding, flip=flip, pca_std=pca_std,
-                              normalization=self.normalization, stats=self.stats, resize_to=self.resize_to,
-                              pixel_scale=self.pixel_scale)
-
-    def eval_transform(self, ten_crop: bool = False) -> EvalTransform:
-        """The centre view, or the paper's 10 views [4]."""
-        return EvalTransform(crop_size=self.crop_size, normalization=self.normalization, stats=self.stats,
-                             resize_to=self.resize_to, ten_crop=ten_crop, pixel_scale=self.pixel_scale)
-
-
 def resolve_towers(towers: str, model_kwargs: dict, resumed: dict | None, world_size: int, out) -> tuple | None:
     """[3.2] ``--towers DEV0,DEV1``: the two devices (inputs, loss and fc8 on the first), or None. ``resumed``:
     the config of the run being resumed, which must have used towers alike."""
@@ -119,3 +52,70 @@ def resolve_towers(towers: str, model_kwargs: dict, resumed: dict | None, world_
         raise UsageError(f"{out}/last.pt was trained {'with' if towers is None else 'without'} --towers; "
                          "resume it the same way (checkpoints, not optimizer states, move between the two)")
     return towers
+
+
+@dataclass
+class Parts:
+    """What a run is made of, built once before its first step; a resumed run builds the same ones."""
+
+    device: torch.device
+    rank: int
+    world_size: int
+    towers: tuple | None
+    classes: list[str]
+    val_set: object
+    loader: BatchLoader
+    prep: Preprocessing
+    spec: ModelSpec
+    raw_model: nn.Module
+    model: nn.Module                      # what the step calls: DDP and/or torch.compile around raw_model
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    use_bf16: bool
+
+    is_main = property(lambda self: self.rank == 0)
+
+
+def open_data(cfg, rank: int):
+    """The train and val splits ``cfg`` names (``--train-subset``/``--val-subset`` taken here)."""
+    common = dict(data_root=cfg.data_root, size=cfg.image_size, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                  workers=cfg.workers or None, progress=rank == 0 and not cfg.quiet)
+    train_set, val_set = open_dataset(cfg.data, "train", **common), open_dataset(cfg.data, "val", **common)
+    if cfg.train_subset:
+        train_set.images, train_set.labels = train_set.images[:cfg.train_subset], train_set.labels[:cfg.train_subset]
+    if cfg.val_subset:
+        val_set.images, val_set.labels = val_set.images[:cfg.val_subset], val_set.labels[:cfg.val_subset]
+    return train_set, val_set
+
+
+def build_parts(cfg, train_set, val_set, *, device: torch.device, rank: int, world_size: int, towers: tuple | None,
+                resumed: Checkpoint | None, log) -> Parts:
+    """The preprocessing (the resumed run's, else the training set's statistics [4]), the loader, the model
+    (fine-tuned by ``--init``/``--freeze`` before the optimizer takes its parameters), the optimizer [5] and the
+    schedule, on the device(s)."""
+    input_size = cfg.resize_to or cfg.crop_size or train_set.images.shape[1]
+    prep = resumed.preprocessing if resumed else Preprocessing.of(
+        train_set, crop_size=input_size, resize_to=cfg.resize_to, normalization=cfg.normalization,
+        pixel_scale=cfg.pixel_scale)
+    loader = BatchLoader(train_set.images, train_set.labels, cfg.batch_size // world_size,
+                         transform=prep.train_transform(padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std),
+                         shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device,
+                         threads=cfg.loader_threads)
+    check_training_set(train_set, loader, cfg)
+    classes, channels = train_set.classes, train_set.images.shape[-1]
+    spec = resumed.model if resumed else ModelSpec(cfg.model, len(classes), channels, input_size, dict(cfg.model_kwargs))
+    model = spec.build(towers=towers)
+    finetune.prepare(model, cfg, spec, classes, resumed=resumed is not None, log=log, warn=rank == 0)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format) if towers else model.to(device, memory_format=memory_format)
+    # fused: one kernel per parameter for decay + momentum + update (2-5x faster optimizer step on CPU)
+    optimizer = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov and cfg.momentum > 0, fused=True)
+    wrapped = model
+    if world_size > 1:
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    wrapped = torch.compile(wrapped) if cfg.compile else wrapped
+    use_bf16 = device.type == "cuda" and (cfg.amp == "bf16" or (cfg.amp == "auto" and not cfg.recipe.startswith("paper")))
+    return Parts(device=device, rank=rank, world_size=world_size, towers=towers, classes=classes, val_set=val_set,
+                 loader=loader, prep=prep, spec=spec, raw_model=model, model=wrapped, optimizer=optimizer,
+                 schedule=LRSchedule(cfg, len(loader)), use_bf16=use_bf16)

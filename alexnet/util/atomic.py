@@ -43,12 +43,14 @@ def no_space(err: BaseException | None, folder: str | os.PathLike | None = None)
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, durable: bool = False, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = False, suffix: str = ".tmp",
+                label: str | None = None) -> Iterator[Path]:
     """A temporary path beside ``path`` to write; ``path`` is replaced by it only when the block succeeds.
 
     ``suffix``: the temporary file's ending, for writers that choose a format by it (``.png``, ``.npz``).
     ``durable``: fsync the file and its folder, so that the rename survives a power cut. The old file, if any,
-    stays whole until the rename; ``NoSpace`` says whether one is still there.
+    stays whole until the rename; ``NoSpace`` says whether one is still there. A folder where no file can be
+    created is a UsageError naming ``label`` (default: the path; e.g. "--out PATH").
     """
     path = Path(path)
     try:
@@ -57,7 +59,7 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = False, suffix: str =
     except OSError as err:
         if no_space(err):
             raise _full(path) from err
-        raise UsageError(f"cannot create a file in {path.parent} to write {path} ({err.strerror})") from None
+        raise UsageError(f"{label or path}: cannot create a file in {path.parent} ({err.strerror})") from None
     os.close(fd)
     tmp = Path(name)
     try:
