@@ -163,3 +163,38 @@ def test_one_atomic_writer():
                     and node.attr not in allowed.get(name, set()):
                 found.setdefault(name, []).append(f"{node.value.id}.{node.attr}:{node.lineno}")
     assert found == {}
+
+
+CHECKPOINT_KEYS = {"format", "model", "classes", "config", "data", "state_dict", "optimizer", "schedule", "position",
+                   "history", "best", "rng"}
+HOLDERS = {"ckpt", "checkpoint", "obj", "info", "resumed", "saved", "training"}   # names that hold a loaded one
+
+
+def checkpoint_key_readers() -> dict[str, list[str]]:
+    """Modules that read a checkpoint's entries by string: ``ckpt["model"]``, ``info.get("config")``,
+    ``load_checkpoint(path)["config"]``, where the subscripted value is named like a checkpoint or is a load."""
+    def holds(node) -> bool:
+        if isinstance(node, ast.Call):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            return called in ("load_checkpoint", "load")
+        return (isinstance(node, ast.Name) and node.id in HOLDERS) or \
+            (isinstance(node, ast.Attribute) and node.attr in HOLDERS)
+    found: dict[str, list[str]] = {}
+    for name, path in module_names().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and holds(node.value):
+                key = node.slice.value
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                    and node.args and isinstance(node.args[0], ast.Constant) and holds(node.func.value):
+                key = node.args[0].value
+            if key in CHECKPOINT_KEYS:
+                found.setdefault(name, []).append(f"{key}:{node.lineno}")
+    return found
+
+
+def test_checkpoint_keys_are_read_by_string_in_three_modules_at_most():
+    """The checkpoint is a type (alexnet.checkpoint.Checkpoint); only it, the training position it carries
+    (train.state) and the reader of every weight file (alexnet.weights) see the dict's keys."""
+    assert set(checkpoint_key_readers()) <= {"alexnet.checkpoint", "alexnet.train.state", "alexnet.weights"}
+    assert checkpoint_key_readers()["alexnet.checkpoint"]          # the check sees what it is meant to see

@@ -133,7 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
 def banner(predictor, settings, host: str, port: int, workers: int) -> str:
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
-    lines = [f"alexnet serve: {predictor.info['model']['name']} ({len(predictor.classes)} classes) from "
+    lines = [f"alexnet serve: {predictor.info.model.name} ({len(predictor.classes)} classes) from "
              f"{settings.checkpoint} on {predictor.loaded.backend} {predictor.loaded.device}, {workers} worker(s); "
              f"batches of up to {settings.max_batch} within {settings.batch_window_ms:g} ms",
              f"  page:     {url}/",

@@ -27,8 +27,8 @@ def _features(args: argparse.Namespace) -> int:
 def _kernels(args: argparse.Namespace) -> int:
     from alexnet.inspection.show import show_kernels
     checks.writable_file(args.out, "--out")
-    info = show_kernels(args.checkpoint, args.out)
-    print(f"{info['png']}: {info['model']} " + " | ".join(f"{label}" for label, _ in info["blocks"]))
+    shown = show_kernels(args.checkpoint, args.out)
+    print(f"{shown['png']}: {shown['model']} " + " | ".join(f"{label}" for label, _ in shown["blocks"]))
     return 0
 
 

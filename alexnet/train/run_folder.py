@@ -15,7 +15,7 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
-from alexnet.checkpoint import load_checkpoint
+from alexnet.checkpoint import Checkpoint
 from alexnet.errors import UsageError
 from alexnet.train.recipes import RECIPES, TrainConfig, absolute_data, absolute_path, resolve_config
 
@@ -40,7 +40,7 @@ def resume_config(out: str | Path, overrides: dict | None = None) -> TrainConfig
     path = Path(out) / "last.pt"
     if not path.exists():
         raise UsageError(f"--resume: {path} does not exist; nothing to resume (drop --resume to start)")
-    saved = dict(load_checkpoint(path)["config"])
+    saved = dict(Checkpoint.load(path).config)
     for key in RETIRED_CONFIG_KEYS:
         saved.pop(key, None)
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None and k != "out"}
