@@ -78,7 +78,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _run_training(cfg, *, resume: bool, force: bool) -> int:
     from alexnet.train.loop import train
-    result = train(cfg, resume=resume, force=force)    # its failures carry their exit codes to main()
+    from alexnet.train.parts import resolve_device
+    device = resolve_device(cfg.device)                 # --device, resolved once, here at the edge
+    result = train(cfg, resume=resume, force=force, device=device)   # its failures carry their exit codes to main()
     if "stopped_at" not in result:
         print(f"run folder: {result['out']} (config.json, metrics.jsonl, curves.png, last.pt, best.pt, "
               "TensorBoard events)")

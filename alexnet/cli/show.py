@@ -12,11 +12,12 @@ from alexnet.errors import UsageError
 
 def _features(args: argparse.Namespace) -> int:
     from alexnet.inspection.features import checkpoint_features, default_out, save_features
+    from alexnet.train.parts import resolve_device
     checks.at_least(args.batch_size, 1, "--batch-size")
     out = args.out or default_out(args.checkpoint, args.layer or "last-hidden", args.split)
     checks.writable_file(out, "--out")      # before the work: finished features are not thrown away
     result = checkpoint_features(args.checkpoint, args.data, args.split, args.layer, batch_size=args.batch_size,
-                                 device=args.device, data_root=args.data_root)
+                                 device=resolve_device(args.device), data_root=args.data_root)
     save_features(result, out)
     n, dim = result["features"].shape
     print(f"{out}: {n} x {dim} features of {result['layer']} ({result['data']}, {args.split}, "
@@ -34,12 +35,14 @@ def _kernels(args: argparse.Namespace) -> int:
 
 def _neighbors(args: argparse.Namespace) -> int:
     from alexnet.inspection.show import show_neighbors
+    from alexnet.train.parts import resolve_device
     checks.at_least(args.queries, 1, "--queries")
     checks.at_least(args.k, 1, "--k")
     checks.at_least(args.batch_size, 1, "--batch-size")
     checks.writable_file(args.out, "--out")
     info = show_neighbors(args.checkpoint, args.data, args.split, queries=args.queries, k=args.k, layer=args.layer,
-                          out=args.out, seed=args.seed, batch_size=args.batch_size, device=args.device,
+                          out=args.out, seed=args.seed, batch_size=args.batch_size,
+                          device=resolve_device(args.device),
                           data_root=args.data_root)
     print(f"{info['png']}: {len(info['queries'])} {args.split} images and their {args.k} nearest training images "
           f"in {info['layer']}; {info['same_class']:.0%} of the neighbours share the query's class")

@@ -66,12 +66,13 @@ def _log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, on_step: StepHook | None = None,
-          after_step: AfterStep | None = None) -> dict:
+def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, device: torch.device | None = None,
+          on_step: StepHook | None = None, after_step: AfterStep | None = None) -> dict:
     """Train as ``cfg`` says; returns the final summary (best val, paths). ``resume``: continue the run in
-    ``cfg.out`` from its ``last.pt`` (``cfg`` is then ``run_folder.resume_config``'s)."""
+    ``cfg.out`` from its ``last.pt`` (``cfg`` is then ``run_folder.resume_config``'s). ``device``: ``cfg.device``
+    as the command line resolved it (``parts.resolve_device``); None resolves it here."""
     with releasing(cfg.out):                # the run folder's lock, taken in setup
-        run = setup(cfg, resume=resume, force=force)
+        run = setup(cfg, resume=resume, force=force, device=device)
         stop = None
         with stop_on_signals() as signals:
             while run.position.epoch < cfg.epochs and stop is None:
@@ -82,10 +83,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, force: bool = False, on_ste
         return finish(run, stop, signals)
 
 
-def setup(cfg: TrainConfig, *, resume: bool, force: bool) -> Run:
+def setup(cfg: TrainConfig, *, resume: bool, force: bool, device: torch.device | None = None) -> Run:
     """The run's folder, device(s), data and parts, then its position: the start, or where last.pt stopped."""
     model_info(cfg.model)                    # a bad --model is reported before anything else happens
-    device = resolve_device(cfg.device)
+    device = device or resolve_device(cfg.device)
     rank, world_size = distributed.init(device)
     out = prepare_out(Path(cfg.out), resume=resume, force=force, is_main=rank == 0)
     resumed = Checkpoint.load(out / "last.pt") if resume else None

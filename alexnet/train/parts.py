@@ -20,8 +20,9 @@ from alexnet.train.schedule import LRSchedule, param_groups
 from alexnet.util.checks import no_towers_in
 
 
-def resolve_device(name: str) -> torch.device:
-    """``--device``: auto, cpu, cuda or cuda:N. A bare cuda (or auto) under torchrun is cuda:LOCAL_RANK."""
+def resolve_device(name: "str | torch.device") -> torch.device:
+    """``--device``: auto, cpu, cuda or cuda:N (a torch.device passes through, checked). A bare cuda (or auto) under
+    torchrun is cuda:LOCAL_RANK."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
