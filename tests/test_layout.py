@@ -1,5 +1,6 @@
 """The package's layout: no import cycle anywhere in alexnet (function-level imports included), no module over
-MAX_LINES lines (two at about 300 are allowed a little more: see the README's layout section)."""
+MAX_LINES lines (two at about 300 are allowed a little more: see the README's layout section); and the tests' layout:
+tests/<package>/test_<module>.py mirroring alexnet's packages, no test module importing another."""
 from __future__ import annotations
 
 import ast
@@ -7,6 +8,7 @@ from pathlib import Path
 
 PACKAGE = "alexnet.data"
 TOP = Path(__file__).resolve().parent.parent / "alexnet"
+TESTS = Path(__file__).resolve().parent
 MAX_LINES = 300
 SLACK = 15            # "about 300": train.py and ops/lrn.py sit at ~310
 
@@ -198,3 +200,58 @@ def test_checkpoint_keys_are_read_by_string_in_three_modules_at_most():
     (train.state) and the reader of every weight file (alexnet.weights) see the dict's keys."""
     assert set(checkpoint_key_readers()) <= {"alexnet.checkpoint", "alexnet.train.state", "alexnet.weights"}
     assert checkpoint_key_readers()["alexnet.checkpoint"]          # the check sees what it is meant to see
+
+
+REPO_WIDE_TESTS = {"test_layout.py", "test_docs.py"}      # the repository's shape, not one module's behaviour
+
+
+def all_test_files() -> list[Path]:
+    return sorted(TESTS.rglob("test_*.py"))
+
+
+def test_tests_mirror_the_packages():
+    """Every test file sits in tests/<folder>/ named after an alexnet package (or bench/, the benchmarks' smoke
+    tests), one level down; in tests/ itself only the repository-wide tests and those of the top-level modules
+    (tests/test_checkpoint.py for alexnet/checkpoint.py)."""
+    packages = {path.name for path in TOP.iterdir() if (path / "__init__.py").is_file()}
+    top_modules = {f"test_{path.stem}.py" for path in TOP.glob("*.py") if not path.stem.startswith("_")}
+    misplaced = []
+    for path in all_test_files():
+        folder = path.parent.relative_to(TESTS).parts
+        if folder == ():
+            if path.name not in REPO_WIDE_TESTS | top_modules:
+                misplaced.append(str(path.relative_to(TESTS)))
+        elif len(folder) != 1 or folder[0] not in packages | {"bench"}:
+            misplaced.append(str(path.relative_to(TESTS)))
+    assert len(all_test_files()) >= 40 and misplaced == []
+
+
+def test_test_file_names_are_unique_and_the_folders_are_not_packages():
+    """pytest imports test files by their base name (its default "prepend" import mode, no __init__.py in the
+    test folders): two tests/*/test_x.py would collide."""
+    names = [path.name for path in all_test_files()]
+    assert sorted(name for name in set(names) if names.count(name) > 1) == []
+    assert sorted(str(p.relative_to(TESTS)) for p in TESTS.rglob("__init__.py")) == []
+
+
+def imported_test_modules(source: str, test_modules: set[str]) -> list[str]:
+    """The test modules (of ``test_modules``, or any ``test_*``) that ``source`` imports anywhere, top level or in
+    a function: ``import test_x``, ``from test_x import y``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+        found += [name for name in names
+                  if name.split(".")[0] in test_modules or name.split(".")[0].startswith("test_")]
+    return found
+
+
+def test_no_test_module_imports_another():
+    """Helpers shared by tests are fixtures in tests/conftest.py or live in helper modules (data_fixtures,
+    serve_fixtures, ...), never in a test module another one imports."""
+    assert sorted(imported_test_modules("import os\ndef f():\n    from test_a import b\nimport test_c as d\n",
+                                        set())) == ["test_a", "test_c"]
+    stems = {path.stem for path in all_test_files()}
+    found = {str(path.relative_to(TESTS)): imports for path in all_test_files()
+             if (imports := imported_test_modules(path.read_text(), stems))}
+    assert found == {}
