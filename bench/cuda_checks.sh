@@ -47,7 +47,7 @@ run_step() {
         machine) step machine 60 bash -c 'nvidia-smi -L; python3 -c "import torch, torchvision
 print(torch.__version__, torchvision.__version__, torch.cuda.get_device_name(), torch.cuda.device_count())"' ;;
         gpu-tests) step gpu-tests 150 python3 -m pytest -m "gpu or not slow" -q -rs -p no:cacheprovider \
-            tests/test_towers.py tests/test_augment.py tests/test_loader.py tests/test_lrn.py tests/test_jpeg_store.py \
+            tests/models/test_towers.py tests/data/test_augment.py tests/data/test_loader.py tests/ops/test_lrn.py tests/data/test_jpeg_store.py \
             -k "cuda or many_shapes" ;;
         towers-bench) step towers-bench 150 python3 bench/towers.py --steps 5 --rounds 5 --json "$OUT/towers.json" ;;
         photos) photos ;;

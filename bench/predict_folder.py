@@ -57,7 +57,7 @@ def make_checkpoint(folder: Path) -> tuple[Path, Path]:
         torch.manual_seed(0)
         net = torchvision.models.alexnet()
         with torch.no_grad():
-            net.classifier[6].weight.mul_(300)     # a peaked softmax, as test_convert.py does
+            net.classifier[6].weight.mul_(300)     # a peaked softmax, as tests/interchange/test_caffe.py does
         torch.save(net.state_dict(), pth)
         with contextlib.redirect_stdout(io.StringIO()):
             if alexnet_main(["convert", str(pth), "--out", str(ckpt)]) != 0:

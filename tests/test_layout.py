@@ -1,5 +1,5 @@
 """The package's layout: no import cycle anywhere in alexnet (function-level imports included), no module over
-MAX_LINES lines (two at about 300 are allowed a little more: see the README's layout section); and the tests' layout:
+MAX_LINES lines (two at about 300 are allowed a little more: see docs/architecture.md); and the tests' layout:
 tests/<package>/test_<module>.py mirroring alexnet's packages, no test module importing another."""
 from __future__ import annotations
 

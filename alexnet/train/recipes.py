@@ -245,7 +245,7 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
     return cfg
 
 
-# field -> (rule, what the rule says): every numeric TrainConfig field must be listed (tests/test_bad_flags.py)
+# field -> (rule, what the rule says): every numeric TrainConfig field must be listed (tests/cli/test_main.py)
 RULES = {
     "positive": (lambda v: v > 0, "> 0"), "non-negative": (lambda v: v >= 0, ">= 0"),
     "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "any": (lambda v: True, "a number"),

@@ -5,7 +5,7 @@ the observers that watch it (``alexnet.train.observers``).
 history of finished epochs and the best one so far. ``to_dict``/``from_dict`` are what ``last.pt`` holds under
 ``position``, ``history`` and ``best``; with the optimizer's, the schedule's and the RNG's states
 (``training_state``, ``restore_training``) a resumed run continues exactly where the interrupted one stopped:
-the same batches, the same augmentation draws, the same weights, bit for bit (tests/test_train.py).
+the same batches, the same augmentation draws, the same weights, bit for bit (tests/train/test_loop.py).
 """
 from __future__ import annotations
 
