@@ -123,6 +123,8 @@ def read_caffemodel(path: Path, *, label: str, hint: str = "") -> tuple[dict[str
     try:
         name, layers = parse_net(path.read_bytes())
     except ProtoError as err:
+        if str(err).startswith("layer "):        # the messages parsed, one blob's shape and data disagree
+            raise UsageError(f"{label} is a damaged caffemodel: {err}; download it again") from None
         raise UsageError(f"{label} is not {known} (read as a caffemodel: {err})") from None
     weighted = [layer for layer in layers if layer.blobs]
     if not weighted:

@@ -15,6 +15,7 @@ Every other field is skipped by its wire type, as protobuf itself does. A file t
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -94,11 +95,15 @@ def _packed_varints(value: int | memoryview) -> list[int]:
 def _floats(value: int | memoryview, dtype: str) -> np.ndarray:
     if isinstance(value, int):
         raise ProtoError("a float field encoded as a varint")
+    size = np.dtype(dtype).itemsize
+    if len(value) % size:
+        raise ProtoError(f"its data field holds {len(value)} bytes, not a whole number of {size}-byte floats")
     return np.frombuffer(value, dtype=dtype)
 
 
 def parse_blob(buf: bytes | memoryview) -> np.ndarray:
-    """A ``BlobProto`` as a float32 array of its shape (``shape``, else the legacy num/channels/height/width)."""
+    """A ``BlobProto`` as a float32 array of its shape (``shape``, else the legacy num/channels/height/width); the
+    shape is checked against the data (in Python integers: no overflow) before anything is allocated for it."""
     shape, legacy, chunks = None, [0, 0, 0, 0], []
     for number, wire, value in fields(buf):
         if number == 7 and wire == LENGTH:
@@ -109,11 +114,12 @@ def parse_blob(buf: bytes | memoryview) -> np.ndarray:
             chunks.append(_floats(value, "<f8").astype(np.float32))
         elif number in (1, 2, 3, 4) and wire == VARINT:
             legacy[number - 1] = value
-    data = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)  # a copy
+    values = sum(chunk.size for chunk in chunks)
     if shape is None:
-        shape = legacy if any(legacy) else [data.size]
-    if int(np.prod(shape)) != data.size:
-        raise ProtoError(f"a blob of shape {tuple(shape)} holds {data.size} values")
+        shape = legacy if any(legacy) else [values]
+    if math.prod(shape) != values:
+        raise ProtoError(f"a blob of shape {tuple(shape)} holds {values} values")
+    data = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)  # a copy
     return data.reshape(shape)
 
 
@@ -123,27 +129,38 @@ def _text(value: int | memoryview) -> str:
     return bytes(value).decode("utf-8", errors="replace")
 
 
+def _blobs(layer: CaffeLayer, raw: list[memoryview]) -> CaffeLayer:
+    """``layer`` with its ``raw`` BlobProtos parsed; a bad one is a ProtoError naming the layer and the blob."""
+    for index, value in enumerate(raw):
+        try:
+            layer.blobs.append(parse_blob(value))
+        except ProtoError as err:
+            raise ProtoError(f"layer {layer.name or '(unnamed)'!r}, blob {index} "
+                             f"({'weights' if index == 0 else 'bias' if index == 1 else 'extra'}): {err}") from None
+    return layer
+
+
 def _layer(buf: memoryview) -> CaffeLayer:
-    layer = CaffeLayer("", "")
+    layer, raw = CaffeLayer("", ""), []
     for number, wire, value in fields(buf):
         if number == 1 and wire == LENGTH:
             layer.name = _text(value)
         elif number == 2 and wire == LENGTH:
             layer.type = _text(value)
         elif number == 7 and wire == LENGTH:
-            layer.blobs.append(parse_blob(value))
-    return layer
+            raw.append(value)
+    return _blobs(layer, raw)
 
 
 def _v1_layer(buf: memoryview) -> CaffeLayer:
-    layer = CaffeLayer("", "")
+    layer, raw = CaffeLayer("", ""), []
     for number, wire, value in fields(buf):
         if number == 4 and wire == LENGTH:
             layer.name = _text(value)
         elif number == 5 and wire == VARINT:
             layer.type = V1_TYPES.get(value, f"V1 type {value}")
         elif number == 6 and wire == LENGTH:
-            layer.blobs.append(parse_blob(value))
+            raw.append(value)
         elif number == 1 and wire == LENGTH:                 # a V0 layer nested inside (pre-2014 files)
             for n, w, v in fields(value):
                 if n == 1 and w == LENGTH:
@@ -151,8 +168,8 @@ def _v1_layer(buf: memoryview) -> CaffeLayer:
                 elif n == 2 and w == LENGTH:
                     layer.type = V0_TYPES.get(_text(v), _text(v))
                 elif n == 50 and w == LENGTH:
-                    layer.blobs.append(parse_blob(v))
-    return layer
+                    raw.append(v)
+    return _blobs(layer, raw)
 
 
 def parse_net(buf: bytes | memoryview) -> tuple[str, list[CaffeLayer]]:
