@@ -18,6 +18,7 @@ written.
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
 import os
@@ -46,7 +47,8 @@ class ExportError(Failure):
     """The exporter failed, or the exported file does not reproduce the checkpoint; nothing was written (exit 1)."""
 
     def report(self) -> str:
-        return f"error: {self}; nothing was written"
+        said = "nothing was written" in str(self)      # a full disk's NoSpace (alexnet.util.atomic) says it already
+        return f"error: {self}" if said else f"error: {self}; nothing was written"
 
 
 # ---- the metadata --------------------------------------------------------------------------------------------
@@ -173,10 +175,16 @@ def _write_torchscript(tmp: Path, ckpt: Checkpoint, props: dict[str, str]) -> st
 
 
 def _write_safetensors(tmp: Path, ckpt: Checkpoint, props: dict[str, str]) -> str:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import save_file
     tensors = {key: value.detach().contiguous() for key, value in ckpt.state_dict.items()}
-    save_file(tensors, str(tmp), metadata=props)
+    try:
+        save_file(tensors, str(tmp), metadata=props)
+    except SafetensorError as err:    # its own error, no errno: a full disk made an OSError for atomic_path's NoSpace
+        for code in (errno.ENOSPC, errno.EDQUOT):
+            if f"(os error {code})" in str(err) or os.strerror(code).lower() in str(err).lower():
+                raise OSError(code, os.strerror(code), str(tmp)) from err
+        raise ExportError(f"safetensors could not write the file ({err})") from None
     with safe_open(str(tmp), framework="pt") as f:
         if f.metadata() != props or any(not torch.equal(f.get_tensor(k), v) for k, v in tensors.items()):
             raise ExportError("the safetensors file read back differs from the checkpoint")
