@@ -29,6 +29,9 @@ def _models(args: argparse.Namespace) -> int:
 
 def _summary(args: argparse.Namespace) -> int:
     from alexnet.models.summary import summary_text
+    for value, flag in ((args.in_channels, "--in-channels"), (args.num_classes, "--num-classes")):
+        if value is not None:
+            checks.at_least(value, 1, flag)
     checks.input_size(args.input_size or 0, args.in_channels or 3)
     try:
         text = summary_text(args.model, input_size=args.input_size, in_channels=args.in_channels,
@@ -36,8 +39,9 @@ def _summary(args: argparse.Namespace) -> int:
     except (RuntimeError, MemoryError) as err:
         if "alloc" not in str(err) and not isinstance(err, MemoryError):
             raise
-        raise UsageError(f"--input-size {args.input_size}: {args.model} at this size does not fit in memory "
-                         f"({str(err).splitlines()[0] if str(err) else 'out of memory'})") from None
+        raise UsageError(f"{args.model} at --input-size {args.input_size or 'its own'}, --in-channels "
+                         f"{args.in_channels or 'its own'} and --num-classes {args.num_classes} does not fit in "
+                         f"memory ({str(err).splitlines()[0] if str(err) else 'out of memory'})") from None
     print(text)
     return 0
 
@@ -50,8 +54,11 @@ def _train(args: argparse.Namespace) -> int:
     if "model_kwargs" in overrides:
         overrides["model_kwargs"] = _json_object(overrides["model_kwargs"], "--model-kwargs")
     recipe = overrides.pop("recipe", None)
-    if args.resume:        # the run's stored config, with what this command line changes on top
-        cfg = resume_config(overrides.pop("out", None) or default_out(recipe), overrides)
+    if args.resume and args.force:
+        raise UsageError("--resume continues the run in --out and --force starts it over; give one of them")
+    if args.resume:        # the run's stored config, with what this command line changes on top (a recipe too)
+        out = overrides.pop("out", None) or default_out(recipe)
+        cfg = resume_config(out, dict(overrides, recipe=recipe))
     else:
         cfg = resolve_config(recipe or "quick", **overrides)
     checks.writable_folder(cfg.out, "--out")
@@ -77,11 +84,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _run_training(cfg, *, resume: bool, force: bool) -> int:
+    from alexnet.train.distributed import world
     from alexnet.train.loop import train
     from alexnet.train.parts import resolve_device
     device = resolve_device(cfg.device)                 # --device, resolved once, here at the edge
     result = train(cfg, resume=resume, force=force, device=device)   # its failures carry their exit codes to main()
-    if "stopped_at" not in result:
+    if "stopped_at" not in result and world()[0] == 0:   # under torchrun, rank 0 alone reports
         print(f"run folder: {result['out']} (config.json, metrics.jsonl, curves.png, last.pt, best.pt, "
               "TensorBoard events)")
         print(f"best val top-1 {result['best']['val_top1']:.4f} at epoch {result['best']['epoch']}")
@@ -136,7 +144,7 @@ def _eval(args: argparse.Namespace) -> int:
     png = args.confusion or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), f"confusion_{args.split}.png")
     checks.at_least(args.batch_size, 1, "--batch-size")
     checks.writable_file(args.json, "--json")       # before evaluating: a finished evaluation is not thrown away
-    checks.writable_file(png, "--confusion")
+    checks.figure_file(png, "--confusion", (".png",))   # plot_confusion writes PNG
     report = evaluate_checkpoints([args.checkpoint] + (args.ensemble or []), data=args.data, split=args.split,
                                   ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
                                   data_root=args.data_root, confusion_png=png, progress=args.json != "-",
@@ -168,6 +176,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from alexnet.data import prepare
+    checks.at_least(args.seed, 0, "--seed")
+    checks.input_size(args.size, args.channels or 3, "--image-size")
     checks.writable_folder(args.out, "--out")
     # SIGTERM (main's terminated_as_exception): the staging folder and the decoding processes go, exit 143
     report = prepare(args.data, args.out, size=args.size, workers=args.workers, strict=args.strict,

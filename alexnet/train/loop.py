@@ -9,6 +9,7 @@ exact resume, signals, NaN.
 """
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import time
@@ -26,10 +27,10 @@ from alexnet.models import model_info
 from alexnet.train import distributed
 from alexnet.train.diagnose import format_diagnosis
 from alexnet.train.observers import Observers
-from alexnet.train.parts import Parts, build_parts, open_data, resolve_device, resolve_towers
+from alexnet.train.parts import Parts, build_parts, open_data, resolve_amp, resolve_device, resolve_towers
 from alexnet.train.recipes import TrainConfig
-from alexnet.train.run_folder import (append_metrics, epoch_line, eta_line, prepare_out, releasing, stop_on_signals,
-                                      write_config)
+from alexnet.train.run_folder import (append_metrics, clear_old_run, epoch_line, eta_line, prepare_out, releasing,
+                                      stop_on_signals, write_config)
 from alexnet.train.state import Position, restore_training, training_state
 from alexnet.util.plots import plot_curves
 from alexnet.util.progress import Progress
@@ -94,6 +95,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool, device: torch.device |
         raise UsageError(f"--batch-size {cfg.batch_size} must be divisible by the {world_size} processes")
     towers = resolve_towers(cfg.towers, cfg.model_kwargs, resumed and resumed.config, world_size, out)
     device = towers[0] if towers else device
+    cfg = resolve_amp(cfg, device, warn=rank == 0)
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
     train_set, val_set = open_data(cfg, rank)
@@ -106,6 +108,8 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool, device: torch.device |
                         resumed=resumed, log=log)
     run = Run(cfg, out, parts)
     if rank == 0:
+        if not resume:                       # only now: data, model and --init were fine, the old run can go
+            clear_old_run(out)
         write_config(out, cfg, resumed_epoch=Position.from_dict(resumed.training).epoch if resumed else None)
         run.observers = Observers.open(out, parts.raw_model, len(parts.classes), cfg.diagnose)
     if resumed:
@@ -198,6 +202,10 @@ def end_of_epoch(run: Run) -> None:
     probs = predict_probs([parts.raw_model], parts.val_set.images, parts.prep.eval_transform(),
                           batch_size=run.cfg.eval_batch_size, device=device, autocast=parts.use_bf16)
     val = accuracy_report(probs, parts.val_set.labels, parts.classes)
+    if not math.isfinite(val["loss"]):      # diverged: this epoch is neither last.pt nor best.pt (every rank stops)
+        raise NonFiniteLoss(f"the validation loss is {val['loss']} after epoch {pos.epoch + 1} (train loss "
+                            f"{(totals[0] / totals[2]).item():.4g}): the weights diverged, and epoch "
+                            f"{pos.epoch + 1} was not saved")
     dropped = parts.schedule.end_epoch(val["top1_error"])
     row = {"epoch": pos.epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"],
            "train_loss": (totals[0] / totals[2]).item(), "train_top1": (totals[1] / totals[2]).item(),

@@ -4,6 +4,8 @@ What a checkpoint needs to rebuild them is ``alexnet.checkpoint``'s (``ModelSpec
 """
 from __future__ import annotations
 
+import dataclasses
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,11 @@ def resolve_device(name: "str | torch.device") -> torch.device:
             device = torch.device("cuda", distributed.world()[2])
         if device.index >= torch.cuda.device_count():
             raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":                 # mps, xpu, ...: a device this build or machine may lack
+        backend = getattr(torch.backends, device.type, None) or getattr(torch, device.type, None)
+        if not getattr(backend, "is_available", lambda: False)():
+            raise UsageError(f"--device {name}: this PyTorch build or machine has no {device.type} device; "
+                             "use --device cpu or auto")
     return device
 
 
@@ -53,6 +60,17 @@ def resolve_towers(towers: str, model_kwargs: dict, resumed: dict | None, world_
         raise UsageError(f"{out}/last.pt was trained {'with' if towers is None else 'without'} --towers; "
                          "resume it the same way (checkpoints, not optimizer states, move between the two)")
     return towers
+
+
+def resolve_amp(cfg, device: torch.device, warn: bool = True):
+    """``cfg`` as it runs on ``device``: --amp bf16 autocasts on CUDA only; elsewhere the run is float32, says so
+    (``warn``) and records --amp off (config.json and the checkpoints never claim a precision that did not run)."""
+    if cfg.amp != "bf16" or device.type == "cuda":
+        return cfg
+    if warn:
+        print(f"alexnet train: warning: --amp bf16 autocasts on CUDA only; this run on {device.type} trains in "
+              "float32 (recorded as --amp off)", file=sys.stderr, flush=True)
+    return dataclasses.replace(cfg, amp="off")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import signal
 import socket
@@ -38,6 +39,7 @@ def default_out(recipe: str | None) -> str:
 def resume_config(out: str | Path, overrides: dict | None = None) -> TrainConfig:
     """The config of the run in ``out`` (from its ``last.pt``), with ``overrides`` applied on top."""
     path = Path(out) / "last.pt"
+    check_unlocked(out)                  # a run in progress is named, not taken for "nothing to resume"
     if not path.exists():
         raise UsageError(f"--resume: {path} does not exist; nothing to resume (drop --resume to start)")
     saved = dict(Checkpoint.load(path).config)
@@ -64,11 +66,9 @@ def _same(key: str, given, saved) -> bool:
     return given == saved
 
 
-def _lock(out: Path) -> None:
-    """Hold ``out/.lock`` (flock: the kernel lets go when this process dies, so a killed run blocks nothing)."""
-    key = out.resolve()
-    if key in _held:
-        return
+def _flock(out: Path):
+    """``out/.lock`` opened and flocked (the kernel lets go when this process dies, so a killed run blocks
+    nothing); a UsageError naming the holder when another process has it."""
     f = open(out / LOCK_FILE, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -80,11 +80,27 @@ def _lock(out: Path) -> None:
         f.close()
         raise UsageError(f"--out {out} is in use by another alexnet train ({owner}); wait for it to finish "
                          "or stop it, or choose another --out") from None
+    return f
+
+
+def _lock(out: Path) -> None:
+    """Hold ``out/.lock`` until ``release``."""
+    key = out.resolve()
+    if key in _held:
+        return
+    f = _flock(out)
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
     f.flush()
     _held[key] = f
+
+
+def check_unlocked(out: str | Path) -> None:
+    """A UsageError naming the holder when another process holds ``out``'s lock (nothing is taken)."""
+    out = Path(out)
+    if (out / LOCK_FILE).is_file() and out.resolve() not in _held:
+        _flock(out).close()             # closing lets go of the lock just taken
 
 
 def release(out: str | Path) -> None:
@@ -103,24 +119,29 @@ def releasing(out: str | Path):
 
 
 def prepare_out(out: Path, *, resume: bool, force: bool, is_main: bool) -> Path:
-    """Refuse to mix two runs in one folder (or two processes in one run); ``force`` clears the last one's files.
+    """Refuse to mix two runs in one folder (or two processes in one run): the lock first, then the folder's run.
 
     A folder holds a run once it has a ``last.pt``: one whose run died before its first checkpoint (only
-    ``config.json``, events) is started over without --force."""
-    if resume and not (out / "last.pt").exists():
-        raise UsageError(f"--resume: {out}/last.pt does not exist; nothing to resume (drop --resume to start)")
-    if is_main:
+    ``config.json``, events) is started over without --force. Nothing is deleted here: ``clear_old_run`` does
+    it once the new run's data, model and --init have been checked (a bad flag costs the old run nothing)."""
+    if resume and force:
+        raise UsageError("--resume continues the run in --out and --force starts it over; give one of them")
+    if is_main and (out.is_dir() or not resume):
         out.mkdir(parents=True, exist_ok=True)
         _lock(out)
+    if resume and not (out / "last.pt").exists():
+        raise UsageError(f"--resume: {out}/last.pt does not exist; nothing to resume (drop --resume to start)")
     if (out / "last.pt").exists() and not (resume or force):
         raise UsageError(f"--out {out} already holds a run; pass --resume to continue it or --force to start over")
-    if is_main:
-        if not resume:
-            for name in RUN_FILES:
-                (out / name).unlink(missing_ok=True)
-            for event in out.glob("events.out.tfevents.*"):
-                event.unlink()
     return out
+
+
+def clear_old_run(out: Path) -> None:
+    """The files of the run a new one replaces (--force, or a run that died before its first checkpoint)."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    for event in out.glob("events.out.tfevents.*"):
+        event.unlink()
 
 
 def check_training_set(train_set, loader, cfg: TrainConfig) -> None:
@@ -146,8 +167,9 @@ def write_config(out: Path, cfg: TrainConfig, resumed_epoch: int | None = None) 
 
 def append_metrics(out: Path, row: dict, writer) -> None:
     """One epoch's row to metrics.jsonl and to TensorBoard (x axis: epochs done)."""
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(row) + "\n")
+    with open(out / "metrics.jsonl", "a") as f:         # JSON has no NaN or inf: null stands for them
+        f.write(json.dumps({k: v if not isinstance(v, float) or math.isfinite(v) else None
+                            for k, v in row.items()}) + "\n")
     for key, value in row.items():
         if key != "epoch":
             writer.add_scalar(key, value, row["epoch"])
