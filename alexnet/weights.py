@@ -7,6 +7,7 @@ Caffe's ``.caffemodel``, told apart by their bytes; state dicts cleaned once; lo
   (``clean_state_dict``). Used by ``train --init`` (``alexnet.train.finetune``), ``alexnet convert``
   (``alexnet.interchange.caffe``) and the ``.safetensors`` exports predict runs (``alexnet.inference.backends``).
 - ``load_checked(model, state_dict)``: ``load_state_dict`` whose errors name the layer and both shapes.
+- ``check_values(tensors, label)``: weights are floating point and finite (``convert`` and ``train --init``).
 
 Loading never runs code from a file: torch files are read with ``weights_only=True``, a file that needs more is
 refused in a sentence; a truncated or foreign file is a ``UsageError`` naming it, never a traceback.
@@ -138,6 +139,25 @@ def read_caffemodel(path: Path, *, label: str, hint: str = "") -> tuple[dict[str
     for ours, layer in zip(CAFFE_LAYERS, weighted):
         tensors[f"{ours}.weight"], tensors[f"{ours}.bias"] = (torch.from_numpy(b) for b in layer.blobs)
     return tensors, name, {ours: layer.name for ours, layer in zip(CAFFE_LAYERS, weighted)}
+
+
+def check_values(tensors: dict[str, torch.Tensor], label: str) -> None:
+    """A UsageError naming ``label`` and each tensor that is not floating point (an int32 state dict would load
+    truncated) or holds NaN or infinity (it would predict NaN). Integer counters (BatchNorm's
+    ``num_batches_tracked``) are not weights and pass."""
+    not_float = [f"{key} ({str(value.dtype).removeprefix('torch.')})" for key, value in tensors.items()
+                 if not (value.is_floating_point() or key.endswith("num_batches_tracked"))]
+    if not_float:
+        raise UsageError(f"{label}: weights must be floating point, and {len(not_float)} tensor(s) are not: "
+                         f"{', '.join(not_float[:8])}{' ...' if len(not_float) > 8 else ''}")
+    broken = []
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            nan, inf = int(torch.isnan(value).sum()), int(torch.isinf(value).sum())
+            broken.append(f"{key} ({', '.join(f'{n} {w}' for n, w in ((nan, 'NaN'), (inf, 'infinite')) if n)})")
+    if broken:
+        raise UsageError(f"{label} holds non-finite weights in {len(broken)} tensor(s): {', '.join(broken[:8])}"
+                         f"{' ...' if len(broken) > 8 else ''}; these weights are broken (a diverged run?)")
 
 
 def load_checked(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "checkpoint") -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from alexnet.checkpoint import Checkpoint, ModelSpec
 from alexnet.errors import UsageError
 from alexnet.models import create_model
 from alexnet.interchange.caffe_preprocessing import caffe_preprocessing, leading_ones_dropped, torchvision_preprocessing
-from alexnet.weights import CAFFE_LAYERS, read_weights
+from alexnet.weights import CAFFE_LAYERS, check_values, read_weights
 
 TORCHVISION_LAYERS = ("features.0", "features.3", "features.6", "features.8", "features.10",
                       "classifier.1", "classifier.4", "classifier.6")
@@ -53,6 +54,7 @@ def read_published(path: str | os.PathLike) -> Converted:
     weights = read_weights(path, hint=f"give {KNOWN}")
     if weights.kind == "checkpoint":
         raise UsageError(f"{path} is already an alexnet checkpoint; eval and predict take it as it is")
+    check_values(weights.tensors, str(path))
     path = Path(path)
     return Converted(weights.tensors, weights.kind, _layout(weights.tensors, path), weights.net_name,
                      weights.file_names)
@@ -139,7 +141,8 @@ def _shape_hint(layout: str) -> str:
 
 
 def read_classes(path: str | None, count: int, source: str) -> list[str]:
-    """Class names: one a line of ``path``; else ImageNet's 1000 (torchvision's list, in the synset order
+    """Class names: one a line of ``path`` (UTF-8, a byte order mark dropped, blank lines skipped; each name
+    distinct and free of control characters); else ImageNet's 1000 (torchvision's list, in the synset order
     Caffe's ILSVRC 2012 models use too) when the net has 1000 outputs."""
     if path is None:
         if count != 1000:
@@ -148,10 +151,22 @@ def read_classes(path: str | None, count: int, source: str) -> list[str]:
         from torchvision.models import AlexNet_Weights
         return list(AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
     try:
-        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in Path(path).read_text(encoding="utf-8-sig").split("\n")]
     except (OSError, UnicodeDecodeError) as err:
         raise UsageError(f"--classes {path}: cannot read it ({err}); give a text file, one class name a line") from None
-    names = [line for line in lines if line]
+    names, seen = [], {}
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        bad = next((c for c in line if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+        if bad is not None:
+            raise UsageError(f"--classes {path}: line {number} holds the control character {bad!r}; "
+                             "give one printable class name a line")
+        if line in seen:
+            raise UsageError(f"--classes {path}: line {number} repeats {line!r} of line {seen[line]}; "
+                             "class names must be distinct")
+        names.append(line)
+        seen[line] = number
     if len(names) != count:
         raise UsageError(f"--classes {path} has {len(names)} names but {source} has {count} outputs; "
                          f"give a file with {count} names, one a line")

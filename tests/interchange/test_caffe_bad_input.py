@@ -61,3 +61,55 @@ def convert(tmp_path, capsys, data: bytes, *extra) -> str:
 def test_a_crafted_blob_exits_2_naming_the_layer(tmp_path, capsys, blob, said):
     err = convert(tmp_path, capsys, crafted_net(blob))
     assert "conv3" in err and said in err, err
+
+
+@pytest.fixture(scope="module")
+def owt_state():
+    torch.manual_seed(0)
+    return create_model("alexnet_owt", num_classes=3).state_dict()
+
+
+def save_pth(tmp_path, state) -> str:
+    torch.save(state, tmp_path / "w.pth")
+    return str(tmp_path / "w.pth")
+
+
+def convert_pth(tmp_path, capsys, state, classes: str | None = "a\nb\nc\n") -> tuple[int, str]:
+    (tmp_path / "classes.txt").write_bytes(classes.encode("utf-8") if isinstance(classes, str) else classes)
+    code = main(["convert", save_pth(tmp_path, state), "--out", str(tmp_path / "out.pt"),
+                 "--classes", str(tmp_path / "classes.txt")])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_non_finite_weights_are_refused_naming_each(tmp_path, capsys, owt_state):
+    state = dict(owt_state)
+    state["classifier.6.weight"] = state["classifier.6.weight"].clone()
+    state["classifier.6.weight"][0, :2] = float("nan")
+    state["features.0.bias"] = state["features.0.bias"].clone()
+    state["features.0.bias"][1] = float("inf")
+    code, err = convert_pth(tmp_path, capsys, state)
+    assert code == 2 and "classifier.6.weight (2 NaN)" in err and "features.0.bias (1 infinite)" in err, err
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_integer_weights_are_refused(tmp_path, capsys, owt_state):
+    state = {key: (value * 100).to(torch.int32) for key, value in owt_state.items()}
+    code, err = convert_pth(tmp_path, capsys, state)
+    assert code == 2 and "floating point" in err and "features.0.weight (int32)" in err, err
+    assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("classes, said", [
+    ("a\nb\na\n", "line 3"), ("a\nb\x00x\nc\n", "line 2"), ("a\tz\nb\nc\n", "line 1"),
+], ids=["duplicate", "NUL", "tab"])
+def test_bad_class_files_are_refused_naming_the_line(tmp_path, capsys, owt_state, classes, said):
+    code, err = convert_pth(tmp_path, capsys, owt_state, classes)
+    assert code == 2 and "--classes" in err and said in err, err
+
+
+def test_a_byte_order_mark_is_not_part_of_class_0(tmp_path, capsys, owt_state):
+    from alexnet.checkpoint import Checkpoint
+    code, _ = convert_pth(tmp_path, capsys, owt_state, b"\xef\xbb\xbfcat\r\ndog\r\nemu\r\n")
+    assert code == 0 and Checkpoint.load(tmp_path / "out.pt").classes == ["cat", "dog", "emu"]
