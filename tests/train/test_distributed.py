@@ -46,3 +46,11 @@ def test_a_failing_rank_ends_every_rank_quickly(fashion, tmp_path):
     assert done.returncode != 0
     assert "injected fault on rank 1" in done.stderr
     assert time.time() - start < 240
+
+
+def test_only_rank_0_prints_the_run_summary(fashion, tmp_path):
+    done = _torchrun(2, "train", "--data", fashion, "--train-subset", "256", "--batch-size", "64", "--val-subset",
+                     "100", "--epochs", "1", "--quiet", "--out", str(tmp_path / "ddp"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best val top-1") == 1 and done.stdout.count("run folder:") == 1, done.stdout
+    assert "at epoch -1" not in done.stdout
