@@ -6,8 +6,8 @@ callers skip it and report (path, reason), or stop when strict. Rules:
 - not in any image format PIL reads: NotAnImage (a BadImage);
 - more than ``max_pixels`` (default ``MAX_PIXELS``) pixels in the header (decompression bombs): TooManyPixels
   (a BadImage), before any pixel is allocated;
-- EXIF orientation is applied (ImageOps.exif_transpose), so width/height are as a viewer shows them;
-- 16-bit greyscale ("I;16", "I") is scaled to 8 bits: v8 = round(v16 * 255 / 65535);
+- EXIF orientation is applied (as ImageOps.exif_transpose, after the 8-bit conversion), so width/height are as a viewer shows them;
+- 16-bit greyscale ("I;16", "I") is scaled to 8 bits: v8 = round(v16 * 255 / 65535), a band of rows at a time;
 - transparency (RGBA, LA, P with transparency) is composited over white;
 - CMYK, P, YCbCr, 1, L, ... become RGB (3 channels) or L (1 channel, ITU-R 601 luma);
 - ``size``: rescale so the SHORT side is ``size`` and take the central size x size square [4]; ``rule``
@@ -24,13 +24,19 @@ from dataclasses import dataclass
 from typing import BinaryIO, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # as torchvision
 MAX_PIXELS = 89_478_485        # PIL's default Image.MAX_IMAGE_PIXELS (about 0.25 GB of RGB at 8 bits)
 GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N"})
 SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N"})
+PLAIN_GREY_MODES = SIXTEEN_BIT_MODES | {"1", "L"}     # grey without alpha
 ORIENTATION_TAG = 0x0112
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}          # EXIF orientation -> the transposition that displays it
+STRIP_ROWS = 256             # rows converted at a time (see _convert)
+BYTES_PER_PIXEL = 12         # decode_image's peak memory, per pixel of the source (measured up to 9.8: RGBA)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError,
                   Image.DecompressionBombError)
 
@@ -155,10 +161,15 @@ def decode_image(source: str | os.PathLike | BinaryIO, *, channels: int, size: i
             if size is not None and img.format == "JPEG" and rule == "square":
                 img.draft(img.mode, (size, size))   # DCT-domain downscale, never below size x size
             img.load()
-            ImageOps.exif_transpose(img, in_place=True)
-            pixels = _convert(img, channels)
+            method = TRANSPOSE.get(img.getexif().get(ORIENTATION_TAG, 1))
+            grey = img.mode in PLAIN_GREY_MODES          # resized as L, made RGB at the end: the same pixels
+            pixels = _convert(img, 1 if grey else channels)     # 8 bits first, then the rotation (they commute)
+            if method is not None:
+                pixels = pixels.transpose(method)
             if size is not None:
                 pixels = center_square(pixels, size) if rule == "square" else torchvision_square(pixels, size)
+            if grey and channels == 3:
+                pixels = pixels.convert("RGB")
             array = np.asarray(pixels, dtype=np.uint8)
         except BadImage:
             raise
@@ -170,19 +181,32 @@ def decode_image(source: str | os.PathLike | BinaryIO, *, channels: int, size: i
 
 
 def _convert(img: Image.Image, channels: int) -> Image.Image:
-    """``img`` as an "L" (channels=1) or "RGB" (channels=3) image, by the rules in the module docstring."""
+    """``img`` as an "L" (channels=1) or "RGB" (channels=3) image, by the rules in the module docstring. Every rule
+    is per pixel, so it runs on bands of ``STRIP_ROWS`` rows pasted into the result: besides the decoded source,
+    only the 8-bit result and one band's temporaries exist (no full-size int64 or RGBA copies)."""
+    target = "L" if channels == 1 else "RGB"
+    if img.mode == target:
+        return img
+    if img.mode == "F":
+        raise BadImage("floating-point pixels (mode F) have no defined 8-bit scale; save it as 8- or 16-bit")
+    width, height = img.size
+    out = Image.new(target, img.size)
+    for top in range(0, height, STRIP_ROWS):
+        band = img.crop((0, top, width, min(height, top + STRIP_ROWS)))
+        out.paste(_convert_band(band, target), (0, top))
+    return out
+
+
+def _convert_band(img: Image.Image, target: str) -> Image.Image:
     mode = img.mode
     if mode in SIXTEEN_BIT_MODES:
         values = np.asarray(img).astype(np.int64)                       # big/little endian handled by numpy
         values = (np.clip(values, 0, 65535) * 255 + 32767) // 65535     # round(v * 255 / 65535)
         img = Image.fromarray(values.astype(np.uint8), "L")
-    elif mode == "F":
-        raise BadImage("floating-point pixels (mode F) have no defined 8-bit scale; save it as 8- or 16-bit")
     elif mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(white, rgba).convert("RGB")
-    target = "L" if channels == 1 else "RGB"
     return img if img.mode == target else img.convert(target)
 
 
