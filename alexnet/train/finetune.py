@@ -30,7 +30,7 @@ from torch import nn
 
 from alexnet.checkpoint import Checkpoint, ModelSpec
 from alexnet.errors import UsageError
-from alexnet.weights import kind_of, read_weights
+from alexnet.weights import check_values, kind_of, read_weights
 
 _TOWER = re.compile(r"^towers\.\d+\.")
 
@@ -130,6 +130,7 @@ def read_init(path: str) -> tuple[dict[str, torch.Tensor], ModelSpec | None, lis
                              "then pass --init CKPT")
         raise UsageError(f"{label} is not a checkpoint or state dict (neither a torch file nor safetensors)")
     weights = read_weights(path, label=label)
+    check_values(weights.tensors, label)          # floating point and finite, each bad tensor named
     if weights.kind != "checkpoint":
         return weights.tensors, None, None
     ckpt = Checkpoint.from_dict(weights.checkpoint, label)

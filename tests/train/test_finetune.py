@@ -176,3 +176,27 @@ def test_a_fine_tuned_run_resumes_exactly_without_reading_init_again(source, tmp
     a, b = _state(str(tmp_path / "a" / "last.pt")), _state(str(tmp_path / "b" / "last.pt"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resume_config(tmp_path / "b").init == str(init)
+
+
+@pytest.mark.parametrize("damage, named", [
+    ("nan", "features.conv1.weight (1 NaN)"), ("int32", "floating point"),
+], ids=["non-finite", "int32"])
+def test_init_refuses_non_finite_or_integer_weights_naming_each(tmp_path, capsys, damage, named):
+    """Issue 23: a NaN (or an int32 state dict, truncated on loading) is refused before training starts."""
+    from alexnet.models import create_model
+    torch.manual_seed(0)
+    state = create_model("alexnet_small", num_classes=3, in_channels=1).state_dict()
+    if damage == "nan":
+        state["features.conv1.weight"][0, 0, 0, 0] = float("nan")
+    else:
+        state = {key: value.to(torch.int32) for key, value in state.items()}
+    torch.save(state, tmp_path / "init.pth")
+    from alexnet.train.finetune import read_init
+    with pytest.raises(Exception) as refused:
+        read_init(str(tmp_path / "init.pth"))
+    assert type(refused.value).__name__ == "UsageError" and named in str(refused.value)
+    data = idx_folder(tmp_path / "three", n_train=16, n_test=4, size=28, classes=3)
+    code = main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--init", str(tmp_path / "init.pth"),
+                 "--epochs", "1", "--batch-size", "8", "--crop-size", "28", "--model", "alexnet_small"])
+    err = capsys.readouterr().err
+    assert code == 2 and named in err and "Traceback" not in err, err
