@@ -6,8 +6,10 @@ ahead of the network, so decoding overlaps inference; results and skipped files 
 from __future__ import annotations
 
 import io
+import math
 import os
 import sys
+import unicodedata
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +24,7 @@ from alexnet.inference.evaluate import predict_probs
 from alexnet.util.machine import usable_cpus
 from alexnet.util.progress import Progress
 
+ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 PROGRESS_FROM = 512          # images: a progress bar (stderr) for folders at least this large
 
 
@@ -110,8 +113,8 @@ class Predictor:
         if len(images) == 0:
             return []
         values, indices = self.probabilities(images).topk(min(k, len(self.classes)), dim=1)
-        return [[{"label": self.classes[i], "index": i, "prob": v} for v, i in zip(vals, idxs)]
-                for vals, idxs in zip(values.tolist(), indices.tolist())]
+        return [[{"label": self.classes[i], "index": i, "prob": v if math.isfinite(v) else None}   # JSON's null
+                 for v, i in zip(vals, idxs)] for vals, idxs in zip(values.tolist(), indices.tolist())]
 
 
 def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool | None = None, device: str = "auto",
@@ -130,13 +133,27 @@ def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool
             results.append({"path": path, "topk": top})
         else:
             skipped.append((path, reason))
-            print(f"skipped {path}: {reason}", file=sys.stderr)
+            print(f"skipped {printable(path)}: {printable(reason)}", file=sys.stderr)
+    broken = sum(any(t["prob"] is None for t in r["topk"]) for r in results)
+    if broken:
+        print(f"warning: {printable(checkpoint)} gives probabilities that are not finite (NaN or infinity) for "
+              f"{broken} of {len(results)} image(s), shown as null (n/a); its weights are broken (a diverged run?)",
+              file=sys.stderr)
     return results, skipped
 
 
+def printable(text: str) -> str:
+    """``text`` with its control characters (newlines, carriage returns, escape sequences) written as Python
+    escapes: a file name cannot start a line of its own or rewrite the terminal."""
+    return "".join(ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}")
+                   if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+
+
 def format_predictions(results: list[dict]) -> str:
+    """One line an image: ``path: label prob, ...``, names escaped (``printable``), a non-finite prob as n/a."""
     lines = []
     for r in results:
-        best = ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["topk"])
-        lines.append(f"{r['path']}: {best}")
+        best = ", ".join(f"{printable(str(t['label']))} {'n/a' if t['prob'] is None else format(t['prob'], '.3f')}"
+                         for t in r["topk"])
+        lines.append(f"{printable(r['path'])}: {best}")
     return "\n".join(lines)
