@@ -13,6 +13,7 @@ from torch import nn
 
 from alexnet.checkpoint import Checkpoint, ModelSpec
 from alexnet.data import open_dataset
+from alexnet.data.augment import resized_shape
 from alexnet.data.loader import BatchLoader
 from alexnet.data.preprocessing import Preprocessing
 from alexnet.errors import UsageError
@@ -107,6 +108,29 @@ def open_data(cfg, rank: int):
     return train_set, val_set
 
 
+def check_crop(cfg, train_set) -> None:
+    """--crop-size fits the stored (or --resize-to'd) images: checked before a model is built for that size."""
+    height, width = train_set.images.shape[1:3]
+    if cfg.resize_to:
+        height, width = resized_shape(height, width, cfg.resize_to)
+    if cfg.crop_size > min(height, width):
+        raise UsageError(f"--crop-size {cfg.crop_size} is larger than the {height}x{width} images"
+                         + (f" resized by --resize-to {cfg.resize_to}" if cfg.resize_to else "")
+                         + "; lower --crop-size or raise --resize-to")
+
+
+def _build_model(spec: ModelSpec, towers: tuple | None) -> nn.Module:
+    """``spec``'s model; one too large for this machine at its input size is a sentence, not an allocator's error."""
+    try:
+        return spec.build(towers=towers)
+    except (RuntimeError, MemoryError) as err:
+        if not isinstance(err, MemoryError) and "alloc" not in str(err):
+            raise
+        raise UsageError(f"{spec.name} at {spec.input_size} px inputs does not fit in memory "
+                         f"({str(err).splitlines()[0] if str(err) else 'out of memory'}); lower --crop-size or "
+                         "--resize-to") from None
+
+
 def build_parts(cfg, train_set, val_set, *, device: torch.device, rank: int, world_size: int, towers: tuple | None,
                 resumed: Checkpoint | None, log) -> Parts:
     """The preprocessing (the resumed run's, else the training set's statistics [4]), the loader, the model
@@ -121,9 +145,10 @@ def build_parts(cfg, train_set, val_set, *, device: torch.device, rank: int, wor
                          shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device,
                          threads=cfg.loader_threads)
     check_training_set(train_set, loader, cfg)
+    check_crop(cfg, train_set)
     classes, channels = train_set.classes, train_set.images.shape[-1]
     spec = resumed.model if resumed else ModelSpec(cfg.model, len(classes), channels, input_size, dict(cfg.model_kwargs))
-    model = spec.build(towers=towers)
+    model = _build_model(spec, towers)
     finetune.prepare(model, cfg, spec, classes, resumed=resumed is not None, log=log, warn=rank == 0)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format) if towers else model.to(device, memory_format=memory_format)

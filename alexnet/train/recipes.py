@@ -245,20 +245,27 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
     return cfg
 
 
-# field -> (rule, what the rule says): every numeric TrainConfig field must be listed (tests/cli/test_main.py)
+# field -> (rule, what the rule says): every numeric TrainConfig field must be listed (tests/cli/test_main.py).
+# Integers with a ceiling are those whose absurd values cost memory or overflow (tests/train/test_recipes_ranges.py).
+MAX_SIDE = 4096                           # alexnet.util.checks.MAX_INPUT_ELEMENTS's side: above any model's input
 RULES = {
     "positive": (lambda v: v > 0, "> 0"), "non-negative": (lambda v: v >= 0, ">= 0"),
     "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "any": (lambda v: True, "a number"),
+    "side": (lambda v: 0 <= v <= MAX_SIDE, f"in [0, {MAX_SIDE}] (pixels)"),
+    "positive side": (lambda v: 0 < v <= MAX_SIDE, f"in [1, {MAX_SIDE}] (pixels)"),
+    "padding": (lambda v: 0 <= v <= 256, "in [0, 256] (pixels)"),
+    "seed": (lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)"),
+    "threads": (lambda v: 1 <= v <= 256, "in [1, 256]"), "processes": (lambda v: 0 <= v <= 1024, "in [0, 1024]"),
 }
 RANGES = {
     "epochs": "positive", "batch_size": "positive", "lr": "positive", "momentum": "fraction",
     "weight_decay": "non-negative", "bias_lr_mult": "non-negative", "label_smoothing": "fraction",
     "clip_grad_norm": "non-negative",
     "warmup_epochs": "non-negative", "plateau_patience": "non-negative", "plateau_max_drops": "non-negative",
-    "image_size": "positive", "crop_size": "non-negative", "resize_to": "non-negative", "padding": "non-negative",
-    "pca_std": "non-negative", "pixel_scale": "positive", "val_fraction": "fraction", "seed": "non-negative",
-    "workers": "non-negative", "max_steps": "non-negative", "train_subset": "non-negative",
-    "eval_batch_size": "positive", "val_subset": "non-negative", "loader_threads": "positive",
+    "image_size": "positive side", "crop_size": "side", "resize_to": "side", "padding": "padding",
+    "pca_std": "non-negative", "pixel_scale": "positive", "val_fraction": "fraction", "seed": "seed",
+    "workers": "processes", "max_steps": "non-negative", "train_subset": "non-negative",
+    "eval_batch_size": "positive", "val_subset": "non-negative", "loader_threads": "threads",
     "diagnose": "non-negative", "head_lr_mult": "positive",
 }
 DEVICE = re.compile(r"(auto|cpu|mps|cuda(:\d+)?)")
@@ -274,6 +281,7 @@ def check_ranges(cfg: TrainConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"{flag} must be a number, got {value!r}")
         if not math.isfinite(value) or not ok(value):
-            raise UsageError(f"{flag} must be {'a finite number' if f.type == 'float' else 'an integer'} {says}, got {value}")
+            raise UsageError(f"{flag} must be {'a finite number' if f.type == 'float' else 'an integer'} {says}, "
+                             f"got {value}")
     if not DEVICE.fullmatch(cfg.device):
         raise UsageError(f"--device {cfg.device!r} is not a device; use auto, cpu, cuda or cuda:N")
