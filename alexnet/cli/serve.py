@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
+import gc
 import ipaddress
 import os
 import re
@@ -13,6 +15,8 @@ from alexnet.cli import flags
 from alexnet.util import checks
 from alexnet.errors import UsageError
 
+MOST = {"--workers": 64, "--max-batch": 4096, "--threads": 1024, "--topk": 100_000}   # beyond: a typo, not a wish
+MOST_PIXELS = 1 << 30        # --max-pixels: 1 Gi pixels (decoding one may take 12 bytes per pixel: docs/inference.md)
 UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
@@ -56,6 +60,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="threads per inference call, PyTorch's and onnxruntime's (default 0: one per core); on a "
                         "machine busy with other work, 1 keeps batch-1 latency steady (docs/inference/)")
+    p.add_argument("--read-timeout", type=float, default=30.0, metavar="S",
+                   help="close a client that sends no headers, or no body bytes, for this many seconds (default: 30)")
+    p.add_argument("--model-details", action="store_true",
+                   help="GET /model also shows the checkpoint's data source and training config (paths of this machine)")
     p.add_argument("--access-log", action="store_true", help="log every request (uvicorn's access log)")
     p.set_defaults(func=_serve)
 
@@ -72,15 +80,25 @@ def settings_from(args: argparse.Namespace):
     checks.at_least(args.max_batch, 1, "--max-batch")
     checks.at_least(args.workers, 1, "--workers")
     checks.at_least(args.threads, 0, "--threads")
+    for flag, most in MOST.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        if value > most:
+            raise UsageError(f"{flag} {value} is more than this server takes (at most {most:,})")
+    if not 0 < args.read_timeout <= 3600:
+        raise UsageError(f"--read-timeout must be in (0, 3600] seconds, got {args.read_timeout:g}")
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not 0 <= args.batch_window_ms <= 10_000:
         raise UsageError(f"--batch-window-ms must be in [0, 10000], got {args.batch_window_ms}")
     max_pixels = _max_pixels() if args.max_pixels is None else parse_size(args.max_pixels, "--max-pixels")
+    if max_pixels > MOST_PIXELS:
+        raise UsageError(f"--max-pixels {max_pixels:,} is more than this server takes (at most {MOST_PIXELS:,}: "
+                         "decoding one such image could take over 12 GB)")
     return Settings(checkpoint=args.checkpoint, topk=args.topk, max_bytes=parse_size(args.max_bytes, "--max-bytes"),
                     max_pixels=max_pixels, batch_window_ms=args.batch_window_ms,
                     max_batch=args.max_batch, device=args.device, backend=args.backend, ten_crop=args.ten_crop,
-                    threads=args.threads)
+                    threads=args.threads, host=args.host, model_details=args.model_details,
+                    read_timeout_s=args.read_timeout)
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -106,13 +124,16 @@ def listen(host: str, port: int) -> socket.socket:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from alexnet.serve.app import ENVIRONMENT, create_app, load_predictor, settings_json
+    from alexnet.serve.guards import TimedProtocol
     settings = settings_from(args)
     sock = listen(args.host, args.port)
     try:
         predictor = load_predictor(settings)        # once, here: a bad checkpoint is a clear message, exit 2
         host, port = sock.getsockname()[:2]
         print(banner(predictor, settings, host, port, args.workers), flush=True)
-        common = dict(log_level="info", access_log=args.access_log, timeout_graceful_shutdown=30, lifespan="on")
+        TimedProtocol.timeout = settings.read_timeout_s
+        common = dict(log_level="info", access_log=args.access_log, timeout_graceful_shutdown=30, lifespan="on",
+                      http=TimedProtocol)
         # uvicorn drains on SIGTERM, then raises the signal again for the handler it found: this one ends
         # the command with 0 (cli.main's own would turn it into Terminated, 143)
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -120,6 +141,8 @@ def _serve(args: argparse.Namespace) -> int:
             uvicorn.Server(uvicorn.Config(create_app(predictor, settings), **common)).run(sockets=[sock])
         else:
             del predictor                           # checked; each worker process loads its own
+            gc.collect()
+            release_freed_memory()                  # the parent keeps no copy of the model's memory
             os.environ[ENVIRONMENT] = settings_json(settings)
             config = uvicorn.Config("alexnet.serve.app:app_from_environment", factory=True, workers=args.workers, **common)
             from uvicorn.supervisors import Multiprocess
@@ -128,6 +151,14 @@ def _serve(args: argparse.Namespace) -> int:
         sock.close()
     print("alexnet serve: stopped", flush=True)
     return 0
+
+
+def release_freed_memory() -> None:
+    """Give freed heap memory back to the OS (glibc's malloc_trim; elsewhere nothing)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def banner(predictor, settings, host: str, port: int, workers: int) -> str:

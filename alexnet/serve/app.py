@@ -13,8 +13,11 @@ body; 422 a multipart body without its ``file`` field.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -23,20 +26,21 @@ from importlib import resources
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import ClientDisconnect, Request
+from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from alexnet.serve.batcher import MicroBatcher
+from alexnet.serve.body import Problem, upload
+from alexnet.serve.guards import HostCheck, TimedProtocol, allowed_names
 from alexnet.data.decode import MAX_PIXELS, BadImage, NotAnImage, TooManyPixels
 from alexnet.inference.predict import Predictor
+from alexnet.util.machine import usable_cpus
 
 ENVIRONMENT = "ALEXNET_SERVE"          # the settings, as JSON, for worker processes (--workers > 1)
-IMAGE_TYPES = ("image/",)
-NEUTRAL_TYPES = ("", "application/octet-stream",     # no claim either way: the bytes decide
-                 "application/x-www-form-urlencoded")   # (curl --data-binary's default)
+LOG = logging.getLogger("uvicorn.error")
 
 
 @dataclass
@@ -51,20 +55,18 @@ class Settings:
     backend: str | None = "auto"      # alexnet.inference.backends.auto_backend for a stream of single images
     ten_crop: bool | None = None
     threads: int = 0                  # threads per inference call, torch and onnxruntime (0: as they are)
-
-
-class Problem(Exception):
-    """A request the server refuses: its HTTP status and a sentence saying what was wrong."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+    host: str = "127.0.0.1"           # the bound address: the Host names answered (alexnet.serve.guards)
+    model_details: bool = False       # /model also shows the checkpoint's data source and training config
+    read_timeout_s: float = 30.0      # a client silent this long while sending headers or body is dropped
 
 
 def load_predictor(settings: Settings) -> Predictor:
     if settings.threads:
         import torch
         torch.set_num_threads(settings.threads)       # process-wide: serve's process (or worker) is ours
+    from PIL import Image
+    if Image.MAX_IMAGE_PIXELS is not None and settings.max_pixels > Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = settings.max_pixels  # PIL refuses at twice this: --max-pixels is the limit
     return Predictor(settings.checkpoint, ten_crop=settings.ten_crop, device=settings.device,
                      backend=settings.backend, batch_size=max(settings.max_batch, 1),
                      intra_op_threads=settings.threads)
@@ -76,12 +78,14 @@ def create_app(predictor: Predictor, settings: Settings) -> Starlette:
                            max_batch=settings.max_batch)
     card = model_card(predictor, settings)
     page = (resources.files("alexnet.serve") / "static" / "index.html").read_text(encoding="utf-8")
+    decoding = asyncio.Semaphore(usable_cpus())      # decodes in flight: one per core, the rest wait their turn
 
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
-        data = await upload(request, settings.max_bytes)
+        data = await upload(request, settings.max_bytes, settings.read_timeout_s)
         try:
-            image = await run_in_threadpool(predictor.decode_bytes, data, settings.max_pixels)
+            async with decoding:
+                image = await run_in_threadpool(predictor.decode_bytes, data, settings.max_pixels)
         except TooManyPixels as err:
             raise Problem(413, f"{err} (this server's limit: --max-pixels {settings.max_pixels:,})") from None
         except NotAnImage as err:
@@ -89,6 +93,11 @@ def create_app(predictor: Predictor, settings: Settings) -> Starlette:
         except BadImage as err:
             raise Problem(400, f"cannot decode the image: {err}") from None
         topk = await batcher.submit(image)
+        if not all(isinstance(t["prob"], float) and math.isfinite(t["prob"]) for t in topk):   # NaN, or None for it
+            LOG.error("the model's output is not finite (NaN or infinity) for a %d-byte upload: its weights are "
+                      "probably broken (check them with `alexnet convert` or retrain); answered 503", len(data))
+            raise Problem(503, "the model's output for this image is not a number (NaN or infinity): the served "
+                               "weights are broken, so no answer can be given; the server's log says more")
         return JSONResponse({"topk": topk, "model": card["name"],
                              "ms": round((time.perf_counter() - started) * 1000, 2)})
 
@@ -107,7 +116,8 @@ def create_app(predictor: Predictor, settings: Settings) -> Starlette:
               Route("/healthz", healthz),
               Mount("/static", StaticFiles(packages=[("alexnet.serve", "static")]), name="static")]
     handlers = {Problem: _problem, HTTPException: _http_error, Exception: _server_error}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan,
+                    middleware=[Middleware(HostCheck, names=allowed_names(settings.host))])
     app.state.batcher, app.state.predictor = batcher, predictor
     return app
 
@@ -115,69 +125,13 @@ def create_app(predictor: Predictor, settings: Settings) -> Starlette:
 def app_from_environment() -> Starlette:
     """The app of one worker process of ``alexnet serve --workers N``: the settings come in $ALEXNET_SERVE."""
     settings = Settings(**json.loads(os.environ[ENVIRONMENT]))
+    TimedProtocol.timeout = settings.read_timeout_s
     return create_app(load_predictor(settings), settings)
 
 
-async def upload(request: Request, max_bytes: int) -> bytes:
-    """The image's bytes: a multipart body's ``file`` part, or the whole body. Raises Problem."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await read_body(request, max_bytes)
-    if media != "multipart/form-data":
-        check_media_type(media, "the body's Content-Type")
-        return body
-
-    async def once():
-        yield body
-    try:
-        form = await MultiPartParser(request.headers, once(), max_files=4, max_fields=16).parse()
-    except MultiPartException as err:
-        raise Problem(400, f"malformed multipart body: {err.message}") from None
-    try:
-        part = form.get("file")
-        if part is None or isinstance(part, str):
-            raise Problem(422, "the multipart body has no file field named 'file'; send the image as "
-                               "file=@photo.jpg (curl -F), or as the raw body" + (f" (fields: {', '.join(form)})"
-                                                                                     if form else ""))
-        check_media_type((part.content_type or "").split(";")[0].strip().lower(), "the 'file' part's Content-Type")
-        return await part.read()
-    finally:
-        await form.close()
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refused with 413 from its Content-Length before any of it is read, or as soon as a streamed
-    (chunked) body passes ``max_bytes``."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise Problem(400, f"Content-Length {declared!r} is not a number of bytes")
-        if int(declared) > max_bytes:
-            raise Problem(413, too_large(f"{int(declared):,} bytes", max_bytes))
-    chunks, total = [], 0
-    try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_bytes:
-                raise Problem(413, too_large(f"over {max_bytes:,} bytes (stopped reading there)", max_bytes))
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise Problem(400, "the client went away before the body was sent") from None
-    return b"".join(chunks)
-
-
-def too_large(size: str, max_bytes: int) -> str:
-    return f"the body is {size}; this server takes at most {max_bytes:,} (--max-bytes): send a smaller image"
-
-
-def check_media_type(media: str, what: str) -> None:
-    if media in NEUTRAL_TYPES or media.startswith(IMAGE_TYPES):
-        return
-    raise Problem(415, f"{what} is {media}, not an image type; send image/png, image/jpeg, ... or "
-                       "application/octet-stream, or a multipart form with the image in 'file'")
-
-
 def model_card(predictor: Predictor, settings: Settings) -> dict:
-    """What ``GET /model`` answers: the network, its classes, its input and preprocessing, where it came from."""
+    """What ``GET /model`` answers: the network, its classes, its input and preprocessing, its size; where it came
+    from (data path, training config: absolute paths of this machine) only with ``--model-details``."""
     info, prep = predictor.info, predictor.preprocessing
     preprocessing = {key: getattr(prep, key) for key in ("image_size", "channels", "crop_size", "resize_to",
                                                          "normalization", "pixel_scale")}
@@ -189,7 +143,8 @@ def model_card(predictor: Predictor, settings: Settings) -> dict:
             "preprocessing": preprocessing, "parameters": parameter_count(predictor),
             "backend": predictor.loaded.backend, "device": str(predictor.loaded.device), "threads": threads(predictor),
             "checkpoint": {"file": os.path.basename(settings.checkpoint), "bytes": os.path.getsize(settings.checkpoint),
-                           "model": info.model.to_dict(), "data_source": prep.source, "config": info.config},
+                           "model": info.model.to_dict(),
+                           **({"data_source": prep.source, "config": info.config} if settings.model_details else {})},
             "limits": {"max_bytes": settings.max_bytes, "max_pixels": settings.max_pixels, "topk": settings.topk,
                        "batch_window_ms": settings.batch_window_ms, "max_batch": settings.max_batch}}
 

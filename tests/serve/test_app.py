@@ -29,6 +29,7 @@ from alexnet.serve.app import Settings, create_app, load_predictor  # noqa: E402
 from serve_fixtures import bomb_png, fashion_files, png_bytes, quick_checkpoint, real_bomb_png  # noqa: E402
 
 MAX_BYTES = 400_000
+LOCAL = "http://127.0.0.1"      # the Host the app answers (alexnet.serve.guards)
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,8 @@ def predictor(checkpoint):
 
 @pytest.fixture(scope="module")
 def client(checkpoint, predictor):
-    with TestClient(create_app(predictor, Settings(checkpoint, max_bytes=MAX_BYTES)),
-                    raise_server_exceptions=False) as client:
+    with TestClient(create_app(predictor, Settings(checkpoint, max_bytes=MAX_BYTES, model_details=True)),
+                    base_url=LOCAL, raise_server_exceptions=False) as client:
         yield client
 
 
@@ -132,7 +133,7 @@ def test_a_real_decompression_bomb_is_refused_before_its_pixels_exist(client):
 
 
 def test_max_pixels_is_the_servers_limit(checkpoint, predictor):
-    with TestClient(create_app(predictor, Settings(checkpoint, max_pixels=500))) as small:
+    with TestClient(create_app(predictor, Settings(checkpoint, max_pixels=500)), base_url=LOCAL) as small:
         reply = small.post("/predict", content=PNG, headers={"content-type": "image/png"})
     assert reply.status_code == 413 and "--max-pixels 500" in reply.json()["error"]
 
@@ -250,7 +251,7 @@ def test_an_onnx_export_serves_the_same_answers(checkpoint, client, tmp_path):
     onnx_file = str(tmp_path / "model.onnx")
     export_checkpoint(checkpoint, "onnx", onnx_file)
     settings = Settings(onnx_file)
-    with TestClient(create_app(load_predictor(settings), settings)) as served:
+    with TestClient(create_app(load_predictor(settings), settings), base_url=LOCAL) as served:
         card = served.get("/model").json()
         assert card["backend"] == "onnxruntime" and card["parameters"] == 544_074      # counted on the meta device
         got = served.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
@@ -269,7 +270,7 @@ def test_serve_runs_backend_auto_for_a_stream(checkpoint, client, monkeypatch):
     assert build_parser().parse_args(["serve", checkpoint]).backend == Settings(checkpoint).backend == "auto"
     monkeypatch.setattr(backends, "ONNXRUNTIME_FASTER", frozenset({"alexnet_small"}))
     settings = Settings(checkpoint)
-    with TestClient(create_app(load_predictor(settings), settings)) as served:
+    with TestClient(create_app(load_predictor(settings), settings), base_url=LOCAL) as served:
         assert served.get("/model").json()["backend"] == "onnxruntime"
         got = served.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
     want = client.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
@@ -286,7 +287,7 @@ def test_threads_sets_the_threads_of_each_inference_call(checkpoint, backend, ca
     before = torch.get_num_threads()
     try:
         settings = Settings(checkpoint, backend=backend, threads=1)
-        with TestClient(create_app(load_predictor(settings), settings)) as served:
+        with TestClient(create_app(load_predictor(settings), settings), base_url=LOCAL) as served:
             assert served.get("/model").json()["threads"] == 1
             assert served.post("/predict", content=PNG, headers={"content-type": "image/png"}).status_code == 200
     finally:

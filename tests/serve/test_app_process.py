@@ -68,11 +68,11 @@ def test_an_oversized_body_is_refused_before_it_is_read(checkpoint):
     with start_server(checkpoint, "--max-bytes", "100KB") as (proc, url):
         host, port = url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                          b"Content-Length: 1000000000\r\n\r\n" + b"\0" * 1000)
             assert _response_status(sock) == 413
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
             sock.setblocking(False)
             sent, chunk, status = 0, b"%x\r\n%s\r\n" % (16384, b"\0" * 16384), None
