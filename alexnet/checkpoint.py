@@ -33,7 +33,7 @@ from torch import nn
 from alexnet.data.preprocessing import Preprocessing
 from alexnet.errors import UsageError
 from alexnet.util.atomic import atomic_path
-from alexnet.weights import FORMAT, load_checked
+from alexnet.weights import FORMAT, export_kind, load_checked
 
 REQUIRED = ("model", "classes", "config", "data", "state_dict")   # what eval, predict and resume read
 MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
@@ -165,6 +165,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint {path} does not exist")
+    if kind := export_kind(path):
+        raise UsageError(f"{path} is an {kind} export; this command needs the training checkpoint (.pt) it was "
+                         f"exported from: an {kind} export has no layers to read")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -54,6 +54,26 @@ def kind_of(path: Path) -> str:
     return "caffemodel"
 
 
+def export_kind(path: Path) -> str | None:
+    """"ONNX", "safetensors" or "TorchScript" when ``path`` is such an export (``alexnet export``), by its bytes
+    (an ONNX model starts with its ir_version field, 0x08) or a TorchScript archive's code; else None."""
+    import zipfile
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if path.suffix.lower() == ".onnx" or head[:1] == b"\x08":
+        return "ONNX"
+    if kind_of(path) == "safetensors":
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if any(name.endswith("/constants.pkl") or "/code/" in name for name in archive.namelist()):
+                    return "TorchScript"
+        except (OSError, zipfile.BadZipFile):
+            return None
+    return None
+
+
 def read_weights(path: str | os.PathLike, *, label: str | None = None, hint: str = "") -> Weights:
     """The tensors of ``path``. ``label``: how errors name the file (default: the path; e.g. "--init PATH");
     ``hint``: what errors add after "; " (e.g. which files are understood)."""

@@ -94,3 +94,19 @@ def test_ten_class_checkpoint_into_thousand_class_model_names_layer_and_shapes()
     thousand = alexnet.create_model("alexnet_small", num_classes=1000)
     with pytest.raises(UsageError, match=r"classifier\.fc8\.weight.*\(10, 256\).*\(1000, 256\)"):
         load_state_dict_checked(thousand, ten)
+
+
+def test_an_export_given_as_a_checkpoint_is_named_as_such(tmp_path):
+    """Issue 23: features/show (load_checkpoint) given an export say it is one, not 'would run code'."""
+    import pytest
+    import torch
+    from safetensors.torch import save_file
+    from alexnet.checkpoint import load_checkpoint
+    from alexnet.errors import UsageError
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "m.safetensors"))
+    torch.jit.save(torch.jit.script(torch.nn.ReLU()), str(tmp_path / "m.torchscript.pt"))
+    for name, kind in (("m.onnx", "ONNX"), ("m.safetensors", "safetensors"), ("m.torchscript.pt", "TorchScript")):
+        with pytest.raises(UsageError) as refused:
+            load_checkpoint(tmp_path / name)
+        assert f"is an {kind} export" in str(refused.value) and "has no layers to read" in str(refused.value)
