@@ -113,3 +113,21 @@ def test_a_byte_order_mark_is_not_part_of_class_0(tmp_path, capsys, owt_state):
     from alexnet.checkpoint import Checkpoint
     code, _ = convert_pth(tmp_path, capsys, owt_state, b"\xef\xbb\xbfcat\r\ndog\r\nemu\r\n")
     assert code == 0 and Checkpoint.load(tmp_path / "out.pt").classes == ["cat", "dog", "emu"]
+
+
+def test_convert_onto_a_full_disk_is_one_sentence(tmp_path, capsys, owt_state, monkeypatch):
+    """Issue 23 (8): the NoSpace sentence, no traceback, the earlier file kept (a regression test: it held)."""
+    import errno
+    import alexnet.checkpoint
+
+    def full(obj, f):
+        f.write(b"part")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    (tmp_path / "out.pt").write_bytes(b"earlier")
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    weights = save_pth(tmp_path, owt_state)
+    monkeypatch.setattr(alexnet.checkpoint.torch, "save", full)
+    code = main(["convert", weights, "--out", str(tmp_path / "out.pt"), "--classes", str(tmp_path / "classes.txt")])
+    err = capsys.readouterr().err
+    assert code == 1 and "no space left on device" in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "out.pt").read_bytes() == b"earlier"
