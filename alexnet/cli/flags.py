@@ -85,4 +85,4 @@ def seeds(p: argparse.ArgumentParser, help: str, default: int | None = None, met
 
 def seed(p: argparse.ArgumentParser, of: str) -> None:
     """``--seed``: prepare's held-out order, show neighbors' query draw."""
-    p.add_argument("--seed", type=int, default=0, help=f"seed of {of} (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help=f"seed of {of}, >= 0 (default: 0)")

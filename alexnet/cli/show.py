@@ -27,19 +27,24 @@ def _features(args: argparse.Namespace) -> int:
 
 def _kernels(args: argparse.Namespace) -> int:
     from alexnet.inspection.show import show_kernels
-    checks.writable_file(args.out, "--out")
+    if args.out is not None:
+        checks.figure_file(args.out, "--out")
     shown = show_kernels(args.checkpoint, args.out)
     print(f"{shown['png']}: {shown['model']} " + " | ".join(f"{label}" for label, _ in shown["blocks"]))
     return 0
 
 
 def _neighbors(args: argparse.Namespace) -> int:
-    from alexnet.inspection.show import show_neighbors
+    from alexnet.inspection.show import MAX_K, MAX_QUERIES, show_neighbors
     from alexnet.train.parts import resolve_device
     checks.at_least(args.queries, 1, "--queries")
+    checks.at_most(args.queries, MAX_QUERIES, "--queries", " (one row of the figure each)")
     checks.at_least(args.k, 1, "--k")
+    checks.at_most(args.k, MAX_K, "--k", " (one column of the figure each)")
+    checks.at_least(args.seed, 0, "--seed")
     checks.at_least(args.batch_size, 1, "--batch-size")
-    checks.writable_file(args.out, "--out")
+    if args.out is not None:
+        checks.figure_file(args.out, "--out")
     info = show_neighbors(args.checkpoint, args.data, args.split, queries=args.queries, k=args.k, layer=args.layer,
                           out=args.out, seed=args.seed, batch_size=args.batch_size,
                           device=resolve_device(args.device),
@@ -79,7 +84,8 @@ def add_parsers(sub) -> None:
     figures = show.add_subparsers(dest="figure", metavar="FIGURE")
     p = figures.add_parser("kernels", help="the first conv layer's kernels as an image grid (the paper's Fig. 3)")
     p.add_argument("checkpoint")
-    p.add_argument("--out", metavar="PNG", help="image to write (default: kernels.png next to the checkpoint)")
+    p.add_argument("--out", metavar="IMAGE", help="image to write, in the format its suffix names: .png, .jpg, "
+                   ".pdf, .svg, .tif or .webp (default: kernels.png next to the checkpoint)")
     p.set_defaults(func=_kernels)
 
     p = figures.add_parser("neighbors", help="query images and the training images nearest in feature space "
@@ -87,8 +93,10 @@ def add_parsers(sub) -> None:
     p.add_argument("checkpoint")
     flags.data(p, "data of the queries and the training images (default: the checkpoint's)")
     _data_flags(p, "test")
-    p.add_argument("--queries", type=int, default=5, help="query images, drawn with --seed (default: 5)")
-    p.add_argument("--k", type=int, default=6, help="neighbours per query (default: 6, as in Fig. 4)")
+    p.add_argument("--queries", type=int, default=5, help="query images, drawn with --seed, at most 100 and at "
+                   "most the split's size (default: 5)")
+    p.add_argument("--k", type=int, default=6, help="neighbours per query, at most 50 (default: 6, as in Fig. 4)")
     flags.seed(p, "the query draw")
-    p.add_argument("--out", metavar="PNG", help="image to write (default: neighbors_<split>.png next to the checkpoint)")
+    p.add_argument("--out", metavar="IMAGE", help="image to write, in the format its suffix names (as for show "
+                   "kernels; default: neighbors_<split>.png next to the checkpoint)")
     p.set_defaults(func=_neighbors)

@@ -19,10 +19,19 @@ from alexnet.checkpoint import load_model
 from alexnet.errors import UsageError
 from alexnet.inspection.features import extract_features, layer_label, resolve_layer
 from alexnet.models import model_info
-from alexnet.util.plots import new_figure, save_figure
+from alexnet.util.atomic import atomic_path
+from alexnet.util.plots import new_figure
 from alexnet.train.parts import resolve_device
 
 DPI = 110   # plots.save_figure's
+MAX_QUERIES, MAX_K = 100, 50   # rows and columns of Fig. 4's grid: beyond them a figure is no use, and huge
+
+
+def save_image(fig: Figure, path: str | os.PathLike) -> None:
+    """``fig`` written whole to ``path`` in the format its suffix names (.png, .jpg, .pdf, .svg, ...; none: PNG)."""
+    suffix = os.path.splitext(str(path))[1].lower() or ".png"
+    with atomic_path(path, suffix=suffix) as tmp:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight", format=suffix[1:])
 
 
 def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -89,7 +98,7 @@ def plot_kernels(blocks: list[tuple[str, np.ndarray]], path: str | os.PathLike, 
         ax.set_title(label, fontsize=9)
         ax.set_axis_off()
     fig.suptitle(title, fontsize=10)
-    save_figure(fig, path)
+    save_image(fig, path)
     return fig
 
 
@@ -142,7 +151,7 @@ def plot_neighbors(query_images: np.ndarray, query_labels: np.ndarray, neighbor_
             _tile(axes[r, j + 1], neighbor_images[r, j], f"{j + 1}: {classes[label]}\nd={distances[r, j]:.3g}",
                   "green" if label == query_labels[r] else "red")
     fig.suptitle(title, fontsize=9, y=1 - 0.05 / height, va="top")
-    save_figure(fig, path)
+    save_image(fig, path)
     return fig
 
 
@@ -155,7 +164,15 @@ def show_neighbors(checkpoint: str, data: str | None = None, split: str = "test"
     out = out or os.path.join(os.path.dirname(os.path.abspath(checkpoint)), f"neighbors_{split}.png")
     train_set = ckpt.open_split("train", data=data, data_root=data_root, progress=progress)
     query_set = ckpt.open_split(split, data=data, data_root=data_root, progress=progress)
-    picks = np.sort(np.random.default_rng(seed).choice(len(query_set), size=min(queries, len(query_set)), replace=False))
+    if not 1 <= queries <= min(len(query_set), MAX_QUERIES):   # before any feature is computed
+        raise UsageError(f"--queries {queries}: choose 1 to {min(len(query_set), MAX_QUERIES)} (the {split} split "
+                         f"has {len(query_set)} images; the figure shows at most {MAX_QUERIES} rows)")
+    if not 1 <= k <= min(len(train_set), MAX_K):
+        raise UsageError(f"--k {k} is more than the {len(train_set)} training images" if k > len(train_set) else
+                         f"--k {k}: choose 1 to {MAX_K} neighbours (one column of the figure each)")
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}")
+    picks = np.sort(np.random.default_rng(seed).choice(len(query_set), size=queries, replace=False))
     device = resolve_device(device)
     model = model.to(device)
     transform = ckpt.preprocessing.eval_transform()

@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import inspect
 import os
+import tempfile
 
 from alexnet.errors import UsageError
 
 MAX_INPUT_ELEMENTS = 3 * 4096 * 4096     # one image of 3 x 4096 x 4096: well above any model's real input
+# figure suffixes matplotlib writes, and the first bytes of an existing file that may be overwritten by one
+FIGURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".tif", ".tiff", ".webp")
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"%PDF", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF8")
+
+
+def _can_create_in(folder: str, path: str, flag: str) -> None:
+    """A file can really be created in ``folder`` (as root, os.access says yes even to /proc): try, then remove."""
+    try:
+        with tempfile.TemporaryFile(prefix=".alexnet-probe-", dir=folder):
+            pass
+    except OSError as err:
+        raise UsageError(f"{flag} {path}: cannot create a file in {folder} ({err.strerror})") from None
 
 
 def _writable_ancestor(path: str, flag: str) -> None:
@@ -23,6 +36,7 @@ def _writable_ancestor(path: str, flag: str) -> None:
         raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{flag} {path}: cannot write into {parent} (permission denied)")
+    _can_create_in(parent, path, flag)
 
 
 def writable_folder(path: str, flag: str) -> None:
@@ -32,6 +46,7 @@ def writable_folder(path: str, flag: str) -> None:
             raise UsageError(f"{flag} {path} is a file; it must be a folder (or not exist yet)")
         if not os.access(path, os.W_OK | os.X_OK):
             raise UsageError(f"{flag} {path}: cannot write into this folder (permission denied)")
+        _can_create_in(path, path, flag)
         return
     _writable_ancestor(path, flag)
 
@@ -47,9 +62,29 @@ def writable_file(path: str | None, flag: str) -> None:
     _writable_ancestor(path, flag)
 
 
+def figure_file(path: str, flag: str, suffixes: tuple[str, ...] = FIGURE_SUFFIXES) -> None:
+    """``path`` is writable, its suffix names a format the figure is written in, and it is not an existing file
+    other than an image (a figure never overwrites notes.txt, nor a file it was given by mistake)."""
+    writable_file(path, flag)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix not in suffixes:
+        raise UsageError(f"{flag} {path}: the file name must end in {', '.join(suffixes)} (the format written), "
+                         f"not {suffix or 'no suffix'}")
+    if os.path.isfile(path) and os.path.getsize(path):
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        if not head.startswith(IMAGE_MAGIC) and b"<svg" not in head:
+            raise UsageError(f"{flag} {path} exists and is not an image; refusing to overwrite it")
+
+
 def at_least(value: int, low: int, flag: str) -> None:
     if value < low:
         raise UsageError(f"{flag} must be >= {low}, got {value}")
+
+
+def at_most(value: int, high: int, flag: str, why: str = "") -> None:
+    if value > high:
+        raise UsageError(f"{flag} must be <= {high}{why}, got {value}")
 
 
 def input_size(size: int, channels: int, flag: str = "--input-size") -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ def paths(tmp_path):
     (tmp_path / "text.pt").write_text("this is a text file, not a checkpoint\n")
     torch.save({"format": FORMAT, "model": {"name": "alexnet_small"}}, tmp_path / "partial.pt")
     (tmp_path / "dir").mkdir()
+    (tmp_path / "notes.png").write_text("notes, not an image\n")
     return tmp_path
 
 
@@ -73,14 +75,59 @@ CASES = [
     (["predict", "{p}/text.pt", "{p}/dir", "--json", "{p}/file/p.json"], "--json"),
     (["prepare", "fashion-mnist", "--out", "{p}/c", "--image-size", "0"], "--image-size"),
     (["prepare", "fashion-mnist", "--out", "{p}/c", "--quality", "101"], "--quality"),
+    # issue 23, items 9, 10, 12, 28: every integer flag's absurd value, every output path that cannot be written
+    (["show", "neighbors", "{p}/text.pt", "--queries", "100000"], "--queries"),
+    (["show", "neighbors", "{p}/text.pt", "--queries", "0"], "--queries"),
+    (["show", "neighbors", "{p}/text.pt", "--k", "100000"], "--k"),
+    (["show", "neighbors", "{p}/text.pt", "--seed", "-1"], "--seed"),
+    (["show", "neighbors", "{p}/text.pt", "--batch-size", "-1"], "--batch-size"),
+    (["features", "{p}/text.pt", "--batch-size", "-1"], "--batch-size"),
+    (["prepare", "fashion-mnist", "--out", "{p}/c", "--seed", "-1"], "--seed"),
+    (["prepare", "fashion-mnist", "--out", "{p}/c", "--image-size", "100000"], "--image-size"),
+    (["prepare", "fashion-mnist", "--out", "{p}/c", "--quality", "-1"], "--quality"),
+    (["prepare", "fashion-mnist", "--out", "{p}/c", "--workers", "-1"], "--workers"),
+    (["summary", "alexnet_small", "--in-channels", "-1"], "--in-channels"),
+    (["summary", "alexnet_small", "--num-classes", "0"], "--num-classes"),
+    (["summary", "alexnet_small", "--input-size", "-5"], "--input-size"),
+    (["eval", "{p}/text.pt", "--batch-size", "-1"], "--batch-size"),
+    (["compare", "lenet5", "--out", "{p}/cmp", "--epochs", "0"], "--epochs"),
+    (["compare", "lenet5", "--out", "{p}/cmp", "--seeds", "-1"], "--seeds"),
+    (["compare", "lenet5", "--out", "{p}/cmp", "--train-subset", "-5"], "--train-subset"),
+    (["compare", "lenet5", "--out", "{p}/cmp", "--val-subset", "-5"], "--val-subset"),
+    (["compare", "lenet5", "--out", "{p}/cmp", "--input-size", "-5"], "--input-size"),
+    (["compare", "lenet5", "--out", "{p}/cmp", "--batch-size", "0"], "--batch-size"),
+    (["study", "lrn", "--out", "{p}/st", "--seeds", "-1"], "--seeds"),
+    (["study", "lrn", "--out", "{p}/st", "--epochs", "-1"], "--epochs"),
+    (["eval", "{p}/text.pt", "--json", "/proc/no/such.json"], "--json"),
+    (["eval", "{p}/text.pt", "--confusion", "/proc/no/c.png"], "--confusion"),
+    (["eval", "{p}/text.pt", "--confusion", "{p}/c.jpg"], "--confusion"),        # written as PNG: named so
+    (["eval", "{p}/text.pt", "--confusion", "{p}/notes.png"], "not an image"),
+    (["predict", "{p}/text.pt", "{p}/dir", "--json", "/proc/no/p.json"], "--json"),
+    (["features", "{p}/text.pt", "--out", "/proc/no/f.npz"], "--out"),
+    (["prepare", "fashion-mnist", "--out", "/proc/no/cache"], "--out"),
+    (["prepare", "fashion-mnist", "--out", "/proc"], "--out"),
+    (["compare", "lenet5", "--out", "/proc/no/cmp"], "--out"),
+    (["study", "lrn", "--out", "/proc/no/st"], "--out"),
+    (["convert", "{p}/text.pt", "--out", "/proc/no/x.pt"], "--out"),
+    (["export", "{p}/text.pt", "--format", "onnx", "--out", "/proc/no/x.onnx"], "--out"),
+    (["show", "kernels", "{p}/text.pt", "--out", "/proc/no/k.png"], "--out"),
+    (["show", "kernels", "{p}/text.pt", "--out", "{p}/k.txt"], "--out"),
+    (["show", "kernels", "{p}/text.pt", "--out", "{p}/k"], "--out"),
+    (["show", "kernels", "{p}/text.pt", "--out", "{p}/notes.png"], "not an image"),
+    (["show", "neighbors", "{p}/text.pt", "--out", "{p}/n.txt"], "--out"),
+    (["show", "neighbors", "{p}/text.pt", "--out", "{p}/notes.png"], "not an image"),
 ]
 
 
 @pytest.mark.parametrize("argv,named", CASES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in CASES])
 def test_bad_flag_exits_2_naming_it(paths, capsys, argv, named):
+    if any(a.startswith("/proc/") or a == "/proc" for a in argv) and not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc here")
+    before = {p.name: p.read_bytes() for p in paths.iterdir() if p.is_file()}
     assert main([a.replace("{p}", str(paths)) for a in argv]) == 2
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err, err
+    assert {p.name: p.read_bytes() for p in paths.iterdir() if p.is_file()} == before     # nothing overwritten
 
 
 def test_every_numeric_train_field_has_a_range_rule():

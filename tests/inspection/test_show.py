@@ -121,7 +121,42 @@ def test_cli_show_neighbors_finds_a_training_query_itself_first(run, capsys):
     assert pixels.shape[1] > pixels.shape[0] > 300 and pixels.std() > 30
     assert main(["show", "neighbors", str(ckpt), "--k", "0"]) == 2
     assert "--k must be >= 1" in capsys.readouterr().err
-    assert main(["show", "neighbors", str(ckpt), "--k", "100"]) == 2        # 54 training images
-    assert "--k 100 is more than the 54 training images" in capsys.readouterr().err
+    assert main(["show", "neighbors", str(ckpt), "--k", "100"]) == 2        # 54 training images; 50 columns at most
+    assert "--k must be <= 50" in capsys.readouterr().err
     assert main(["show", "neighbors", str(ckpt), "--layer", "nope"]) == 2
     assert "--layer nope: no such layer" in capsys.readouterr().err
+
+
+def test_queries_above_the_split_are_refused_before_any_feature_is_computed(run, monkeypatch):
+    """Issue 23, item 9: --queries above the split's size (20 test images here) ran on with memory growing."""
+    import alexnet.inspection.show as show
+    ckpt, _ = run
+    monkeypatch.setattr(show, "extract_features", lambda *a, **k: pytest.fail("features computed"))
+    for queries in (21, 100000):
+        with pytest.raises(UsageError, match=rf"--queries {queries}: choose 1 to 20 \(the test split has 20"):
+            show.show_neighbors(str(ckpt), queries=queries, progress=False, device="cpu")
+    with pytest.raises(UsageError, match="--k 55 is more than the 54 training images"):
+        show.show_neighbors(str(ckpt), k=55, progress=False, device="cpu")
+    with pytest.raises(UsageError, match="--seed must be >= 0"):
+        show.show_neighbors(str(ckpt), seed=-1, progress=False, device="cpu")
+
+
+@pytest.mark.parametrize("suffix,magic", [(".jpg", b"\xff\xd8\xff"), (".JPEG", b"\xff\xd8\xff"), (".pdf", b"%PDF"),
+                                          (".svg", b"<?xml"), (".png", b"\x89PNG")])
+def test_show_kernels_writes_the_format_its_suffix_names(tmp_path, tiny_checkpoint, suffix, magic):
+    """Issue 23, item 28: k.jpg held PNG bytes."""
+    ckpt = tiny_checkpoint(tmp_path / "best.pt")
+    out = tmp_path / f"k{suffix}"
+    assert main(["show", "kernels", ckpt, "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+    assert main(["show", "kernels", ckpt, "--out", str(out)]) == 0      # an image it wrote may be replaced
+
+
+def test_show_kernels_never_overwrites_a_file_that_is_not_an_image(tmp_path, tiny_checkpoint, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "best.pt")
+    for name in ("notes.txt", "notes", "notes.png"):
+        (tmp_path / name).write_text("my notes\n")
+        assert main(["show", "kernels", ckpt, "--out", str(tmp_path / name)]) == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and "Traceback" not in err
+        assert (tmp_path / name).read_text() == "my notes\n"
