@@ -94,10 +94,19 @@ def crossing(curve: dict, threshold: float = 25.0) -> dict:
             else None}
 
 
+def read_cache(path: Path) -> dict:
+    """``study_metrics.json``: the metrics measured so far; absent or damaged from outside, none (measured again)."""
+    try:
+        cache = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        cache = {}
+    return cache if isinstance(cache, dict) else {}
+
+
 def measure(run_dir: Path, record: dict, names: list[str], budget: dict, evaluation: dict) -> dict:
     """The run's value of each metric in ``names`` (cached in the run folder's ``study_metrics.json``)."""
     path = run_dir / "study_metrics.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
+    cache = read_cache(path)
     ckpt, config = str(run_dir / "last.pt"), record["config"]
     view = "10" if evaluation.get("ten_crop") else "1"
 

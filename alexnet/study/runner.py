@@ -20,6 +20,7 @@ from alexnet.study.metrics import errors, measure, write_json
 from alexnet.study.plots import plot_study
 from alexnet.train.loop import train
 
+RECORD_KEYS = ("config", "history", "curve", "diverged", "seconds")     # what ensure_run writes
 DESCRIPTIVE = ("params", "lrn_divisor_init", "lrn_divisor_end", "train_top1_error", "final_train_error")
 
 
@@ -64,8 +65,9 @@ def ensure_run(cfg, block: int, log) -> dict:
     """Train ``cfg`` unless its folder holds a complete run; returns its record (history, curve, seconds)."""
     out = Path(cfg.out)
     done = out / "study_run.json"
-    if done.exists():
-        return json.loads(done.read_text())
+    record = complete_record(out, log)
+    if record is not None:
+        return record
     log(f"  training {out.name}: seed {cfg.seed}, {cfg.model} {json.dumps(cfg.model_kwargs)} ...")
     curve = {"step": [], "epoch": [], "seconds": [], "error": [], "loss": []}
     acc = {"hits": 0, "n": 0, "loss": 0.0, "steps": 0}
@@ -94,6 +96,24 @@ def ensure_run(cfg, block: int, log) -> dict:
     record["seconds"] = time.perf_counter() - started
     write_json(record, done)
     return record
+
+
+def complete_record(out: Path, log) -> dict | None:
+    """The record (``study_run.json``) of the complete run in ``out``, or None: none there, or one damaged from
+    outside (not JSON, keys missing, its last.pt gone), which is said and then treated as missing."""
+    done = out / "study_run.json"
+    if not done.exists():
+        return None
+    try:
+        record = json.loads(done.read_text())
+        whole = isinstance(record, dict) and all(key in record for key in RECORD_KEYS) \
+            and isinstance(record["curve"], dict) and (record["diverged"] or (out / "last.pt").is_file())
+    except (OSError, ValueError):           # ValueError: JSONDecodeError, UnicodeDecodeError
+        whole = False
+    if whole:
+        return record
+    log(f"  {done} is damaged (not the record of a complete run): treating the run as missing, training it again")
+    return None
 
 
 def run_values(record: dict, run_dir: Path, names: list[str], options: dict, evaluation: dict) -> dict:

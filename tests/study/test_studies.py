@@ -164,3 +164,44 @@ def test_study_list_and_bad_usage(capsys, tmp_path):
     assert "AlexNet-family" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
     assert main(["study", "lrn", "--out", str(tmp_path / "file")]) == 2
+
+
+def test_a_damaged_study_run_json_is_treated_as_missing_and_the_run_trained_again(tmp_path, monkeypatch):
+    """Issue 23, item 26: a study_run.json damaged from outside ended in a JSONDecodeError traceback."""
+    import alexnet.study.runner as runner
+    from alexnet.train.recipes import resolve_config
+    cfg = resolve_config("quick", out=str(tmp_path / "run"), train_subset=64, batch_size=32)
+    trained = []
+
+    def fake_train(config, **kwargs):
+        trained.append(config.out)
+        (tmp_path / "run" / "last.pt").write_bytes(b"weights")
+        return {"history": [{"epoch": 1, "train_top1": 0.5}]}
+    monkeypatch.setattr(runner, "train", fake_train)
+    (tmp_path / "run").mkdir()
+    logged = []
+    for damage in ('{"config": {', "[1, 2]", '{"config": {}}', "\xff\xfe", None):
+        done = tmp_path / "run" / "study_run.json"
+        if damage is None:        # a whole record, but its last.pt is gone
+            (tmp_path / "run" / "last.pt").unlink()
+        else:
+            done.write_bytes(damage.encode("latin1"))
+        record = runner.ensure_run(cfg, 1, logged.append)
+        assert record["history"] == [{"epoch": 1, "train_top1": 0.5}] and not record["diverged"]
+        assert json.loads(done.read_text())["config"]["out"] == cfg.out
+        assert any("study_run.json is damaged" in line for line in logged), logged
+        logged.clear()
+    assert len(trained) == 5
+    assert runner.ensure_run(cfg, 1, logged.append) == record and len(trained) == 5    # a whole one is reused
+    assert logged == []
+
+
+def test_a_damaged_metrics_cache_is_measured_again(tmp_path):
+    from alexnet.study.metrics import read_cache
+    path = tmp_path / "study_metrics.json"
+    assert read_cache(path) == {}
+    for damage in ("{", "[]", "\xff"):
+        path.write_bytes(damage.encode("latin1"))
+        assert read_cache(path) == {}
+    path.write_text('{"params": 3}')
+    assert read_cache(path) == {"params": 3}
