@@ -246,8 +246,8 @@ def staging(out: str, resume_key: str | None = None) -> Iterator[str]:
             if stale != tmp:
                 shutil.rmtree(stale, ignore_errors=True)
         os.makedirs(tmp, exist_ok=True)
-    os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from the rest of a team
     try:
+        os.chmod(tmp, 0o755)   # mkdtemp's 0700 would hide a shared cache from the rest of a team
         yield tmp
         _install(tmp, out)
     except (KeyboardInterrupt, Terminated):
@@ -284,9 +284,16 @@ def locked(out: str) -> Iterator[None]:
         yield
         return
     lock_path = os.path.join(os.path.dirname(out), f".{os.path.basename(out)}.lock")
-    with open(lock_path, "a") as f:
+    while True:     # removed by its holder when done (nothing left behind): a waiter then locks a fresh one
+        f = open(lock_path, "a")
         fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(f.fileno()), os.stat(lock_path)):
+                break
+        f.close()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)     # while still held, so no other process holds a lock on the same path
+        f.close()

@@ -38,7 +38,7 @@ from alexnet.data.listing import Listing, list_csv, list_image_folder
 from alexnet.data.resolve import Arrays, Source, fingerprint, load_arrays, resolve_source, source_files
 from alexnet.data.stats import compute_stats
 from alexnet.data.writing import JpegSplitWriter, write_arrays, write_photos
-from alexnet.errors import Terminated, UsageError
+from alexnet.errors import NoSpace, Terminated, UsageError
 
 SHOWN_SKIPPED = 20         # skipped items listed in a summary; all of them are in the metadata
 STORES = ("auto", "raw", "jpeg")
@@ -214,6 +214,8 @@ def _out_of_space_is_usage(out: str):
     """A full disk or quota while writing the cache: a UsageError (the staging folder is already gone)."""
     try:
         yield
+    except NoSpace as err:        # a file written whole (alexnet.util.atomic): the jpeg store's progress
+        raise UsageError(f"{err}; free some space or choose --out on another disk") from None
     except OSError as err:
         if err.errno in cache.NO_SPACE:
             raise cache.no_space(err.filename or out, err) from None
