@@ -52,9 +52,9 @@ async def upload(request: Request, max_bytes: int, timeout: float) -> bytes:
 
 
 async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
-    """The body. Over ``max_bytes`` (its Content-Length, or a streamed body passing it): 413, after reading and
-    dropping up to DRAIN_BYTES more so that the client reads the answer instead of a reset; a Content-Length
-    beyond even that is refused before any of it is read. No bytes for ``timeout`` seconds: 408."""
+    """The body. Over ``max_bytes``: 413. A declared Content-Length up to DRAIN_BYTES beyond is read and dropped
+    first, so that a client that writes its whole body before reading gets the answer instead of a reset; one
+    beyond even that, and a streamed body passing ``max_bytes``, are answered at once. No bytes for ``timeout`` seconds: 408."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
@@ -71,9 +71,8 @@ async def read_body(request: Request, max_bytes: int, timeout: float) -> bytes:
             except StopAsyncIteration:
                 break
             total += len(chunk)
-            if total > max_bytes:
+            if total > max_bytes:      # a stream with no declared length: answered at once (it may never end)
                 chunks.clear()
-                await drain(request, max_bytes + DRAIN_BYTES - total, timeout, stream)
                 raise Problem(413, too_large(f"over {max_bytes:,} bytes (stopped reading there)", max_bytes))
             chunks.append(chunk)
     except asyncio.TimeoutError:
