@@ -197,6 +197,7 @@ def _onnxruntime(path: str, kind: str, device: str, ckpt: Checkpoint | None = No
             raise UsageError(f"{path} is not a readable ONNX file ({str(err).splitlines()[0]}); was it truncated? "
                              "Export the checkpoint again with alexnet export --format onnx") from None
         info = read_metadata(session.get_modelmeta().custom_metadata_map, path)
+        check_graph(session, info, path)
     elif kind == "safetensors":
         raise UsageError(f"{path} holds weights only: run it with --backend torch, or export the checkpoint "
                          "to .onnx for onnxruntime")
@@ -205,3 +206,19 @@ def _onnxruntime(path: str, kind: str, device: str, ckpt: Checkpoint | None = No
         info = ckpt.without_weights()
         session = onnxruntime.InferenceSession(onnx_bytes(ckpt), options, providers=providers)
     return Loaded(OnnxModel(session), info, "onnxruntime", torch.device("cpu"))
+
+
+def check_graph(session, info: Checkpoint, path: str) -> None:
+    """The ONNX graph takes what its metadata says it takes and gives one logit per named class: a file whose
+    metadata was edited or copied from another export is refused here, not by an IndexError mid-prediction."""
+    prep, classes = info.preprocessing, len(info.classes)
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    expected = [prep.channels, prep.crop_size, prep.crop_size]
+    shape = list(inputs[0].shape[1:]) if len(inputs) == 1 else None
+    if shape is None or any(isinstance(d, int) and d != e for d, e in zip(shape, expected)) or len(shape) != 3:
+        raise UsageError(f"{path}: its metadata says inputs of {tuple(expected)} but the graph takes "
+                         f"{tuple(shape) if shape else [tuple(i.shape) for i in inputs]}; export the checkpoint again")
+    width = outputs[0].shape[-1] if outputs and outputs[0].shape else None
+    if isinstance(width, int) and width != classes:
+        raise UsageError(f"{path}: its metadata names {classes} classes but the graph gives {width} logits; "
+                         "export the checkpoint again")

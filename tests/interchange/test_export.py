@@ -325,3 +325,24 @@ def test_out_where_no_file_can_be_created_exits_2(run_dir, capsys):
     assert cli(["export", str(run_dir / "best.pt"), "--format", "onnx", "--out", "/proc/model.onnx"]) == 2
     err = capsys.readouterr().err
     assert "--out /proc/model.onnx" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("edit,words", [("classes", "names 3 classes but the graph gives 5 logits"),
+                                        ("size", "the graph takes")])
+def test_onnx_metadata_that_disagrees_with_its_graph_exits_2(run_dir, tmp_path, capsys, edit, words):
+    """An .onnx whose metadata was edited (3 class names for 5 logits; another input size) is refused when it
+    is loaded, with a sentence, by predict and eval: never an IndexError or onnxruntime's INVALID_ARGUMENT."""
+    proto = onnx.load(str(run_dir / "best.onnx"))
+    for prop in proto.metadata_props:
+        if edit == "classes" and prop.key == "alexnet.classes":
+            prop.value = json.dumps(["a", "b", "c"])
+        if edit == "size" and prop.key == "alexnet.preprocessing":
+            data = json.loads(prop.value)
+            data["crop_size"] = 24
+            prop.value = json.dumps(data)
+    bad = tmp_path / "edited.onnx"
+    onnx.save(proto, str(bad))
+    for argv in (["predict", str(bad), str(run_dir / "images")], ["eval", str(bad)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "edited.onnx" in err and words in err and "Traceback" not in err, err
