@@ -186,7 +186,7 @@ def parse_net(buf: bytes | memoryview) -> tuple[str, list[CaffeLayer]]:
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -196,10 +196,10 @@ def _encode_varint(value: int) -> bytes:
 
 
 def _field(number: int, wire: int, payload: bytes | int) -> bytes:
-    key = _encode_varint(number << 3 | wire)
+    key = encode_varint(number << 3 | wire)
     if wire == VARINT:
-        return key + _encode_varint(payload)
-    return key + _encode_varint(len(payload)) + payload
+        return key + encode_varint(payload)
+    return key + encode_varint(len(payload)) + payload
 
 
 def blob_bytes(array: np.ndarray, *, legacy: bool = False) -> bytes:
@@ -212,7 +212,7 @@ def blob_bytes(array: np.ndarray, *, legacy: bool = False) -> bytes:
         dims = (1,) * (4 - array.ndim) + array.shape
         head = b"".join(_field(i + 1, VARINT, d) for i, d in enumerate(dims))
     else:
-        head = _field(7, LENGTH, _field(1, LENGTH, b"".join(_encode_varint(d) for d in array.shape)))
+        head = _field(7, LENGTH, _field(1, LENGTH, b"".join(encode_varint(d) for d in array.shape)))
     return head + _field(5, LENGTH, array.tobytes())
 
 

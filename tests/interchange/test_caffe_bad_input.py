@@ -7,19 +7,12 @@ import pytest
 import torch
 
 from alexnet.cli.main import main
-from alexnet.interchange.caffe_proto import CaffeLayer, LENGTH, VARINT, blob_bytes, net_bytes
+from alexnet.interchange.caffe_proto import CaffeLayer, LENGTH, VARINT, blob_bytes, encode_varint as varint, net_bytes
 from alexnet.models import create_model
 
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
 
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def field(number: int, wire: int, payload) -> bytes:

@@ -26,20 +26,10 @@ from alexnet.cli.main import main  # noqa: E402
 from alexnet.cli.serve import parse_size  # noqa: E402
 from alexnet.errors import UsageError  # noqa: E402
 from alexnet.serve.app import Settings, create_app, load_predictor  # noqa: E402
-from serve_fixtures import bomb_png, fashion_files, png_bytes, quick_checkpoint, real_bomb_png  # noqa: E402
+from serve_fixtures import bomb_png, fashion_files, png_bytes, real_bomb_png  # noqa: E402
 
 MAX_BYTES = 400_000
 LOCAL = "http://127.0.0.1"      # the Host the app answers (alexnet.serve.guards)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(fashion, tmp_path_factory):
-    return quick_checkpoint(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(checkpoint):
-    return load_predictor(Settings(checkpoint))
 
 
 @pytest.fixture(scope="module")

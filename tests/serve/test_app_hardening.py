@@ -18,20 +18,10 @@ from PIL import Image  # noqa: E402
 
 from alexnet.cli.main import main  # noqa: E402
 from alexnet.serve.app import Settings, create_app, load_predictor  # noqa: E402
-from serve_fixtures import bomb_png, png_bytes, quick_checkpoint  # noqa: E402
+from serve_fixtures import bomb_png, png_bytes  # noqa: E402
 
 LOCAL = "http://127.0.0.1"
 PNG = png_bytes(np.arange(28 * 28, dtype=np.uint8).reshape(28, 28))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(fashion, tmp_path_factory):
-    return quick_checkpoint(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def predictor(checkpoint):
-    return load_predictor(Settings(checkpoint))
 
 
 def _client(predictor, settings, **kwargs):

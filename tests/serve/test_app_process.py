@@ -14,12 +14,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 
-from serve_fixtures import fashion_pngs, quick_checkpoint, start_server  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def checkpoint(fashion, tmp_path_factory):
-    return quick_checkpoint(tmp_path_factory)
+from serve_fixtures import fashion_pngs, start_server  # noqa: E402
 
 
 def test_sigterm_answers_the_requests_in_flight_then_exits_0(checkpoint):
