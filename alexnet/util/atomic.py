@@ -4,6 +4,8 @@
 block ends without an exception the file gets the mode the umask gives every other output, is fsynced when
 ``durable`` (checkpoints, exports: what a crash must not lose) and is renamed onto ``path`` with ``os.replace``;
 on any exception, an interrupt included, the temporary file is removed and ``path`` keeps its earlier contents.
+An interrupt (SIGINT's KeyboardInterrupt, SIGTERM's Terminated) that a writer turned into an error of its own
+(torch's zip writer: "unexpected pos", the interrupt as its context) leaves as the interrupt (``interrupt_in``).
 A full disk or quota anywhere in the chain (``no_space``) becomes ``NoSpace`` (exit 1) naming ``path``.
 
 Every writer of a single file goes through it: checkpoints (``alexnet.checkpoint.save``), exports, JSON reports
@@ -42,6 +44,17 @@ def no_space(err: BaseException | None, folder: str | os.PathLike | None = None)
     return False
 
 
+def interrupt_in(err: BaseException | None) -> BaseException | None:
+    """The interrupt (a BaseException that is no Exception: KeyboardInterrupt, Terminated, SystemExit) in
+    ``err``'s chain of causes and contexts, ``err`` itself included; None when there is none."""
+    seen, depth = err, 0
+    while seen is not None and depth < 10:
+        if not isinstance(seen, Exception):
+            return seen
+        seen, depth = seen.__cause__ or seen.__context__, depth + 1
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, durable: bool = False, suffix: str = ".tmp",
                 label: str | None = None) -> Iterator[Path]:
@@ -73,6 +86,9 @@ def atomic_path(path: str | os.PathLike, *, durable: bool = False, suffix: str =
         os.replace(tmp, path)
     except BaseException as err:
         tmp.unlink(missing_ok=True)
+        interrupt = interrupt_in(err)
+        if interrupt is not None and interrupt is not err:
+            raise interrupt from None         # the interrupt alone: exit 130/143, not the writer's traceback
         if no_space(err, path.parent):
             raise _full(path) from err
         raise

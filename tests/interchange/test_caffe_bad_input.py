@@ -124,3 +124,29 @@ def test_convert_onto_a_full_disk_is_one_sentence(tmp_path, capsys, owt_state, m
     err = capsys.readouterr().err
     assert code == 1 and "no space left on device" in err and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "out.pt").read_bytes() == b"earlier"
+
+
+def test_sigint_during_convert_save_is_exit_130_without_a_traceback(tmp_path, capsys, owt_state, monkeypatch):
+    """Issue 23 (8): an interrupt in the middle of torch.save (its zip writer then fails with "unexpected pos", the
+    interrupt as its context) is the interrupt: exit 130, nothing printed, the earlier file kept."""
+    real_save = torch.save
+
+    class Interrupting:
+        def __init__(self, f):
+            self.f, self.writes = f, 0
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes == 3:
+                raise KeyboardInterrupt
+            return self.f.write(data)
+
+    (tmp_path / "out.pt").write_bytes(b"earlier")
+    (tmp_path / "classes.txt").write_text("a\nb\nc\n")
+    weights = save_pth(tmp_path, owt_state)
+    monkeypatch.setattr(torch, "save", lambda obj, f: real_save(obj, Interrupting(f)))
+    code = main(["convert", weights, "--out", str(tmp_path / "out.pt"), "--classes", str(tmp_path / "classes.txt")])
+    captured = capsys.readouterr()
+    assert code == 130 and "Traceback" not in captured.err + captured.out, captured.err
+    assert (tmp_path / "out.pt").read_bytes() == b"earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["classes.txt", "out.pt", "w.pth"]
