@@ -124,6 +124,7 @@ def listen(host: str, port: int) -> socket.socket:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
     from alexnet.serve.app import ENVIRONMENT, create_app, load_predictor, settings_json
+    from alexnet.serve import workers
     from alexnet.serve.guards import TimedProtocol
     settings = settings_from(args)
     sock = listen(args.host, args.port)
@@ -138,15 +139,14 @@ def _serve(args: argparse.Namespace) -> int:
         # the command with 0 (cli.main's own would turn it into Terminated, 143)
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         if args.workers == 1:
-            uvicorn.Server(uvicorn.Config(create_app(predictor, settings), **common)).run(sockets=[sock])
+            config = uvicorn.Config(create_app(predictor, settings), **common)
         else:
             del predictor                           # checked; each worker process loads its own
             gc.collect()
             release_freed_memory()                  # the parent keeps no copy of the model's memory
             os.environ[ENVIRONMENT] = settings_json(settings)
             config = uvicorn.Config("alexnet.serve.app:app_from_environment", factory=True, workers=args.workers, **common)
-            from uvicorn.supervisors import Multiprocess
-            Multiprocess(config, sockets=[sock]).run()
+        workers.serve(config, sock, args.workers)   # SIGTERM: every connection accepted is answered (serve.workers)
     finally:
         sock.close()
     print("alexnet serve: stopped", flush=True)

@@ -1,6 +1,7 @@
 """What ``alexnet serve`` refuses before a request reaches its routes: a ``Host`` header that names none of the
 server's own names (DNS rebinding: a page on another site made to talk to a server bound to 127.0.0.1), and a
-client that sends its request line and headers too slowly (the connection is closed after ``--read-timeout``)."""
+client that sends its request line and headers too slowly (the connection is closed after ``--read-timeout``);
+and, when the server stops, a connection whose request has not arrived yet is given a moment for it."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,7 @@ except ImportError:
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 WILDCARDS = frozenset({"", "0.0.0.0", "::"})
+SHUTDOWN_GRACE_S = 2.0      # at shutdown, how long a connection with no request yet may take to send it
 
 
 def host_name(header: str) -> str:
@@ -53,9 +55,12 @@ class HostCheck:
 
 class TimedProtocol(BaseProtocol):
     """uvicorn's HTTP protocol, closing a connection whose first request's headers are not in after ``timeout``
-    seconds (uvicorn's own keep-alive timeout covers the wait between requests)."""
+    seconds (uvicorn's own keep-alive timeout covers the wait between requests). At shutdown, a connection with
+    no request yet is not closed at once, as uvicorn's is: its request may be on its way (the kernel accepted
+    the connection), so it has SHUTDOWN_GRACE_S (at most ``timeout``) to arrive, and is answered, then closed."""
 
     timeout = 30.0                   # set from --read-timeout in each server process
+    stopping = False                 # the server is shutting down: answer the request that comes, then close
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
@@ -65,6 +70,22 @@ class TimedProtocol(BaseProtocol):
         if self.cycle is None and not self.transport.is_closing():
             self.logger.info("closed a connection that sent no complete request headers in %g s", self.timeout)
             self.transport.close()
+
+    def shutdown(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            self.stopping = True
+            self.loop.call_later(min(self.timeout, SHUTDOWN_GRACE_S), self.no_request_at_shutdown)
+            return
+        super().shutdown()                     # a request under way finishes; an idle keep-alive one is closed
+
+    def no_request_at_shutdown(self) -> None:
+        if self.cycle is None and not self.transport.is_closing():
+            super().shutdown()                 # closed, as uvicorn closes a connection that sent nothing
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.stopping and self.cycle is not None:
+            self.cycle.keep_alive = False      # answered with Connection: close
 
     def connection_lost(self, exc) -> None:
         self.header_timer.cancel()
