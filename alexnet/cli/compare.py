@@ -13,9 +13,10 @@ EXAMPLE = "lenet5,alexnet_small,vgg11_bn,resnet18"
 
 def add_parsers(sub) -> None:
     p = sub.add_parser("compare", help="train several models on one data set with one budget; table, JSON, plot",
-                       description="Train each model with the quick recipe's settings (same epochs, data, seeds) at "
-                                   "one input size, score it on the test split, and write DIR/compare.json, "
-                                   "DIR/compare.md and DIR/compare.png.")
+                       description="Train each model with one budget (the same epochs, data, seeds) and its family's "
+                                   "own optimizer settings (--same-recipe: the quick recipe's for all) at one input "
+                                   "size, score it on the test split, and write DIR/compare.json, DIR/compare.md and "
+                                   "DIR/compare.png.")
     p.add_argument("models", nargs="+", metavar="MODELS",
                    help=f"registered models, comma- or space-separated, e.g. {EXAMPLE}")
     flags.data(p, "the data set, as for alexnet train (default: fashion-mnist)", default="fashion-mnist")
@@ -29,8 +30,12 @@ def add_parsers(sub) -> None:
                    help="validate each epoch (best.pt, the lr plateau) on the first N held-out images (default: all)")
     flags.input_size(p, "one input side for every model (default: the smallest every model accepts, from the "
                      "data's own size up; e.g. 32 for Fashion-MNIST's 28 px with VGG or ResNet)", metavar="PX")
-    flags.batch_size(p, None, help="batch size (default: the quick recipe's)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the quick recipe's)")
+    flags.batch_size(p, None, help="batch size for every model (default: each model's recipe's)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate for every model (default: each model's "
+                   "recipe's)")
+    p.add_argument("--same-recipe", action="store_true",
+                   help="train every model with the quick recipe's settings (only the model differs) instead of its "
+                        "family's own (LeNet: d2l's; VGG, ResNet: their papers'; see docs/compare.md)")
     flags.device(p)
     p.add_argument("--out", default="runs/compare", metavar="DIR",
                    help="folder for compare.json/.md/.png and the runs (DIR/runs/MODEL-seedK) (default: runs/compare)")
@@ -47,7 +52,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.input_size is not None:
         checks.input_size(args.input_size, 3)
     budget = Budget(epochs=args.epochs, seeds=args.seeds, train_subset=args.train_subset,
-                    val_subset=args.val_subset, batch_size=args.batch_size, lr=args.lr)
+                    val_subset=args.val_subset, batch_size=args.batch_size, lr=args.lr, same_recipe=args.same_recipe)
     command = shlex.join(["alexnet", "compare", *_argv_after_command(args)])
     # an interrupt or a diverged run ends here with its exit code, which main() applies (alexnet.errors)
     result = compare(models, data=args.data, data_root=args.data_root, out=args.out, budget=budget,
@@ -67,7 +72,8 @@ def _argv_after_command(args: argparse.Namespace) -> list[str]:
                                  ("--seeds", args.seeds, None), ("--train-subset", args.train_subset, 0),
                                  ("--val-subset", args.val_subset, 0),
                                  ("--input-size", args.input_size, None), ("--batch-size", args.batch_size, None),
-                                 ("--lr", args.lr, None), ("--device", args.device, "auto"), ("--out", args.out, None)):
+                                 ("--lr", args.lr, None), ("--device", args.device, "auto"), ("--out", args.out, None),
+                                 ("--same-recipe", args.same_recipe or None, None)):
         if value is not None and value != default:
-            words += [flag, str(value)]
+            words += [flag] if value is True else [flag, str(value)]
     return words

@@ -29,28 +29,48 @@ def headline(result: dict) -> str:
     seeds = budget["seeds"]
     val = f", validation on {budget['val_subset']:,} held-out images per epoch" if budget.get("val_subset") else ""
     seeds_text = f"{len(seeds)} seed" + ("s (mean ± std)" if len(seeds) > 1 else f" ({seeds[0]})")
-    return (f"{result['data']}, input {size}, the quick recipe's training for every model: {budget['epochs']} "
-            f"epoch(s) on {budget['train_images']:,} training images, batch {budget['batch_size']}, lr {budget['lr']:g}, "
-            f"{seeds_text}{val}; test top-1/top-5 on the {test['images']:,} test images, {test['views']} view.")
+    same = budget.get("recipe", "quick") == "quick"
+    recipe = "the quick recipe's training for every model" if same else "each model with its family's recipe"
+    common = "".join(f", {name} {format(budget[key], fmt)}" for key, name, fmt in (("batch_size", "batch", "d"),
+                                                                                  ("lr", "lr", "g"))
+                     if budget.get(key) is not None)
+    return (f"{result['data']}, input {size}, {recipe}: {budget['epochs']} epoch(s) on {budget['train_images']:,} "
+            f"training images{common}, {seeds_text}{val}; test top-1/top-5 on the {test['images']:,} test images, "
+            f"{test['views']} view.")
+
+
+def _trained_with(row: dict) -> str:
+    recipe = row.get("recipe")
+    if not recipe:
+        return ""
+    return f"{recipe['family']}: batch {recipe['batch_size']}, lr {recipe['lr']:g}, momentum {recipe['momentum']:g}, " \
+           f"wd {recipe['weight_decay']:g}, {recipe['schedule']}"
 
 
 def markdown_table(result: dict) -> str:
     """The table (Markdown, readable as plain text too), one row per model."""
-    header = ["model", "test top-1", "test top-5", "parameters", "multiply-adds", "train img/s", "wall time"]
+    header = ["model", "test top-1", "test top-5", "parameters", "multiply-adds", "train img/s", "wall time",
+              "trained with"]
     rows = [[f"`{r['model']}`", _mean(r, "test_top1", ".4f"), _mean(r, "test_top5", ".4f"), f"{r['params']:,}",
-             _count(r["macs"]), _mean(r, "train_images_per_s", ",.0f"), _mean(r, "wall_seconds", ".0f") + " s"]
-            if "failed" not in r else [f"`{r['model']}`", "diverged"] + [""] * 5 for r in result["models"]]
+             _count(r["macs"]), _mean(r, "train_images_per_s", ",.0f"), _mean(r, "wall_seconds", ".0f") + " s",
+             _trained_with(r)]
+            if "failed" not in r else [f"`{r['model']}`", "diverged"] + [""] * 5 + [_trained_with(r)]
+            for r in result["models"]]
     widths = [max(len(line[i]) for line in [header] + rows) for i in range(len(header))]
 
+    text = (0, len(header) - 1)                   # left-aligned; the numbers between are right-aligned
+
     def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-    rule = "|" + "|".join("-" * (w + 1) + ":" if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
+        return "| " + " | ".join(c.ljust(w) if i in text else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    rule = "|" + "|".join("-" * (w + 2) if i in text else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), rule] + [line(r) for r in rows])
 
 
 def markdown(result: dict) -> str:
     """compare.md: the headline, the table, and how it was made."""
-    return (f"{headline(result)}\n\n{markdown_table(result)}\n\n"
+    sources = {r["recipe"]["family"]: r["recipe"]["source"] for r in result["models"] if r.get("recipe")}
+    recipes = "".join(f"- {family}: {source}\n" for family, source in sources.items())
+    return (f"{headline(result)}\n\n{markdown_table(result)}\n\n" + (f"Recipes:\n{recipes}\n" if recipes else "") +
             f"Multiply-adds per image at the input size (conv and fc layers, as `alexnet summary` counts them); "
             f"train img/s: the mean over epochs of the training images per second (validation excluded); wall "
             f"time: training (data loading and per-epoch validation included) plus the test evaluation.\n\n"

@@ -1,9 +1,9 @@
 """`alexnet compare`: the seeds' comparison family (LeNet-5, AlexNet, VGG, ResNet) on one data set, one budget.
 
-Every model trains with the ``quick`` recipe's settings (only ``model`` differs; the same epochs, training
-subset, batch, learning rate and seeds), through the one training loop (``alexnet.train.loop.train``), at one
-common input size; each run is then scored on the test split (centre view). ``compare_report`` writes the
-table, the JSON and the figure.
+Every model trains with the same budget (epochs, training subset, seeds, data pipeline) and its own family's
+optimizer settings (``alexnet.compare.families``; with ``same_recipe`` the quick recipe's for all: only ``model``
+differs), through the one training loop (``alexnet.train.loop.train``), at one common input size; each run is
+then scored on the test split (centre view). ``compare_report`` writes the table, the JSON and the figure.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from alexnet.compare.families import FamilyRecipe, family_recipe
 from alexnet.errors import NonFiniteLoss, UsageError
 from alexnet.models import list_models, model_info
 from alexnet.train.recipes import TrainConfig, resolve_config
@@ -27,8 +28,15 @@ class Budget:
     seeds: int                  # seeds 0 .. seeds-1, one training run per model and seed
     train_subset: int = 0       # 0: the whole training split
     val_subset: int = 0         # validate each epoch on the first N held-out images (0: all of them)
-    batch_size: int | None = None   # None: the quick recipe's
-    lr: float | None = None         # None: the quick recipe's
+    batch_size: int | None = None   # None: the model's recipe's
+    lr: float | None = None         # None: the model's recipe's
+    same_recipe: bool = False       # every model with the quick recipe's settings, not its family's
+
+
+def recipe_of(model: str, budget: Budget) -> FamilyRecipe:
+    """What ``model`` trains with under ``budget``: its family's recipe, or the quick one with --same-recipe."""
+    return FamilyRecipe("quick", ("*",), {}, "the quick recipe for every model (--same-recipe)") \
+        if budget.same_recipe else family_recipe(model)
 
 
 def parse_models(specs: list[str]) -> list[str]:
@@ -83,11 +91,14 @@ def _needs(name: str) -> str:
 
 def run_config(model: str, seed: int, *, data: str, data_root: str | None, input_size: int, native: int,
                out: Path, budget: Budget, device: str, quiet: bool) -> TrainConfig:
-    """The quick recipe with this model and seed, at ``input_size`` (resized when it is not the stored size)."""
-    return resolve_config("quick", data=data, data_root=data_root, model=model,
+    """The quick recipe with this model's family settings (``recipe_of``), this seed, at ``input_size`` (resized
+    when it is not the stored size); the budget's --batch-size and --lr win over the family's."""
+    overrides = dict(recipe_of(model, budget).overrides)
+    overrides.update({k: v for k, v in (("batch_size", budget.batch_size), ("lr", budget.lr)) if v is not None})
+    return resolve_config("quick", **overrides, data=data, data_root=data_root, model=model,
                           out=str(out / "runs" / f"{model}-seed{seed}"), epochs=budget.epochs, seed=seed,
                           train_subset=budget.train_subset, val_subset=budget.val_subset,
-                          batch_size=budget.batch_size, lr=budget.lr, device=device, quiet=quiet,
+                          device=device, quiet=quiet,
                           crop_size=input_size, resize_to=0 if input_size == native else input_size)
 
 
@@ -101,7 +112,14 @@ def measure_model(checkpoint: str) -> dict:
     return {"params": sum(p.numel() for p in model.parameters()), "macs": sum(row.macs for row in rows)}
 
 
-def run_one(cfg: TrainConfig) -> dict:
+def recipe_row(cfg: TrainConfig, recipe: FamilyRecipe) -> dict:
+    """What a run trained with: the family, its settings in words, their source, and the batch and lr used."""
+    return {"family": recipe.family, "settings": recipe.describe(), "source": recipe.source,
+            "batch_size": cfg.batch_size, "lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+            "schedule": cfg.schedule}
+
+
+def run_one(cfg: TrainConfig, recipe: FamilyRecipe | None = None) -> dict:
     """Train one model and seed, then score its best checkpoint on the test split (centre view)."""
     from alexnet.inference.evaluate import evaluate_checkpoints
     from alexnet.train.loop import train
@@ -113,6 +131,7 @@ def run_one(cfg: TrainConfig) -> dict:
     finished = time.perf_counter()
     history = result["history"]
     return {"model": cfg.model, "seed": cfg.seed, "out": result["out"], "epochs": len(history),
+            "recipe": recipe_row(cfg, recipe or family_recipe(cfg.model)),
             "test_top1": report["top1"], "test_top5": report["top5"], "test_images": report["n"],
             "best_val_top1": result["best"]["val_top1"], "best_epoch": result["best"]["epoch"],
             **measure_model(best),
@@ -128,10 +147,11 @@ def summarise(runs: list[dict], models: list[str]) -> list[dict]:
     for name in models:
         mine = [run for run in runs if run["model"] == name and "failed" not in run]
         if not mine:                       # every seed diverged: the row says so instead of a number
-            rows.append({"model": name, "seeds": 0, "failed": next(run["failed"] for run in runs
-                                                                   if run["model"] == name)})
+            failed = next(run for run in runs if run["model"] == name)
+            rows.append({"model": name, "seeds": 0, "failed": failed["failed"], "recipe": failed.get("recipe")})
             continue
-        row = {"model": name, "seeds": len(mine), "params": mine[0]["params"], "macs": mine[0]["macs"]}
+        row = {"model": name, "seeds": len(mine), "params": mine[0]["params"], "macs": mine[0]["macs"],
+               "recipe": mine[0].get("recipe")}
         for key in MEASURES:
             values = [run[key] for run in mine]
             row[key] = statistics.fmean(values)
@@ -164,9 +184,10 @@ def compare(models: list[str], *, data: str = "fashion-mnist", data_root: str | 
     for i, cfg in enumerate(configs, 1):
         log(f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}: training {cfg.epochs} epoch(s) into {cfg.out}")
         try:
-            runs.append(run_one(cfg))
+            runs.append(run_one(cfg, recipe_of(cfg.model, budget)))
         except NonFiniteLoss as err:   # one model diverging loses neither the other runs nor the report
-            runs.append({"model": cfg.model, "seed": cfg.seed, "out": cfg.out, "failed": f"diverged: {err}"})
+            runs.append({"model": cfg.model, "seed": cfg.seed, "out": cfg.out, "failed": f"diverged: {err}",
+                         "recipe": recipe_row(cfg, recipe_of(cfg.model, budget))})
             log(f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}: {runs[-1]['failed']}; going on with the rest")
             continue
         log(f"[{i}/{len(configs)}] {cfg.model} seed {cfg.seed}: test top-1 {runs[-1]['test_top1']:.4f} "
@@ -177,9 +198,16 @@ def compare(models: list[str], *, data: str = "fashion-mnist", data_root: str | 
     return {"command": command, "machine": machine(), "load_average_after": load_average(),
             "data": first.data, "classes": len(train_set.classes), "channels": channels,
             "stored_size": native, "input_size": size, "resized": size != native,
-            "budget": {**asdict(budget), "recipe": "quick", "batch_size": first.batch_size, "lr": first.lr,
+            "budget": {**asdict(budget), "recipe": "quick" if budget.same_recipe else "each family's own",
+                       "batch_size": _common(c.batch_size for c in configs), "lr": _common(c.lr for c in configs),
                        "seeds": list(range(budget.seeds)),
                        "train_images": min(budget.train_subset or len(train_set.labels), len(train_set.labels))},
             "test": {"split": "test", "views": "centre",
                      "images": next(run["test_images"] for run in runs if "failed" not in run)},
             "total_seconds": time.perf_counter() - started, "models": summarise(runs, models), "runs": runs}
+
+
+def _common(values) -> object:
+    """The one value every run used, or None when they differ (each row then says its own)."""
+    values = set(values)
+    return values.pop() if len(values) == 1 else None

@@ -10,15 +10,19 @@ import torchvision
 from torch import nn
 from torchvision.models.vgg import VGG
 
+from alexnet.errors import UsageError
 from alexnet.ops.lrn import LocalResponseNorm
 from alexnet.models.registry import register_model
 
 
 class LeNet5(nn.Module):
-    """Seed 002's LeNet-5: 5x5 convs, sigmoid, 2x2 average pooling, FC 120-84-classes."""
+    """Seed 002's LeNet-5: 5x5 convs, sigmoid, 2x2 average pooling, FC 120-84-classes. ``init``: "default"
+    (PyTorch's) or "xavier" (d2l's ``train_ch6``: ``xavier_uniform_`` on every conv and linear weight)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28) -> None:
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, init: str = "default") -> None:
         super().__init__()
+        if init not in ("default", "xavier"):
+            raise UsageError(f"lenet5: init must be default or xavier, got {init!r}")
         self.features = nn.Sequential(OrderedDict([
             ("conv1", nn.Conv2d(in_channels, 6, 5, padding=2)), ("sigmoid1", nn.Sigmoid()),
             ("pool1", nn.AvgPool2d(2, 2)),
@@ -31,6 +35,10 @@ class LeNet5(nn.Module):
             ("fc2", nn.Linear(120, 84)), ("sigmoid4", nn.Sigmoid()),
             ("fc3", nn.Linear(84, num_classes)),
         ]))
+        if init == "xavier":
+            for module in self.modules():
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.init.xavier_uniform_(module.weight)
 
     def forward(self, x):  # (B, C, H, W) -> (B, classes)
         return self.classifier(self.features(x))
@@ -38,8 +46,8 @@ class LeNet5(nn.Module):
 
 @register_model("lenet5", input_size=28, min_input_size=12, in_channels=1, source="LeCun et al. 1998 via d2l (seed 002)",
                 description="LeNet-5: sigmoid, average pooling, 5x5 convs")
-def lenet5(*, num_classes: int, in_channels: int, input_size: int) -> nn.Module:
-    return LeNet5(num_classes, in_channels, input_size)
+def lenet5(*, num_classes: int, in_channels: int, input_size: int, init: str = "default") -> nn.Module:
+    return LeNet5(num_classes, in_channels, input_size, init)
 
 
 def _first_conv_to(model: nn.Module, path: str, in_channels: int) -> nn.Module:

@@ -53,7 +53,11 @@ def test_compare_trains_scores_and_reports_both_models(compared):
     result = json.loads((out / "compare.json").read_text())
     assert result["input_size"] == 28 and result["resized"] is False and result["classes"] == 10
     assert result["budget"]["epochs"] == 1 and result["budget"]["seeds"] == [0] and result["budget"]["batch_size"] == 64
-    assert result["budget"]["lr"] == 0.05                               # the quick recipe's
+    assert result["budget"]["lr"] is None                               # each family's own: LeNet 0.1, AlexNet 0.05
+    assert result["budget"]["recipe"] == "each family's own"
+    assert [(run["recipe"]["family"], run["recipe"]["lr"], run["recipe"]["batch_size"]) for run in result["runs"]] \
+        == [("LeNet", 0.1, 64), ("AlexNet", 0.05, 64)]                  # --batch-size 64 wins over both recipes
+    assert [row["recipe"]["family"] for row in result["models"]] == ["LeNet", "AlexNet"]
     assert result["command"].startswith("alexnet compare lenet5,alexnet_small ")
     assert [row["model"] for row in result["models"]] == TWO and len(result["runs"]) == 2
     assert result["test"] == {"split": "test", "views": "centre", "images": 300}
@@ -72,6 +76,8 @@ def test_compare_trains_scores_and_reports_both_models(compared):
     for name in TWO:
         assert f"`{name}`" in table and f"`{name}`" in printed
     assert "input 28 px" in table and "300 test images" in table and "compare.json" in printed
+    assert "each model with its family's recipe" in table and "LeNet: batch 64, lr 0.1, momentum 0.9" in table
+    assert "- LeNet: d2l's LeNet" in table and "| trained with" in table
 
 
 def test_the_reported_test_accuracy_is_the_checkpoints(compared):
@@ -100,16 +106,35 @@ def test_input_size_is_the_smallest_every_model_takes():
         choose_input_size(["alexnet_2012", "lenet5"], 28, 28)
 
 
-def test_every_model_gets_the_quick_recipe_at_one_size(tmp_path):
-    budget = Budget(epochs=3, seeds=1, train_subset=500, lr=0.02)
-    cfg = run_config("vgg11_bn", 1, data="fashion-mnist", data_root=None, input_size=32, native=28, out=tmp_path,
-                     budget=budget, device="cpu", quiet=True)
-    assert (cfg.model, cfg.seed, cfg.epochs, cfg.train_subset, cfg.lr) == ("vgg11_bn", 1, 3, 500, 0.02)
-    assert (cfg.crop_size, cfg.resize_to) == (32, 32)                    # 28 px images resized to 32
-    assert cfg.out == str(tmp_path / "runs" / "vgg11_bn-seed1") and cfg.schedule == "onecycle"
-    same = run_config("lenet5", 0, data="fashion-mnist", data_root=None, input_size=28, native=28, out=tmp_path,
+def _config(model: str, budget: Budget, tmp_path, seed: int = 0, size: int = 28):
+    return run_config(model, seed, data="fashion-mnist", data_root=None, input_size=size, native=28, out=tmp_path,
                       budget=budget, device="cpu", quiet=True)
-    assert (same.crop_size, same.resize_to, same.batch_size) == (28, 0, 128)
+
+
+def test_every_model_gets_its_familys_recipe_at_one_size(tmp_path):
+    budget = Budget(epochs=3, seeds=1, train_subset=500)
+    vgg = _config("vgg11_bn", budget, tmp_path, seed=1, size=32)
+    assert (vgg.model, vgg.seed, vgg.epochs, vgg.train_subset) == ("vgg11_bn", 1, 3, 500)
+    assert (vgg.crop_size, vgg.resize_to) == (32, 32)                    # 28 px images resized to 32
+    assert vgg.out == str(tmp_path / "runs" / "vgg11_bn-seed1") and vgg.schedule == "onecycle"
+    assert (vgg.lr, vgg.momentum, vgg.weight_decay, vgg.nesterov) == (0.01, 0.9, 5e-4, False)   # Simonyan & Zisserman
+    resnet = _config("resnet18", budget, tmp_path, size=32)
+    assert (resnet.lr, resnet.momentum, resnet.weight_decay) == (0.1, 0.9, 1e-4)                # He et al.'s CIFAR
+    lenet = _config("lenet5", budget, tmp_path)
+    assert (lenet.crop_size, lenet.resize_to, lenet.batch_size, lenet.lr, lenet.schedule) == (28, 0, 64, 0.1, "constant")
+    assert (lenet.flip, lenet.padding, lenet.weight_decay, lenet.model_kwargs) == (False, 0, 0.0, {"init": "xavier"})
+    quick = _config("alexnet_small", budget, tmp_path)
+    assert (quick.lr, quick.batch_size, quick.schedule, quick.label_smoothing) == (0.05, 128, "onecycle", 0.1)
+    assert _config("caffenet", budget, tmp_path, size=227).lr == 0.05                           # the AlexNet family
+
+
+def test_same_recipe_and_the_budgets_flags_win_over_the_family(tmp_path):
+    same = Budget(epochs=1, seeds=1, same_recipe=True)
+    for model in ("lenet5", "resnet18", "vgg11_bn"):
+        cfg = _config(model, same, tmp_path, size=32)
+        assert (cfg.lr, cfg.batch_size, cfg.momentum, cfg.model_kwargs) == (0.05, 128, 0.9, {})   # the quick recipe
+    flags = _config("lenet5", Budget(epochs=1, seeds=1, lr=0.02, batch_size=32), tmp_path)
+    assert (flags.lr, flags.batch_size, flags.momentum) == (0.02, 32, 0.9)                      # the rest: LeNet's
 
 
 def test_means_and_spread_over_seeds(tmp_path):
@@ -168,7 +193,7 @@ def test_a_diverging_model_loses_neither_the_others_nor_the_report(few_fashion, 
     from alexnet.compare.report import write_outputs
     from alexnet.errors import NonFiniteLoss
 
-    def fake_run(cfg):
+    def fake_run(cfg, recipe=None):
         if cfg.model == "lenet5":
             raise NonFiniteLoss("loss is nan at epoch 1 step 3")
         return {"model": cfg.model, "seed": cfg.seed, "out": cfg.out, "test_top1": 0.8, "test_top5": 0.99,
@@ -184,7 +209,8 @@ def test_a_diverging_model_loses_neither_the_others_nor_the_report(few_fashion, 
     paths = write_outputs(result, tmp_path)
     table = open(paths["md"]).read()
     assert re.search(r"`lenet5`\s*\|\s*diverged", table) and "0.8000" in table
-    monkeypatch.setattr(compare_module, "run_one", lambda cfg: fake_run(cfg.__class__(**{**cfg.to_dict(), "model": "lenet5"})))
+    assert "LeNet: batch 64, lr 0.1" in table                              # a diverged row still says its recipe
+    monkeypatch.setattr(compare_module, "run_one", lambda cfg, recipe=None: fake_run(cfg.__class__(**{**cfg.to_dict(), "model": "lenet5"})))
     with pytest.raises(NonFiniteLoss, match="every run diverged"):
         compare_module.compare(TWO, data=str(few_fashion), out=str(tmp_path), budget=budget, quiet=True,
                                log=lambda *a: None)
