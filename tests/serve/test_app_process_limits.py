@@ -1,20 +1,27 @@
 """alexnet.serve.app as a real process, issue 23's limits: a client that writes a too-large body before it reads
 (as Python's urllib does) gets the 413, not a reset (item 22); a client that sends its headers or its body too
-slowly is closed, or answered 408, after --read-timeout, while others are served (item 23). (A streamed body past
---max-bytes answered 413 at once: tests/serve/test_app_process.py.)"""
+slowly is closed, or answered 408, after --read-timeout, while others are served (item 23); the server's peak
+memory with concurrent worst-case images stays within the budget of docs/inference.md, and every request is
+answered (item 1). (A streamed body past --max-bytes answered 413 at once: tests/serve/test_app_process.py.)"""
 from __future__ import annotations
 
+import io
 import json
 import socket
+import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("uvicorn")
 
+from alexnet.data.decode import BYTES_PER_PIXEL  # noqa: E402
+from alexnet.util.machine import usable_cpus  # noqa: E402
 from serve_fixtures import png_bytes, start_server  # noqa: E402
 
 PNG = png_bytes((np.arange(28 * 28) % 251).astype(np.uint8).reshape(28, 28))
@@ -93,3 +100,48 @@ def test_slow_clients_are_closed_after_the_read_timeout(untrained):
         assert _post(url, PNG)[0] == 200
         for sock in [*slow, stalled, pieces]:
             sock.close()
+
+
+def _vm(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(key + ":"))
+
+
+def _grey16_png(side: int) -> bytes:
+    """A 16-bit greyscale PNG of side x side (the costliest mode per pixel before issue 23: 18 bytes each), its
+    rows alike so that it is small on the wire."""
+    row = (np.arange(side, dtype=np.uint32) * 37 % 65536).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(np.repeat(row[None, :], side, axis=0)).save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/status")
+def test_peak_memory_with_concurrent_worst_case_images_is_within_the_budget(untrained):
+    """cores + 3 concurrent 16-bit grey PNGs of 3,000 x 3,000 (9 M pixels): every one answered 200, and the
+    server's peak RSS grows by at most docs/inference.md's budget: BYTES_PER_PIXEL per source pixel for each
+    decode in flight (one per core), each request's body, and 64 MB for the rest. Before the fix (int64 copies,
+    and as many decodes at once as requests) it grew by about 18 bytes per pixel per request."""
+    side, clients, cores = 3000, usable_cpus() + 3, usable_cpus()
+    data = _grey16_png(side)
+    with start_server(untrained) as (proc, url):
+        assert _post(url, PNG)[0] == 200                       # warm: the model has run once
+        try:
+            with open(f"/proc/{proc.pid}/clear_refs", "w") as reset:
+                reset.write("5")                               # VmHWM starts again from here
+        except OSError as err:
+            pytest.skip(f"cannot reset the server's peak RSS ({err})")
+        before = _vm(proc.pid, "VmRSS")
+        replies: list = []
+        threads = [threading.Thread(target=lambda: replies.append(_post(url, data, timeout=120)[0]))
+                   for _ in range(clients)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(150)
+        grown = _vm(proc.pid, "VmHWM") - before
+    budget = cores * BYTES_PER_PIXEL * side * side + clients * len(data) + 64 * 2**20
+    print(f"peak RSS grew by {grown / 2**20:.0f} MB for {clients} concurrent {side}x{side} 16-bit grey PNGs "
+          f"of {len(data) / 2**20:.1f} MB on {cores} cores (budget {budget / 2**20:.0f} MB)")
+    assert replies == [200] * clients
+    assert grown <= budget, f"peak RSS grew by {grown / 2**20:.0f} MB, budget {budget / 2**20:.0f} MB"
