@@ -39,8 +39,7 @@ def _status(sock: socket.socket) -> str:
 
 @pytest.fixture
 def server():
-    """A DrainingServer with TimedProtocol on a bare app in a thread: (server, its listening socket, its loop)."""
-    import asyncio
+    """A DrainingServer with TimedProtocol on a bare app in a thread: (the server, its address, its loop)."""
     import uvicorn
     sock = socket.create_server(("127.0.0.1", 0), backlog=64)
     running = DrainingServer(uvicorn.Config(_hello, http=TimedProtocol, lifespan="off", log_level="warning"))
