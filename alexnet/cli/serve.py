@@ -6,6 +6,7 @@ import ctypes
 import errno
 import gc
 import ipaddress
+import math
 import os
 import re
 import signal
@@ -17,20 +18,25 @@ from alexnet.errors import UsageError
 
 MOST = {"--workers": 64, "--max-batch": 4096, "--threads": 1024, "--topk": 100_000}   # beyond: a typo, not a wish
 MOST_PIXELS = 1 << 30        # --max-pixels: 1 Gi pixels (decoding one may take 12 bytes per pixel: docs/inference.md)
+MOST_BYTES = 1 << 32         # --max-bytes: 4 GiB, an uncompressed image of 1 Gi pixels at 4 bytes each
 UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
-def parse_size(text: str, flag: str) -> int:
-    """``10MB`` -> 10,000,000; ``512KB``, ``1.5MiB``, ``89M``, ``2000000``; anything else: a UsageError."""
+def parse_size(text: str, flag: str, most: int = MOST_BYTES, why: str = "") -> int:
+    """``10MB`` -> 10,000,000; ``512KB``, ``1.5MiB``, ``89M``, ``2000000``; anything else, or more than ``most``
+    (``why`` says why not), a UsageError."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
     unit = match.group(2).upper() if match else None
     if unit not in UNITS:
         raise UsageError(f"{flag} {text!r} is not a size: give a number with an optional unit, like 10MB, "
                          f"512KB, 2MiB or 89M ({', '.join(u for u in UNITS if u)})")
-    value = int(float(match.group(1)) * UNITS[unit])
-    checks.at_least(value, 1, flag)
-    return value
+    value = float(match.group(1)) * UNITS[unit]
+    if value > most:                            # infinity too: 400 digits are more than a float holds
+        shown = f"{value:,.0f}" if math.isfinite(value) else repr(text if len(text) < 40 else text[:20] + "...")
+        raise UsageError(f"{flag} {shown} is more than this server takes (at most {most:,}{why})")
+    checks.at_least(int(value), 1, flag)
+    return int(value)
 
 
 def add_parsers(sub) -> None:
@@ -45,7 +51,7 @@ def add_parsers(sub) -> None:
                                                        "0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0: any free port)")
     flags.topk(p, "classes in each answer (default: 5)")
-    p.add_argument("--max-bytes", default="10MB", metavar="SIZE", help="largest request body, e.g. 10MB, 512KB (default: 10MB)")
+    p.add_argument("--max-bytes", default="10MB", metavar="SIZE", help="largest request body, e.g. 10MB, 512KB (default: 10MB; at most 4GiB)")
     p.add_argument("--max-pixels", default=None, metavar="PIXELS",
                    help="largest image, width x height from its header (default: PIL's limit, 89478485)")
     p.add_argument("--batch-window-ms", type=float, default=5.0, metavar="MS",
@@ -54,6 +60,7 @@ def add_parsers(sub) -> None:
                                                              "1 with --batch-window-ms 0: one request at a time)")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="server processes, each with its own copy of the model")
     flags.ten_crop(p)
+    flags.flip_view(p)
     flags.device(p)
     flags.backend(p, "auto", auto="onnxruntime for an .onnx export and for a checkpoint of a model it runs faster one "
                                   "image at a time (alexnet_owt, docs/inference/), torch otherwise")
@@ -90,13 +97,12 @@ def settings_from(args: argparse.Namespace):
         raise UsageError(f"--port must be in 0..65535, got {args.port}")
     if not 0 <= args.batch_window_ms <= 10_000:
         raise UsageError(f"--batch-window-ms must be in [0, 10000], got {args.batch_window_ms}")
-    max_pixels = _max_pixels() if args.max_pixels is None else parse_size(args.max_pixels, "--max-pixels")
-    if max_pixels > MOST_PIXELS:
-        raise UsageError(f"--max-pixels {max_pixels:,} is more than this server takes (at most {MOST_PIXELS:,}: "
-                         "decoding one such image could take over 12 GB)")
+    max_pixels = _max_pixels() if args.max_pixels is None else \
+        parse_size(args.max_pixels, "--max-pixels", MOST_PIXELS, ": decoding one such image could take over 12 GB")
     return Settings(checkpoint=args.checkpoint, topk=args.topk, max_bytes=parse_size(args.max_bytes, "--max-bytes"),
                     max_pixels=max_pixels, batch_window_ms=args.batch_window_ms,
                     max_batch=args.max_batch, device=args.device, backend=args.backend, ten_crop=args.ten_crop,
+                    flip_view=args.flip_view,
                     threads=args.threads, host=args.host, model_details=args.model_details,
                     read_timeout_s=args.read_timeout)
 

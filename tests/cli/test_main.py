@@ -116,10 +116,36 @@ CASES = [
     (["show", "kernels", "{p}/text.pt", "--out", "{p}/notes.png"], "not an image"),
     (["show", "neighbors", "{p}/text.pt", "--out", "{p}/n.txt"], "--out"),
     (["show", "neighbors", "{p}/text.pt", "--out", "{p}/notes.png"], "not an image"),
+    # issue 23: serve's flags, refused before the checkpoint is read or a port taken
+    (["serve", "{p}/text.pt", "--workers", "0"], "--workers"),
+    (["serve", "{p}/text.pt", "--workers", "100000"], "--workers"),
+    (["serve", "{p}/text.pt", "--max-bytes", "10XB"], "--max-bytes"),
+    (["serve", "{p}/text.pt", "--max-bytes", "0"], "--max-bytes"),
+    (["serve", "{p}/text.pt", "--max-bytes", "-1"], "--max-bytes"),
+    (["serve", "{p}/text.pt", "--max-bytes", "100GB"], "--max-bytes"),
+    (["serve", "{p}/text.pt", "--max-bytes", "9" * 400], "--max-bytes"),          # past a float: inf
+    (["serve", "{p}/text.pt", "--max-pixels", "abc"], "--max-pixels"),
+    (["serve", "{p}/text.pt", "--max-pixels", "100G"], "--max-pixels"),
+    (["serve", "{p}/text.pt", "--max-pixels", "9" * 400 + "G"], "--max-pixels"),
+    (["serve", "{p}/text.pt", "--read-timeout", "0"], "--read-timeout"),
+    (["serve", "{p}/text.pt", "--read-timeout", "-1"], "--read-timeout"),
+    (["serve", "{p}/text.pt", "--read-timeout", "nan"], "--read-timeout"),
+    (["serve", "{p}/text.pt", "--read-timeout", "1e400"], "--read-timeout"),
+    (["serve", "{p}/text.pt", "--port", "-5"], "--port"),
+    (["serve", "{p}/text.pt", "--port", "70000"], "--port"),
+    (["serve", "{p}/text.pt", "--batch-window-ms", "-1"], "--batch-window-ms"),
+    (["serve", "{p}/text.pt", "--batch-window-ms", "nan"], "--batch-window-ms"),
+    (["serve", "{p}/text.pt", "--max-batch", "0"], "--max-batch"),
+    (["serve", "{p}/text.pt", "--max-batch", "1000000000"], "--max-batch"),
+    (["serve", "{p}/text.pt", "--threads", "-1"], "--threads"),
+    (["serve", "{p}/text.pt", "--threads", "100000"], "--threads"),
+    (["serve", "{p}/text.pt", "--topk", "0"], "--topk"),
+    (["serve", "{p}/text.pt", "--topk", "1000000"], "--topk"),
 ]
 
 
-@pytest.mark.parametrize("argv,named", CASES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in CASES])
+@pytest.mark.parametrize("argv,named", CASES, ids=[" ".join(x if len(x) <= 24 else x[:12] + "..." for x in a[:1] + a[-2:])
+                                                   for a, _ in CASES])
 def test_bad_flag_exits_2_naming_it(paths, capsys, argv, named):
     if any(a.startswith("/proc/") or a == "/proc" for a in argv) and not os.path.isdir("/proc/self"):
         pytest.skip("no /proc here")
