@@ -12,12 +12,13 @@ by name (``from_dict``/``to_dict``; the training position is ``alexnet.train.pos
 - ``data``: the ``Preprocessing`` (statistics, sizes, normalisation) training used, so evaluation feeds the
   network what training fed it [4];
 - ``state_dict``: the weights (empty for an export's metadata, whose weights live in the export);
-- for a resumable ``last.pt``, ``training``: optimizer, schedule, position, history, best and RNG states;
+- for a resumable ``last.pt``, ``training``: optimizer, schedule, position, history, best and RNG states (with
+  ``--ema``, ``state_dict`` is the averaged weights and ``training['ema']`` the trained ones and the count);
 - anything else (``alexnet convert``'s ``source``: the file converted and its hash) in ``extra``, kept as it is.
 
 ``Checkpoint.load(path)`` checks the marker and the parts (a ``UsageError`` naming the file and what is wrong);
 ``save`` writes atomically (``alexnet.util.atomic``); ``open_split`` opens a split the way the checkpoint's run
-opened it; ``ten_crop`` is the recipe's default view.
+opened it; ``ten_crop`` and ``flip_view`` are the recipe's default views.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from alexnet.weights import FORMAT, export_kind, load_checked
 
 REQUIRED = ("model", "classes", "config", "data", "state_dict")   # what eval, predict and resume read
 MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
-TRAINING_KEYS = ("optimizer", "schedule", "position", "history", "best", "rng")   # last.pt's, for resume
+TRAINING_KEYS = ("optimizer", "schedule", "position", "history", "best", "rng", "ema")   # last.pt's, for resume
 __all__ = ["FORMAT", "Checkpoint", "ModelSpec", "atomic_save", "load_checkpoint", "load_model"]
 
 
@@ -84,6 +85,17 @@ class Checkpoint:
         return bool(self.config.get("ten_crop", False))
 
     @property
+    def flip_view(self) -> bool:
+        """The recipe's test-time mirror: the centre view's softmax averaged with its mirror image's."""
+        return bool(self.config.get("flip_view", False))
+
+    def views(self, ten_crop: bool | None = None, flip_view: bool | None = None) -> str:
+        """The test-time views in words: "10-crop", "centre + mirror" or "centre crop" (None: the recipe's)."""
+        ten_crop = self.ten_crop if ten_crop is None else ten_crop
+        flip_view = self.flip_view if flip_view is None else flip_view
+        return "10-crop" if ten_crop else ("centre + mirror" if flip_view else "centre crop")
+
+    @property
     def data(self) -> str | None:
         """The data set the run trained on, as ``--data`` named it (None: converted weights)."""
         return self.config.get("data") or None
@@ -103,9 +115,10 @@ class Checkpoint:
                             size=self.preprocessing.image_size[0], val_fraction=self.config.get("val_fraction", 0.1),
                             seed=self.config.get("seed", 0), channels=self.preprocessing.channels, progress=progress)
 
-    def eval_transform(self, ten_crop: bool | None = None):
-        """The evaluation view of this checkpoint's preprocessing (``ten_crop`` None: the recipe's)."""
-        return self.preprocessing.eval_transform(self.ten_crop if ten_crop is None else ten_crop)
+    def eval_transform(self, ten_crop: bool | None = None, flip_view: bool | None = None):
+        """The evaluation views of this checkpoint's preprocessing (``ten_crop``, ``flip_view`` None: the recipe's)."""
+        return self.preprocessing.eval_transform(self.ten_crop if ten_crop is None else ten_crop,
+                                                 self.flip_view if flip_view is None else flip_view)
 
     # ---- the network ------------------------------------------------------------------------------------------
     def build_model(self, **extra) -> nn.Module:

@@ -57,6 +57,13 @@ def ten_crop(p: argparse.ArgumentParser) -> None:
                    help="average the softmax over the paper's 10 views [4] (default: as the checkpoint's recipe)")
 
 
+def flip_view(p: argparse.ArgumentParser) -> None:
+    """Tri-state, as ``--ten-crop``: None (the flag absent) means as the checkpoint's recipe says."""
+    p.add_argument("--flip-view", action=argparse.BooleanOptionalAction, default=None,
+                   help="average the centre view's softmax with its mirror image's (default: as the checkpoint's "
+                        "recipe; the quick recipe's does)")
+
+
 def batch_size(p: argparse.ArgumentParser, default: int | None = 256, help: str | None = None) -> None:
     """``--batch-size``: images per batch of an evaluation (256), or compare's training batch (its own help)."""
     p.add_argument("--batch-size", type=int, default=default, help=help or f"images per batch (default: {default})")

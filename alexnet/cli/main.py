@@ -93,6 +93,9 @@ def _run_training(cfg, *, resume: bool, force: bool) -> int:
         print(f"run folder: {result['out']} (config.json, metrics.jsonl, curves.png, last.pt, best.pt, "
               "TensorBoard events)")
         print(f"best val top-1 {result['best']['val_top1']:.4f} at epoch {result['best']['epoch']}")
+        if result["history"]:
+            from alexnet.train.run_folder import time_to_accuracy_line
+            print(time_to_accuracy_line(result["history"]))
     return 0
 
 
@@ -146,7 +149,8 @@ def _eval(args: argparse.Namespace) -> int:
     checks.writable_file(args.json, "--json")       # before evaluating: a finished evaluation is not thrown away
     checks.figure_file(png, "--confusion", (".png",))   # plot_confusion writes PNG
     report = evaluate_checkpoints([args.checkpoint] + (args.ensemble or []), data=args.data, split=args.split,
-                                  ten_crop=args.ten_crop, device=args.device, batch_size=args.batch_size,
+                                  ten_crop=args.ten_crop, flip_view=args.flip_view, device=args.device,
+                                  batch_size=args.batch_size,
                                   data_root=args.data_root, confusion_png=png, progress=args.json != "-",
                                   backend=args.backend)
     if args.json:
@@ -160,7 +164,8 @@ def _predict(args: argparse.Namespace) -> int:
     from alexnet.inference.predict import format_predictions, predict
     checks.at_least(args.topk, 1, "--topk")
     checks.writable_file(args.json, "--json")
-    results, skipped = predict(args.checkpoint, args.inputs, topk=args.topk, ten_crop=args.ten_crop, device=args.device,
+    results, skipped = predict(args.checkpoint, args.inputs, topk=args.topk, ten_crop=args.ten_crop,
+                               flip_view=args.flip_view, device=args.device,
                                backend=args.backend)
     if args.json:
         _write_json(results + [{"path": path, "skipped": reason} for path, reason in skipped], args.json)
@@ -239,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     flags.data_root(p)
     flags.split(p)
     flags.ten_crop(p)
+    flags.flip_view(p)
     p.add_argument("--ensemble", nargs="+", metavar="CKPT", help="more checkpoints whose softmax is averaged [6]")
     flags.json_output(p, "report")
     p.add_argument("--confusion", metavar="PNG", help="confusion-matrix image (default: next to the checkpoint)")
@@ -252,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     flags.topk(p, "classes listed for each image (default: 5)")
     flags.ten_crop(p)
+    flags.flip_view(p)
     flags.json_output(p, "predictions")
     flags.device(p)
     flags.backend(p, "auto", auto="onnxruntime for an .onnx export, torch (our eager path, the faster for files, "

@@ -9,6 +9,7 @@ cannot work with are a ValueError (a caller's mistake, not the user's).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import numpy as np
@@ -204,3 +205,29 @@ def inside_mask(offsets: torch.Tensor, size: int, pad: int, height: int, width: 
         cols = torch.where(flips.to(offsets.device)[:, None], cols.flip(1), cols)
     inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
     return inside[:, None].float()
+
+
+def draw_erasures(batch: int, size: int, p: float, generator: torch.Generator,
+                  area: tuple[float, float] = (0.02, 0.4), ratio: tuple[float, float] = (0.3, 1 / 0.3)) -> torch.Tensor:
+    """(batch, 4) int64 rectangles (top, left, height, width) of random erasing (Zhong et al. 2017, torchvision's
+    RandomErasing ranges): with probability ``p`` a box of ``area`` of the size x size crop, aspect in ``ratio``
+    (log-uniform); height 0 where an image keeps every pixel. Five draws per image, in a fixed order."""
+    u = torch.rand(batch, 5, generator=generator, device=generator.device)
+    frac = area[0] + (area[1] - area[0]) * u[:, 0]
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[:, 1])
+    height = torch.sqrt(frac * size * size * aspect).round().clamp(1, size).long()
+    width = torch.sqrt(frac * size * size / aspect).round().clamp(1, size).long()
+    top = (u[:, 2] * (size - height + 1)).long()
+    left = (u[:, 3] * (size - width + 1)).long()
+    return torch.stack([top, left, height * (u[:, 4] < p), width], dim=1)
+
+
+def erase_(x: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Set the pixels of ``boxes[i]`` (top, left, height, width) of image i of ``x`` (B, C, h, w) to 0, in place:
+    after normalisation 0 is the mean pixel (torchvision RandomErasing's default value)."""
+    boxes = boxes.to(x.device)
+    rows, cols = torch.arange(x.shape[2], device=x.device), torch.arange(x.shape[3], device=x.device)
+    top, left, height, width = boxes.unbind(1)
+    in_rows = (rows >= top[:, None]) & (rows < (top + height)[:, None])       # (B, h)
+    in_cols = (cols >= left[:, None]) & (cols < (left + width)[:, None])      # (B, w)
+    return x.masked_fill_((in_rows[:, :, None] & in_cols[:, None, :])[:, None], 0.0)

@@ -56,13 +56,15 @@ class Preprocessing:
         known.setdefault("pixel_scale", 1.0)     # checkpoints from before pixel_scale was stored
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
-    def train_transform(self, *, padding: int = 0, flip: bool = True, pca_std: float = 0.0) -> TrainTransform:
-        """Random crops, flips and PCA lighting [4] on top of this preprocessing."""
-        return TrainTransform(crop_size=self.crop_size, padding=padding, flip=flip, pca_std=pca_std,
+    def train_transform(self, *, padding: int = 0, flip: bool = True, pca_std: float = 0.0,
+                        erase: float = 0.0) -> TrainTransform:
+        """Random crops, flips and PCA lighting [4] (and random erasing) on top of this preprocessing."""
+        return TrainTransform(crop_size=self.crop_size, padding=padding, flip=flip, pca_std=pca_std, erase=erase,
                               normalization=self.normalization, stats=self.stats, resize_to=self.resize_to,
                               pixel_scale=self.pixel_scale)
 
-    def eval_transform(self, ten_crop: bool = False) -> EvalTransform:
-        """The centre view, or the paper's 10 views [4]."""
+    def eval_transform(self, ten_crop: bool = False, flip_view: bool = False) -> EvalTransform:
+        """The centre view, the centre view and its mirror image (``flip_view``), or the paper's 10 views [4]."""
         return EvalTransform(crop_size=self.crop_size, normalization=self.normalization, stats=self.stats,
-                             resize_to=self.resize_to, ten_crop=ten_crop, pixel_scale=self.pixel_scale)
+                             resize_to=self.resize_to, ten_crop=ten_crop, flip_view=flip_view,
+                             pixel_scale=self.pixel_scale)

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, ClassVar, Sequence
 import torch
 import torch.nn.functional as F
 
-from alexnet.data.augment import (CL, as_tensor, center_crop, crop_mirror_pair, draw_alphas, draw_flips, draw_offsets,
-                                  gather_crops, inside_mask, lighting_shift, mean_chw, mirror, resize, resized_shape,
+from alexnet.data.augment import (CL, as_tensor, center_crop, crop_mirror_pair, draw_alphas, draw_erasures, draw_flips,
+                                  draw_offsets, erase_, gather_crops, inside_mask, lighting_shift, mean_chw, mirror, resize, resized_shape,
                                   scale_shift_, ten_crop, to_float)
 from alexnet.errors import UsageError
 from alexnet.ops.augment import crop_mirror_normalize
@@ -27,10 +27,11 @@ NORMALIZATIONS = ("mean_image", "channel", "none")
 
 @dataclass
 class Draw:
-    """The random choices of one training batch: crop corners, mirror flags, lighting alphas."""
+    """The random choices of one training batch: crop corners, mirror flags, lighting alphas, erased boxes."""
     offsets: torch.Tensor                 # (B, 2) int64 (top, left), in the padded image
     flips: torch.Tensor | None = None     # (B,) bool
     alphas: torch.Tensor | None = None    # (B, C) float32
+    erasures: torch.Tensor | None = None  # (B, 4) int64 (top, left, height, width) in the crop; height 0: none
 
 
 @dataclass(eq=False)
@@ -94,11 +95,13 @@ class TrainTransform(_Normalizer):
     ``__call__(x, generator)`` maps a uint8 (B, C, H, W) batch to float32 (B, C, crop, crop),
     channels_last. normalization: "mean_image" subtracts the training mean image at each crop's
     offsets [4]; "channel" uses per-channel mean and std; "none" leaves [0, 1] pixels.
-    ``padding`` pixels are 0 in the output (zero padding of the normalised image).
+    ``padding`` pixels are 0 in the output (zero padding of the normalised image). ``erase``: random erasing's
+    probability (not in the paper; Zhong et al. 2017), a box of the normalised crop set to 0, drawn last.
     """
     padding: int = 0
     flip: bool = True
     pca_std: float = 0.0
+    erase: float = 0.0
     accepts_index: ClassVar[bool] = True     # BatchLoader may pass the whole dataset and the batch's index
 
     def __post_init__(self) -> None:
@@ -108,7 +111,7 @@ class TrainTransform(_Normalizer):
                              "pass stats or set pca_std=0")
 
     def draw(self, batch: int, height: int, width: int, generator: torch.Generator) -> Draw:
-        """The batch's random choices, drawn in a fixed order: offsets, flips, alphas."""
+        """The batch's random choices, drawn in a fixed order: offsets, flips, alphas, erasures."""
         if self.resize_to is not None:
             height, width = resized_shape(height, width, self.resize_to)
         pad = 2 * self.padding
@@ -118,10 +121,15 @@ class TrainTransform(_Normalizer):
         offsets = draw_offsets(batch, height + pad, width + pad, self.crop_size, generator)
         flips = draw_flips(batch, generator) if self.flip else None
         alphas = draw_alphas(batch, len(self.stats.eigvals), self.pca_std, generator) if self.pca_std > 0 else None
-        return Draw(offsets, flips, alphas)
+        erasures = draw_erasures(batch, self.crop_size, self.erase, generator) if self.erase > 0 else None
+        return Draw(offsets, flips, alphas, erasures)
 
     def apply(self, x: torch.Tensor, draw: Draw, index: torch.Tensor | None = None) -> torch.Tensor:
         """Augment ``x`` (or ``x[index]``) with the given random choices."""
+        out = self._crop_normalize(x, draw, index)
+        return out if draw.erasures is None else erase_(out, draw.erasures)
+
+    def _crop_normalize(self, x: torch.Tensor, draw: Draw, index: torch.Tensor | None) -> torch.Tensor:
         if index is not None and (self.resize_to is not None or self.padding):
             x, index = x[index.to(x.device)], None
         x = self._prepare(x)                                  # uint8, or float in [0, 1] once resized
@@ -193,9 +201,11 @@ class EvalTransform(_Normalizer):
     """The test-time view [4]: normalise exactly as in training, then the centre crop or the ten crops.
 
     ``__call__(x)`` maps uint8 (B, C, H, W) to float32 (B, C, crop, crop), or with ``ten_crop``
-    to (10, B, C, crop, crop) in ``ten_crop``'s order.
+    to (10, B, C, crop, crop) in ``ten_crop``'s order, or with ``flip_view`` to (2, B, C, crop, crop): the centre
+    view and its mirror image (``ten_crop``'s views include the mirrors already).
     """
     ten_crop: bool = False
+    flip_view: bool = False
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = to_float(self._prepare(x))
@@ -210,4 +220,7 @@ class EvalTransform(_Normalizer):
             x.div_(std.view(1, -1, 1, 1))
         if self.pixel_scale != 1.0:
             x = x * self.pixel_scale
-        return ten_crop(x, self.crop_size) if self.ten_crop else center_crop(x, self.crop_size)
+        if self.ten_crop:
+            return ten_crop(x, self.crop_size)
+        centre = center_crop(x, self.crop_size)
+        return torch.stack([centre, centre.flip(3)]) if self.flip_view else centre

@@ -82,12 +82,13 @@ def accuracy_report(probs: torch.Tensor, labels: np.ndarray | torch.Tensor, clas
 
 
 def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, split: str = "test",
-                         ten_crop: bool | None = None, device: str = "auto", batch_size: int = 256,
+                         ten_crop: bool | None = None, flip_view: bool | None = None, device: str = "auto",
+                         batch_size: int = 256,
                          data_root: str | None = None, confusion_png: str | None = None,
                          progress: bool = True, backend: str | None = None) -> dict:
     """Evaluate one checkpoint, or the softmax average of several (an ensemble [6]), on a split.
 
-    ``ten_crop=None`` uses the checkpoint's recipe setting (``Checkpoint.ten_crop``). Checkpoints or exports
+    ``ten_crop=None``, ``flip_view=None`` use the checkpoint's recipe settings (``Checkpoint.ten_crop``, ``.flip_view``). Checkpoints or exports
     (``alexnet.inference.backends.load``; ``backend`` None: each file's default).
     """
     loaded = [backends.load(path, backend, device) for path in checkpoints]
@@ -95,8 +96,10 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
     for path, item in zip(checkpoints[1:], loaded[1:]):
         if item.info.classes != first.classes:
             raise UsageError(f"--ensemble: {path} was trained on other classes than {checkpoints[0]}")
-    if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one centre view
+    if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one centre + mirror
         ten_crop = first.ten_crop
+    if flip_view is None:
+        flip_view = first.flip_view
     spec = data or first.data
     dataset = first.open_split(split, data=data, data_root=data_root, progress=progress, source=checkpoints[0])
     if dataset.classes != first.classes:
@@ -104,13 +107,14 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
                          f"{first.classes[:5]}...; evaluate on data with the same classes")
     probs = 0
     for path, item in zip(checkpoints, loaded):
-        transform = item.info.eval_transform(ten_crop)
+        transform = item.info.eval_transform(ten_crop, flip_view)
         probs = probs + predict_probs([item.model], dataset.images, transform,
                                       batch_size=batch_size, device=item.device, progress=progress,
                                       desc=f"eval {os.path.basename(path)}")
     report = accuracy_report(probs / len(loaded), dataset.labels, dataset.classes)
     report.update(checkpoints=list(checkpoints), backends=[item.backend for item in loaded], data=spec, split=split,
-                  ten_crop=ten_crop, skipped=len(dataset.skipped), skipped_items=[list(s) for s in dataset.skipped])
+                  ten_crop=ten_crop, flip_view=flip_view and not ten_crop, views=first.views(ten_crop, flip_view),
+                  skipped=len(dataset.skipped), skipped_items=[list(s) for s in dataset.skipped])
     if confusion_png:
         plot_confusion(np.asarray(report["confusion"]), dataset.classes, confusion_png,
                        f"{os.path.basename(checkpoints[0])} on {split}: top-1 {report['top1']:.4f}")
@@ -119,7 +123,7 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
 
 
 def format_accuracy(report: dict) -> str:
-    views = "10-crop" if report["ten_crop"] else "centre crop"
+    views = report.get("views") or ("10-crop" if report["ten_crop"] else "centre crop")
     models = f"ensemble of {len(report['checkpoints'])}" if len(report["checkpoints"]) > 1 else report["checkpoints"][0]
     lines = [f"{models} on {report['data']} ({report['split']}, {report['n']} images, {views}, "
              f"{report['skipped']} skipped)",

@@ -51,7 +51,8 @@ class Predictor:
     and ``alexnet serve`` for uploads, one code path. ``checkpoint``: a checkpoint or an export
     (``alexnet.inference.backends.load``; ``backend`` None: the file's default)."""
 
-    def __init__(self, checkpoint: str, *, ten_crop: bool | None = None, device: str = "auto",
+    def __init__(self, checkpoint: str, *, ten_crop: bool | None = None, flip_view: bool | None = None,
+                 device: str = "auto",
                  batch_size: int = 64, backend: str | None = None, images: int | None = None,
                  intra_op_threads: int = 0) -> None:
         self.loaded = backends.load(checkpoint, backend, device, images, intra_op_threads)   # images: for "auto"
@@ -59,8 +60,10 @@ class Predictor:
         self.preprocessing, self.classes = self.info.preprocessing, self.info.classes
         if ten_crop is None:      # as `alexnet eval`: the recipe decides (paper: 10 views [4], quick: the centre)
             ten_crop = self.info.ten_crop
-        self.ten_crop, self.batch_size = ten_crop, batch_size
-        self.transform = self.preprocessing.eval_transform(ten_crop)
+        if flip_view is None:
+            flip_view = self.info.flip_view
+        self.ten_crop, self.flip_view, self.batch_size = ten_crop, flip_view and not ten_crop, batch_size
+        self.transform = self.preprocessing.eval_transform(ten_crop, self.flip_view)
 
     @property
     def side(self) -> int:
@@ -117,14 +120,15 @@ class Predictor:
                  for v, i in zip(vals, idxs)] for vals, idxs in zip(values.tolist(), indices.tolist())]
 
 
-def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool | None = None, device: str = "auto",
+def predict(checkpoint: str, inputs: list[str], *, topk: int = 5, ten_crop: bool | None = None,
+            flip_view: bool | None = None, device: str = "auto",
             batch_size: int = 64, backend: str | None = backends.AUTO, threads: int | None = None,
             progress: bool | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """Returns ([{path, topk: [{label, index, prob}]}], [(path, reason) skipped]); each skipped file is named on
     stderr with the reason. ``backend`` auto: ``backends.auto_backend`` for this many files; ``progress`` None:
     a bar for PROGRESS_FROM files or more."""
     paths = expand_paths(inputs)
-    predictor = Predictor(checkpoint, ten_crop=ten_crop, device=device, batch_size=batch_size, backend=backend,
+    predictor = Predictor(checkpoint, ten_crop=ten_crop, flip_view=flip_view, device=device, batch_size=batch_size, backend=backend,
                           images=len(paths))
     results, skipped = [], []
     show = len(paths) >= PROGRESS_FROM if progress is None else progress

@@ -54,6 +54,7 @@ class Settings:
     device: str = "auto"
     backend: str | None = "auto"      # alexnet.inference.backends.auto_backend for a stream of single images
     ten_crop: bool | None = None
+    flip_view: bool | None = None
     threads: int = 0                  # threads per inference call, torch and onnxruntime (0: as they are)
     host: str = "127.0.0.1"           # the bound address: the Host names answered (alexnet.serve.guards)
     model_details: bool = False       # /model also shows the checkpoint's data source and training config
@@ -67,7 +68,7 @@ def load_predictor(settings: Settings) -> Predictor:
     from PIL import Image
     if Image.MAX_IMAGE_PIXELS is not None and settings.max_pixels > Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = settings.max_pixels  # PIL refuses at twice this: --max-pixels is the limit
-    return Predictor(settings.checkpoint, ten_crop=settings.ten_crop, device=settings.device,
+    return Predictor(settings.checkpoint, ten_crop=settings.ten_crop, flip_view=settings.flip_view, device=settings.device,
                      backend=settings.backend, batch_size=max(settings.max_batch, 1),
                      intra_op_threads=settings.threads)
 
@@ -135,7 +136,7 @@ def model_card(predictor: Predictor, settings: Settings) -> dict:
     info, prep = predictor.info, predictor.preprocessing
     preprocessing = {key: getattr(prep, key) for key in ("image_size", "channels", "crop_size", "resize_to",
                                                          "normalization", "pixel_scale")}
-    preprocessing.update(decode=prep.decode_rule, ten_crop=predictor.ten_crop,
+    preprocessing.update(decode=prep.decode_rule, ten_crop=predictor.ten_crop, flip_view=predictor.flip_view,
                          channel_mean=prep.stats.channel_mean.tolist(), channel_std=prep.stats.channel_std.tolist(),
                          mean_image="subtracted" if prep.normalization == "mean_image" else "not used")
     return {"name": info.model.name, "classes": list(predictor.classes), "num_classes": len(predictor.classes),

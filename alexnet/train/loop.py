@@ -59,7 +59,7 @@ class Run:
     def checkpoint(self) -> Checkpoint:
         """This moment as a checkpoint (``last.pt``: resumable)."""
         parts = self.parts
-        return Checkpoint(parts.spec, parts.classes, self.cfg.to_dict(), parts.prep, parts.raw_model.state_dict(),
+        return Checkpoint(parts.spec, parts.classes, self.cfg.to_dict(), parts.prep, parts.eval_model.state_dict(),
                           training_state(parts, self.position))
 
 
@@ -119,9 +119,7 @@ def setup(cfg: TrainConfig, *, resume: bool, force: bool, device: torch.device |
 
 def _restore(run: Run, resumed: Checkpoint) -> None:
     """Continue exactly where ``last.pt`` stopped: weights, momentum, schedule, position, sums and RNG."""
-    from alexnet.weights import load_checked
-    load_checked(run.parts.raw_model, resumed.state_dict, str(run.out / "last.pt"))
-    run.position = restore_training(run.parts, resumed.training)
+    run.position = restore_training(run.parts, resumed, str(run.out / "last.pt"))
     epoch = run.position.epoch
     run.log(f"resumed {run.out / 'last.pt'} at epoch {epoch + 1} step {run.position.step}" if epoch < run.cfg.epochs
             else f"{run.out / 'last.pt'} is a complete run ({epoch}/{run.cfg.epochs} epochs); nothing left to train")
@@ -186,6 +184,8 @@ def _sgd_step(run: Run, x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[to
         torch.nn.utils.clip_grad_norm_(parts.model.parameters(), cfg.clip_grad_norm)
     run.observers.before_update()
     parts.optimizer.step()
+    if parts.ema:
+        parts.ema.update()
     run.observers.after_update(pos.global_step, loss, lr)
     pos.global_step += 1
     run.observers.arm_if_due(pos.global_step)    # the next step's forward, gradients and update are recorded
@@ -199,7 +199,7 @@ def end_of_epoch(run: Run) -> None:
     started = time.perf_counter() - sums["seconds"]
     totals = distributed.sum_tensor(torch.tensor([sums["loss_sum"], float(sums["correct"]), float(sums["seen"])],
                                                  device=device))
-    probs = predict_probs([parts.raw_model], parts.val_set.images, parts.prep.eval_transform(),
+    probs = predict_probs([parts.eval_model], parts.val_set.images, parts.prep.eval_transform(flip_view=run.cfg.flip_view),
                           batch_size=run.cfg.eval_batch_size, device=device, autocast=parts.use_bf16)
     val = accuracy_report(probs, parts.val_set.labels, parts.classes)
     if not math.isfinite(val["loss"]):      # diverged: this epoch is neither last.pt nor best.pt (every rank stops)
@@ -220,7 +220,7 @@ def end_of_epoch(run: Run) -> None:
     state = run.checkpoint()
     atomic_save(state.to_dict(), run.out / "last.pt")
     if improved:                            # the weights of the best epoch, without the state only resume needs
-        atomic_save(dict(state.to_dict(), optimizer={}, rng={}), run.out / "best.pt")
+        atomic_save(dict(state.to_dict(), optimizer={}, rng={}, ema={}), run.out / "best.pt")
     append_metrics(run.out, row, run.observers.writer)     # after last.pt: metrics.jsonl never runs ahead of it
     plot_curves(pos.history, run.out / "curves.png")
     run.log(epoch_line(row, run.cfg.epochs, parts.schedule.drops if dropped else None))

@@ -18,6 +18,7 @@ from alexnet.data.loader import BatchLoader
 from alexnet.data.preprocessing import Preprocessing
 from alexnet.errors import UsageError
 from alexnet.train import distributed, finetune
+from alexnet.train.ema import WeightAverage
 from alexnet.train.run_folder import check_training_set
 from alexnet.train.schedule import LRSchedule, param_groups
 from alexnet.util.checks import no_towers_in
@@ -92,8 +93,10 @@ class Parts:
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     use_bf16: bool
+    ema: WeightAverage | None = None      # --ema: the averaged weights, what validation and checkpoints hold
 
     is_main = property(lambda self: self.rank == 0)
+    eval_model = property(lambda self: self.ema.model if self.ema else self.raw_model)
 
 
 def open_data(cfg, rank: int):
@@ -141,7 +144,8 @@ def build_parts(cfg, train_set, val_set, *, device: torch.device, rank: int, wor
         train_set, crop_size=input_size, resize_to=cfg.resize_to, normalization=cfg.normalization,
         pixel_scale=cfg.pixel_scale)
     loader = BatchLoader(train_set.images, train_set.labels, cfg.batch_size // world_size,
-                         transform=prep.train_transform(padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std),
+                         transform=prep.train_transform(padding=cfg.padding, flip=cfg.flip, pca_std=cfg.pca_std,
+                                                        erase=cfg.erase),
                          shuffle=True, drop_last=True, seed=cfg.seed, rank=rank, world_size=world_size, device=device,
                          threads=cfg.loader_threads)
     check_training_set(train_set, loader, cfg)
@@ -162,4 +166,5 @@ def build_parts(cfg, train_set, val_set, *, device: torch.device, rank: int, wor
     use_bf16 = device.type == "cuda" and (cfg.amp == "bf16" or (cfg.amp == "auto" and not cfg.recipe.startswith("paper")))
     return Parts(device=device, rank=rank, world_size=world_size, towers=towers, classes=classes, val_set=val_set,
                  loader=loader, prep=prep, spec=spec, raw_model=model, model=wrapped, optimizer=optimizer,
-                 schedule=LRSchedule(cfg, len(loader)), use_bf16=use_bf16)
+                 schedule=LRSchedule(cfg, len(loader)), use_bf16=use_bf16,
+                 ema=WeightAverage(model, cfg.ema) if cfg.ema else None)

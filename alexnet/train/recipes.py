@@ -51,6 +51,8 @@ class TrainConfig:
                                      "cuda-convnet2, Caffe and modern recipes: no)")
     bias_lr_mult: float = _opt(1.0, "biases learn at this multiple of --lr (cuda-convnet2 epsB, Caffe lr_mult: 2)")
     label_smoothing: float = _opt(0.0, "cross-entropy label smoothing")
+    ema: float = _opt(0.0, "keep an exponential moving average of the weights with this decay per step (e.g. 0.999; "
+                      "0 = off; not in the paper): validation, best.pt, eval and predict use the average")
     clip_grad_norm: float = _opt(0.0, "scale the gradients down to this global L2 norm when above it (0 = never; "
                                  "not in the paper)")
     schedule: str = _opt("plateau", "lr schedule: plateau [5] (/10 when val error stops improving), onecycle, "
@@ -65,10 +67,14 @@ class TrainConfig:
     padding: int = _opt(0, "zero padding before random crops (small images)")
     flip: bool = _opt(True, "random horizontal flips [4]")
     pca_std: float = _opt(0.1, "fancy-PCA lighting [4.1], alpha ~ N(0, pca_std); 0 turns it off")
+    erase: float = _opt(0.0, "random erasing (Zhong et al. 2017; not in the paper): with this probability a box of "
+                        "a 50th to 2/5 of the crop is set to the mean pixel")
     normalization: str = _opt("mean_image", "subtract the mean image [4], per-channel mean/std, or nothing",
                               choices=("mean_image", "channel", "none"))
     pixel_scale: float = _opt(1.0, "network inputs in these units (255: 0-255 pixels, as the paper's init expects)")
     ten_crop: bool = _opt(True, "10-view evaluation for the eval report [4]")
+    flip_view: bool = _opt(False, "test-time mirror (not in the paper, whose 10 views [4] hold mirrors): per-epoch "
+                           "validation, eval, predict and serve average the centre view's softmax with its mirror's")
     val_fraction: float = _opt(0.1, "held-out fraction of train when the data has no val split")
     # fine-tuning (alexnet/train/finetune.py)
     init: str = _opt("", "start from these weights: an alexnet checkpoint, or a state dict (.pt, .safetensors) of the "
@@ -250,7 +256,8 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
 MAX_SIDE = 4096                           # alexnet.util.checks.MAX_INPUT_ELEMENTS's side: above any model's input
 RULES = {
     "positive": (lambda v: v > 0, "> 0"), "non-negative": (lambda v: v >= 0, ">= 0"),
-    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "any": (lambda v: True, "a number"),
+    "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "probability": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "any": (lambda v: True, "a number"),
     "side": (lambda v: 0 <= v <= MAX_SIDE, f"in [0, {MAX_SIDE}] (pixels)"),
     "positive side": (lambda v: 0 < v <= MAX_SIDE, f"in [1, {MAX_SIDE}] (pixels)"),
     "padding": (lambda v: 0 <= v <= 256, "in [0, 256] (pixels)"),
@@ -260,7 +267,7 @@ RULES = {
 RANGES = {
     "epochs": "positive", "batch_size": "positive", "lr": "positive", "momentum": "fraction",
     "weight_decay": "non-negative", "bias_lr_mult": "non-negative", "label_smoothing": "fraction",
-    "clip_grad_norm": "non-negative",
+    "clip_grad_norm": "non-negative", "ema": "fraction", "erase": "probability",
     "warmup_epochs": "non-negative", "plateau_patience": "non-negative", "plateau_max_drops": "non-negative",
     "image_size": "positive side", "crop_size": "side", "resize_to": "side", "padding": "padding",
     "pca_std": "non-negative", "pixel_scale": "positive", "val_fraction": "fraction", "seed": "seed",

@@ -61,14 +61,26 @@ def set_rng_state(rng: dict, device: torch.device, towers: tuple | None) -> None
 
 
 def training_state(parts, position: Position) -> dict:
-    """Everything ``--resume`` needs besides the weights: the optimizer's momentum, the schedule, the position
-    and the RNG (``Checkpoint.training``)."""
-    return {"optimizer": parts.optimizer.state_dict(), "schedule": parts.schedule.state_dict(),
-            **position.to_dict(), "rng": rng_state(parts.device, parts.towers)}
+    """Everything ``--resume`` needs besides the checkpoint's weights: the optimizer's momentum, the schedule, the
+    position and the RNG (``Checkpoint.training``); with ``--ema`` the trained weights and the average's count
+    (the checkpoint's weights are then the average's)."""
+    state = {"optimizer": parts.optimizer.state_dict(), "schedule": parts.schedule.state_dict(),
+             **position.to_dict(), "rng": rng_state(parts.device, parts.towers)}
+    if parts.ema:
+        state["ema"] = {"updates": parts.ema.updates, "trained": parts.raw_model.state_dict()}
+    return state
 
 
-def restore_training(parts, training: dict) -> Position:
-    """The optimizer, schedule and RNG of ``training`` put back into ``parts``; the position returned."""
+def restore_training(parts, resumed, source: str) -> Position:
+    """The weights, optimizer, schedule and RNG of the checkpoint ``resumed`` (read from ``source``) put back into
+    ``parts``; the position returned."""
+    from alexnet.weights import load_checked
+    training, ema = resumed.training, resumed.training.get("ema")
+    if parts.ema and ema:                  # the trained weights and the average, each where it belongs
+        load_checked(parts.raw_model, ema["trained"], source)
+        parts.ema.load(resumed.state_dict, ema["updates"])
+    else:
+        load_checked(parts.raw_model, resumed.state_dict, source)
     parts.optimizer.load_state_dict(training["optimizer"])
     parts.schedule.load_state_dict(training["schedule"])
     set_rng_state(training["rng"], parts.device, parts.towers)
