@@ -61,7 +61,7 @@ def flip_view(p: argparse.ArgumentParser) -> None:
     """Tri-state, as ``--ten-crop``: None (the flag absent) means as the checkpoint's recipe says."""
     p.add_argument("--flip-view", action=argparse.BooleanOptionalAction, default=None,
                    help="average the centre view's softmax with its mirror image's (default: as the checkpoint's "
-                        "recipe; the quick recipe's does)")
+                        "recipe: a run trained with --flip-view does)")
 
 
 def batch_size(p: argparse.ArgumentParser, default: int | None = 256, help: str | None = None) -> None:

@@ -96,7 +96,7 @@ def evaluate_checkpoints(checkpoints: list[str], *, data: str | None = None, spl
     for path, item in zip(checkpoints[1:], loaded[1:]):
         if item.info.classes != first.classes:
             raise UsageError(f"--ensemble: {path} was trained on other classes than {checkpoints[0]}")
-    if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one centre + mirror
+    if ten_crop is None:          # the recipe decides: the paper's is 10-crop [4], the quick one the centre view
         ten_crop = first.ten_crop
     if flip_view is None:
         flip_view = first.flip_view

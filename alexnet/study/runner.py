@@ -6,6 +6,7 @@ when complete, so the baseline run of one seed serves every study that contains 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from alexnet.study import stats as study_stats
 from alexnet.errors import NonFiniteLoss, UsageError
-from alexnet.train.recipes import resolve_config
+from alexnet.train.recipes import NEUTRAL, resolve_config
 from alexnet.study.studies import BASE, BUDGETS, FIG1_BASE, STUDIES, Arm, Study
 from alexnet.study.metrics import errors, measure, write_json
 from alexnet.study.plots import plot_study
@@ -54,8 +55,10 @@ def arm_settings(study: Study, arm: Arm, options: dict) -> dict:
 
 def run_config(settings: dict, seed: int, runs: Path):
     """The resolved TrainConfig of one run, its folder named by the hash of everything that shapes it."""
-    cfg = resolve_config("quick", **settings, seed=seed, quiet=True, out="-")
-    shaping = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "quiet", "device")}
+    cfg = resolve_config("quick", **{**NEUTRAL, **settings}, seed=seed, quiet=True, out="-")
+    cfg = dataclasses.replace(cfg, model_kwargs=dict(settings["model_kwargs"]))   # the study's, not the recipe's
+    shaping = {k: v for k, v in cfg.to_dict().items() if k not in ("out", "quiet", "device")
+               and not (k in NEUTRAL and v == NEUTRAL[k])}      # the cache keys of runs made before these fields
     key = hashlib.sha1(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:12]
     cfg.out = str(runs / key)
     return cfg

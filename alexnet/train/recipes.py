@@ -5,14 +5,10 @@ The resolved config is written to ``config.json`` and stored in every checkpoint
 ``paper-literal`` is the paper's text [4, 5] word for word. ``paper`` is the paper as it trains: the text,
 except where Krizhevsky's own code (cuda-convnet2's ImageNet configs) says what he ran, Caffe's bias 0.1, and
 gradient clipping, which the measurement showed is needed (``PAPER_DEPARTURES``: each a ``Departure`` record with
-the field it sets, its value, its source and why; ``paper`` is ``paper-literal`` with them applied; see
-docs/paper_recipe.md). With the literal init the first SGD step moves fc8 by ~20% of its norm (fc7 hands it
-a vector of ~4096 values near 1 for every image), the logits blow up (std 1.7 -> 15 -> 23 in two steps,
-loss ~17 over steps 1-5 with 9 classes) and the network falls back to predicting the class frequencies (loss
-ln K) and stays there; bias 0.1 in fc6/fc7 alone stops this, Caffe's 0.1 in all five layers also learns fastest.
-With that alone the runs were unstable (a held-out top-1 that climbs, then collapses to chance); clipping the
-gradients' global norm at 5 steadies them. With cuda-convnet2's LRN (alpha / n), conv1 order and conv3-5 init on
-top, 3 epochs give 0.997/0.987/0.980 (colour) and 0.979/0.996/0.958 (grey) held-out top-1, seeds 0/1/2.
+the field it sets, its value, its source and why; ``paper`` is ``paper-literal`` with them applied). With the
+literal init the first SGD step moves fc8 by ~20% of its norm and the network falls back to predicting the class
+frequencies (loss ln K); bias 0.1 stops this, and clipping the gradients' global norm at 5 steadies the runs that
+learned and then collapsed. The measurements: docs/paper_recipe.md. ``quick``: docs/recipes.md.
 """
 from __future__ import annotations
 
@@ -39,7 +35,8 @@ class TrainConfig:
                      "folder, or a cache made by alexnet prepare")
     data_root: str | None = _opt(None, "folder holding builtin datasets (searched first)")
     model: str = _opt("alexnet_small", "a registered model (see alexnet models)")
-    model_kwargs: dict = _opt(dict, "JSON object of model arguments on top of the recipe's, e.g. '{\"norm\": \"lrn\"}'")
+    model_kwargs: dict = _opt(dict, "JSON object of model arguments on top of the recipe's (which are for the recipe's "
+                              "own model only), e.g. '{\"norm\": \"lrn\"}'")
     out: str = _opt("runs/quick", "run folder (default: runs/<recipe>)")
     epochs: int = _opt(10, "epochs to train")
     batch_size: int = _opt(128, "global batch (split across torchrun processes)")
@@ -203,10 +200,12 @@ RECIPES: dict[str, dict] = {
                 weight_decay=0.0, schedule="constant", crop_size=0, resize_to=224, flip=False, pca_std=0.0,
                 normalization="none", ten_crop=False, out="runs/d2l"),
     # CPU-friendly: the AlexNet ingredients at 28 px, tuned for accuracy per second.
-    "quick": dict(data="fashion-mnist", model="alexnet_small", model_kwargs={}, epochs=8, batch_size=128,
-                  lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4, decay_norm_and_bias=False,
-                  label_smoothing=0.1, schedule="onecycle", warmup_epochs=0.3, crop_size=28, padding=2,
-                  flip=True, pca_std=0.0, normalization="channel", ten_crop=False, out="runs/quick"),
+    # docs/recipes.md#measured-the-quick-recipe: what was tried on the held-out split, and what each gave
+    "quick": dict(data="fashion-mnist", model="alexnet_small", model_kwargs={"fc_width": 512, "dropout": 0.25},
+                  epochs=8, batch_size=128, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
+                  decay_norm_and_bias=False, label_smoothing=0.1, schedule="onecycle", warmup_epochs=0.3,
+                  ema=0.999, crop_size=28, padding=2, flip=True, pca_std=0.0, normalization="channel",
+                  ten_crop=False, out="runs/quick"),
 }
 
 
@@ -226,7 +225,8 @@ def absolute_path(path: str) -> str:
 
 
 def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
-    """The recipe's defaults with ``overrides`` (None values ignored) applied on top."""
+    """The recipe's defaults with ``overrides`` (None values ignored) applied on top. The recipe's model arguments
+    are its own model's: with another ``model`` they are left out, and only the given ``model_kwargs`` apply."""
     if recipe not in RECIPES:
         raise UsageError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
     names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -235,6 +235,8 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
         raise UsageError(f"unknown config keys {sorted(unknown)}")
     values = dict(RECIPES[recipe], recipe=recipe)
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides.get("model", values.get("model")) != values.get("model"):
+        values["model_kwargs"] = {}
     if "model_kwargs" in overrides:     # the user's model arguments go on top of the recipe's, key by key
         overrides["model_kwargs"] = {**values.get("model_kwargs", {}), **overrides["model_kwargs"]}
     values.update(overrides)
@@ -254,6 +256,10 @@ def resolve_config(recipe: str = "quick", **overrides) -> TrainConfig:
 # field -> (rule, what the rule says): every numeric TrainConfig field must be listed (tests/cli/test_main.py).
 # Integers with a ceiling are those whose absurd values cost memory or overflow (tests/train/test_recipes_ranges.py).
 MAX_SIDE = 4096                           # alexnet.util.checks.MAX_INPUT_ELEMENTS's side: above any model's input
+# Fields added after runs and studies were first recorded, at the value that changes nothing: what an older
+# config.json (which lacks them) meant, so --resume and the study cache keep their meaning.
+NEUTRAL = {"ema": 0.0, "erase": 0.0, "flip_view": False}
+
 RULES = {
     "positive": (lambda v: v > 0, "> 0"), "non-negative": (lambda v: v >= 0, ">= 0"),
     "fraction": (lambda v: 0 <= v < 1, "in [0, 1)"), "probability": (lambda v: 0 <= v <= 1, "in [0, 1]"),

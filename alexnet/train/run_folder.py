@@ -6,6 +6,7 @@ needs) and ``best.pt`` (the best validation top-1, without optimizer state).
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from alexnet.checkpoint import Checkpoint
 from alexnet.errors import UsageError
-from alexnet.train.recipes import RECIPES, TrainConfig, absolute_data, absolute_path, resolve_config
+from alexnet.train.recipes import NEUTRAL, RECIPES, TrainConfig, absolute_data, absolute_path, resolve_config
 
 RUN_FILES = ("config.json", "metrics.jsonl", "diagnose.jsonl", "last.pt", "best.pt", "curves.png")
 RETIRED_CONFIG_KEYS = ("optimizer",)     # stored by earlier versions, no longer read
@@ -52,8 +53,12 @@ def resume_config(out: str | Path, overrides: dict | None = None) -> TrainConfig
         raise UsageError(f"--resume continues the run in {out} as it was configured; it cannot change {flags} "
                          f"(it may change only {', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)}). "
                          "Start a new run with another --out, or --force to start over here")
+    for f in dataclasses.fields(TrainConfig):   # a run from before a field existed ran without it: its neutral default
+        if f.name not in saved and f.name in NEUTRAL:
+            saved[f.name] = NEUTRAL[f.name]
     saved.update({"max_steps": 0, **overrides}, out=str(out))
-    return resolve_config(saved.pop("recipe"), **saved)
+    cfg = resolve_config(saved.pop("recipe"), **saved)
+    return dataclasses.replace(cfg, model_kwargs=dict(saved.get("model_kwargs", cfg.model_kwargs)))  # as it ran
 
 
 def _same(key: str, given, saved) -> bool:

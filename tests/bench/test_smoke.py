@@ -96,3 +96,18 @@ def test_gpu_feed_bench_quick_runs_on_the_cpu(tmp_path):
     rows = json.loads(report.read_text())["rows"]
     assert [r["feed"] for r in rows] == ["on device", "cpu decode"] and all(r["img_per_s"] > 0 for r in rows)
     assert rows[0]["vs_on_device"] == 1.0 and "cpu decode / on device:" in run.stdout
+
+
+def test_test_time_views_bench_gives_three_accuracies(tmp_path, tiny_run):
+    """bench/test_time_views.py on an untrained checkpoint and its idx data: the three views' top-1 printed, each
+    the accuracy of that many averaged views (the centre column equals alexnet eval's centre view)."""
+    from alexnet.inference.evaluate import evaluate_checkpoints
+    best, _ = tiny_run(tmp_path)
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "test_time_views.py"), str(best), "--split", "test"],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-2000:]
+    found = re.search(r"\((\d+) images\): centre ([\d.]+)  \+ mirror ([\d.]+)  \+ mirror \+ 4 shifts ([\d.]+)", run.stdout)
+    assert found, run.stdout
+    report = evaluate_checkpoints([str(best)], split="test", ten_crop=False, flip_view=False, progress=False)
+    assert int(found.group(1)) == report["n"] and float(found.group(2)) == round(report["top1"], 4)
+    assert all(0 <= float(found.group(i)) <= 1 for i in (3, 4))
