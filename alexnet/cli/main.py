@@ -61,6 +61,7 @@ def _train(args: argparse.Namespace) -> int:
         cfg = resume_config(out, dict(overrides, recipe=recipe))
     else:
         cfg = resolve_config(recipe or "quick", **overrides)
+        cfg = finetune.adopt_init_model_kwargs(cfg, given="model_kwargs" in overrides)
     checks.writable_folder(cfg.out, "--out")
     checks.model_kwargs(cfg.model, cfg.model_kwargs)
     finetune.check_flags(cfg, resume=args.resume)    # --init exists, --freeze names a layer

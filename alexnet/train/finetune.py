@@ -20,6 +20,7 @@ With ``--towers`` the layer names are the grouped model's (``features.conv2``, a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -135,6 +136,21 @@ def read_init(path: str) -> tuple[dict[str, torch.Tensor], ModelSpec | None, lis
         return weights.tensors, None, None
     ckpt = Checkpoint.from_dict(weights.checkpoint, label)
     return ckpt.state_dict, ckpt.model, ckpt.classes
+
+
+def adopt_init_model_kwargs(cfg, given: bool):
+    """``cfg`` building the network ``--init``'s weights were trained in, when the command line names no
+    ``--model-kwargs`` (``given``) and the checkpoint holds the same model: e.g. an ``alexnet_small`` of the earlier
+    quick recipe (fc 256) fine-tuned under today's (fc 512). Anything else is left to ``load_init``'s checks."""
+    if not cfg.init or given:
+        return cfg
+    try:
+        _, theirs, _ = read_init(cfg.init)
+    except UsageError:                     # said again, with the flag named, when the run reads it
+        return cfg
+    if theirs is None or theirs.name != cfg.model or theirs.kwargs == cfg.model_kwargs:
+        return cfg
+    return dataclasses.replace(cfg, model_kwargs=dict(theirs.kwargs))
 
 
 def _check_spec(path: str, theirs: ModelSpec, ours: ModelSpec, input_flags: str) -> None:

@@ -49,3 +49,16 @@ def test_a_run_from_before_a_field_existed_resumes_as_it_ran(fashion, tmp_path):
     done = Checkpoint.load(out / "last.pt")
     assert done.model.kwargs == {} and "ema" not in done.training
     assert done.state_dict["classifier.fc6.weight"].shape == torch.Size([256, 1024])
+
+
+def test_init_brings_its_own_model_arguments_unless_the_command_line_names_some(fashion, tmp_path, tiny_checkpoint):
+    """A checkpoint of alexnet_small with the model's defaults (fc 256, as the earlier quick recipe trained it)
+    fine-tunes under today's quick recipe (fc 512): the run builds the network the weights came from."""
+    source = tiny_checkpoint(tmp_path / "source.pt", classes=tuple("0123456789"))
+    out = tmp_path / "tuned"
+    assert main(["train", "--data", fashion, "--init", source, "--train-subset", "128", "--val-subset", "64",
+                 "--epochs", "1", "--out", str(out), "--quiet"]) == 0
+    tuned = Checkpoint.load(out / "best.pt")
+    assert tuned.model.kwargs == {} and tuned.config["model_kwargs"] == {}
+    assert main(["train", "--data", fashion, "--init", source, "--model-kwargs", '{"fc_width": 512}', "--epochs", "1",
+                 "--train-subset", "128", "--out", str(tmp_path / "asked"), "--quiet"]) == 2   # named: checked, refused
