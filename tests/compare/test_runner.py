@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from alexnet.checkpoint import Checkpoint
 from alexnet.cli.main import main
 from alexnet.compare.runner import Budget, choose_input_size, common_input_size, parse_models, run_config, summarise
 from alexnet.compare.report import markdown_table, plot_compare
@@ -62,7 +63,9 @@ def test_compare_trains_scores_and_reports_both_models(compared):
     assert [row["model"] for row in result["models"]] == TWO and len(result["runs"]) == 2
     assert result["test"] == {"split": "test", "views": "centre", "images": 300}
     for row, run in zip(result["models"], result["runs"]):
-        model = create_model(row["model"], num_classes=10, in_channels=1, input_size=28)
+        kwargs = Checkpoint.load(out / "runs" / f"{row['model']}-seed0" / "best.pt").model.kwargs
+        assert kwargs == ({"fc_width": 512, "dropout": 0.25} if row["model"] == "alexnet_small" else {"init": "xavier"})
+        model = create_model(row["model"], num_classes=10, in_channels=1, input_size=28, **kwargs)
         assert row["params"] == run["params"] == sum(p.numel() for p in model.parameters())
         assert row["macs"] == sum(r.macs for r in layer_table(model, (1, 28, 28))) > 0
         assert 0 <= run["test_top1"] <= run["test_top5"] <= 1 and row["test_top1"] == run["test_top1"]

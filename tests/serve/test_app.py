@@ -132,7 +132,7 @@ def test_model_healthz_and_the_page(client):
     card = client.get("/model").json()
     assert card["name"] == "alexnet_small" and card["num_classes"] == len(card["classes"]) == 10
     assert card["classes"][9] == "Ankle boot" and card["input_size"] == [1, 28, 28]
-    assert card["parameters"] == 544_074 and card["backend"] == "torch"
+    assert card["parameters"] == 1_005_898 and card["backend"] == "torch"   # quick: fc 512
     assert card["preprocessing"]["normalization"] == "channel" and card["preprocessing"]["ten_crop"] is False
     assert card["checkpoint"]["file"] == "best.pt" and card["checkpoint"]["config"]["recipe"] == "quick"
     health = client.get("/healthz").json()
@@ -243,7 +243,7 @@ def test_an_onnx_export_serves_the_same_answers(checkpoint, client, tmp_path):
     settings = Settings(onnx_file)
     with TestClient(create_app(load_predictor(settings), settings), base_url=LOCAL) as served:
         card = served.get("/model").json()
-        assert card["backend"] == "onnxruntime" and card["parameters"] == 544_074      # counted on the meta device
+        assert card["backend"] == "onnxruntime" and card["parameters"] == 1_005_898    # counted on the meta device
         got = served.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
     want = client.post("/predict", content=PNG, headers={"content-type": "image/png"}).json()["topk"]
     assert [t["index"] for t in got] == [t["index"] for t in want]

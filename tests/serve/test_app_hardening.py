@@ -57,7 +57,7 @@ def test_model_keeps_what_a_client_needs_and_the_rest_behind_model_details(check
     with _client(predictor, Settings(checkpoint)) as client:
         card = client.get("/model")
     body = card.json()
-    assert body["classes"][9] == "Ankle boot" and body["parameters"] == 544_074 and "preprocessing" in body
+    assert body["classes"][9] == "Ankle boot" and body["parameters"] == 1_005_898 and "preprocessing" in body
     folder = checkpoint.rsplit("/", 2)[0]
     assert folder not in card.text and "config" not in body["checkpoint"] and "data_source" not in body["checkpoint"]
     with _client(predictor, Settings(checkpoint, model_details=True)) as client:
