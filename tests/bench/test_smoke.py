@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -56,6 +58,7 @@ def test_transfer_bench_runs_end_to_end(tmp_path, tiny_checkpoint):
     assert digit.shape == (28, 28) and digit.dtype == np.uint8 and digit.max() > 200
 
 
+@pytest.mark.slow   # 16 s: the towers themselves are tested in tests/models/test_towers.py
 def test_towers_bench_on_the_cpu(tmp_path):
     """bench/towers.py --device cpu: the towers' output and first-step gradients against the grouped model's
     (bit-equal output on the CPU; gradients to the last bits), the ratio, the JSON; without CUDA, exit 1 says so."""
@@ -85,6 +88,7 @@ def test_machine_line_names_the_gpus(monkeypatch):
     assert machine().endswith(f", 2 x NVIDIA H200 (CUDA {torch.version.cuda})")
 
 
+@pytest.mark.slow   # 12 s: a GPU benchmark, smoke-tested on the CPU with make test-slow
 def test_gpu_feed_bench_quick_runs_on_the_cpu(tmp_path):
     """bench/gpu_feed.py on a tiny budget, on the CPU (rows "on device" and "cpu decode"): runs, writes its JSON."""
     import json
