@@ -199,7 +199,8 @@ def end_of_epoch(run: Run) -> None:
     started = time.perf_counter() - sums["seconds"]
     totals = distributed.sum_tensor(torch.tensor([sums["loss_sum"], float(sums["correct"]), float(sums["seen"])],
                                                  device=device))
-    probs = predict_probs([parts.eval_model], parts.val_set.images, parts.prep.eval_transform(flip_view=run.cfg.flip_view),
+    views = parts.prep.eval_transform(flip_view=run.cfg.flip_view)    # what eval of the checkpoint will use
+    probs = predict_probs([parts.eval_model], parts.val_set.images, views,
                           batch_size=run.cfg.eval_batch_size, device=device, autocast=parts.use_bf16)
     val = accuracy_report(probs, parts.val_set.labels, parts.classes)
     if not math.isfinite(val["loss"]):      # diverged: this epoch is neither last.pt nor best.pt (every rank stops)
