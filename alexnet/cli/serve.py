@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
 import gc
 import ipaddress
@@ -13,7 +12,7 @@ import signal
 import socket
 
 from alexnet.cli import flags
-from alexnet.util import checks
+from alexnet.util import checks, memory
 from alexnet.errors import UsageError
 
 MOST = {"--workers": 64, "--max-batch": 4096, "--threads": 1024, "--topk": 100_000}   # beyond: a typo, not a wish
@@ -149,7 +148,7 @@ def _serve(args: argparse.Namespace) -> int:
         else:
             del predictor                           # checked; each worker process loads its own
             gc.collect()
-            release_freed_memory()                  # the parent keeps no copy of the model's memory
+            memory.release_freed()                  # the parent keeps no copy of the model's memory
             os.environ[ENVIRONMENT] = settings_json(settings)
             config = uvicorn.Config("alexnet.serve.app:app_from_environment", factory=True, workers=args.workers, **common)
         workers.serve(config, sock, args.workers)   # SIGTERM: every connection accepted is answered (serve.workers)
@@ -157,14 +156,6 @@ def _serve(args: argparse.Namespace) -> int:
         sock.close()
     print("alexnet serve: stopped", flush=True)
     return 0
-
-
-def release_freed_memory() -> None:
-    """Give freed heap memory back to the OS (glibc's malloc_trim; elsewhere nothing)."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def banner(predictor, settings, host: str, port: int, workers: int) -> str:

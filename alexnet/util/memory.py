@@ -35,6 +35,26 @@ M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4   # glibc's malloc.h
 _state: dict[str, str] = {}
 
 
+def _glibc():
+    """glibc, or None (another C library, or not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):   # not glibc (musl has neither)
+        return None
+    return libc
+
+
+def release_freed() -> None:
+    """Hand the heap's freed memory back to the OS now (glibc's ``malloc_trim``; elsewhere nothing): for a process
+    that has just dropped something large for good (``alexnet serve``'s parent, once its workers hold the model)."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def configure() -> str:
     """Apply the settings above once; returns what was done (the benchmarks print it with the machine)."""
     if "mode" in _state:
@@ -44,12 +64,9 @@ def configure() -> str:
         return _state["mode"]
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     _state["mode"] = "system malloc"
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
-        except (OSError, AttributeError):   # not glibc (musl has no mallopt)
-            return _state["mode"]
+    libc = _glibc()
+    if libc is not None:
+        mallopt = libc.mallopt
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         if mallopt(M_MMAP_MAX, 0) == 1 and mallopt(M_TRIM_THRESHOLD, 2**31 - 1) == 1:
             _state["mode"] = "glibc malloc, freed blocks kept for reuse"
