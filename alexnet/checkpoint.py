@@ -39,7 +39,7 @@ from alexnet.weights import FORMAT, export_kind, load_checked
 REQUIRED = ("model", "classes", "config", "data", "state_dict")   # what eval, predict and resume read
 MODEL_KEYS = ("name", "num_classes", "in_channels", "input_size")
 TRAINING_KEYS = ("optimizer", "schedule", "position", "history", "best", "rng", "ema")   # last.pt's, for resume
-__all__ = ["FORMAT", "Checkpoint", "ModelSpec", "atomic_save", "load_checkpoint", "load_model"]
+__all__ = ["FORMAT", "Checkpoint", "ModelSpec", "atomic_save", "load_checkpoint", "load_model", "peek_model"]
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise UsageError(f"{path} is not an alexnet checkpoint (no '{FORMAT}' marker); "
                          "to load plain state dicts use alexnet.weights.load_checked")
     return ckpt
+
+
+def peek_model(path: str | os.PathLike) -> ModelSpec | None:
+    """The ``ModelSpec`` of the alexnet checkpoint ``path`` without reading its tensors (memory-mapped), or None
+    for anything else or anything unreadable (the full load says what is wrong)."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return ModelSpec.from_dict(ckpt["model"]) if ckpt.get("format") == FORMAT else None
+    except Exception:                 # not a zip checkpoint, not a dict, no model: not ours to say here
+        return None
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Checkpoint]:

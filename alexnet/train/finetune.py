@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from alexnet.checkpoint import Checkpoint, ModelSpec
+from alexnet.checkpoint import Checkpoint, ModelSpec, peek_model
 from alexnet.errors import UsageError
 from alexnet.weights import check_values, kind_of, read_weights
 
@@ -142,12 +142,9 @@ def adopt_init_model_kwargs(cfg, given: bool):
     """``cfg`` building the network ``--init``'s weights were trained in, when the command line names no
     ``--model-kwargs`` (``given``) and the checkpoint holds the same model: e.g. an ``alexnet_small`` of the earlier
     quick recipe (fc 256) fine-tuned under today's (fc 512). Anything else is left to ``load_init``'s checks."""
-    if not cfg.init or given:
+    if not cfg.init or given or not Path(cfg.init).is_file():
         return cfg
-    try:
-        _, theirs, _ = read_init(cfg.init)
-    except UsageError:                     # said again, with the flag named, when the run reads it
-        return cfg
+    theirs = peek_model(cfg.init)          # the tensors are read once, by the run (load_init)
     if theirs is None or theirs.name != cfg.model or theirs.kwargs == cfg.model_kwargs:
         return cfg
     return dataclasses.replace(cfg, model_kwargs=dict(theirs.kwargs))
