@@ -53,9 +53,8 @@ def resume_config(out: str | Path, overrides: dict | None = None) -> TrainConfig
         raise UsageError(f"--resume continues the run in {out} as it was configured; it cannot change {flags} "
                          f"(it may change only {', '.join('--' + k.replace('_', '-') for k in RESUME_MAY_CHANGE)}). "
                          "Start a new run with another --out, or --force to start over here")
-    for f in dataclasses.fields(TrainConfig):   # a run from before a field existed ran without it: its neutral default
-        if f.name not in saved and f.name in NEUTRAL:
-            saved[f.name] = NEUTRAL[f.name]
+    for name, value in NEUTRAL.items():          # a run from before a field existed ran without it
+        saved.setdefault(name, value)
     saved.update({"max_steps": 0, **overrides}, out=str(out))
     cfg = resolve_config(saved.pop("recipe"), **saved)
     return dataclasses.replace(cfg, model_kwargs=dict(saved.get("model_kwargs", cfg.model_kwargs)))  # as it ran
